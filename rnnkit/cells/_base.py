@@ -1,0 +1,170 @@
+"""What every cell family shares: the equations record and the torch.nn-style cell module."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+State = tuple  # tuple[Tensor, ...]: (h,) or (h, c); element 0 is always the step's output
+
+
+class CellWeights(NamedTuple):
+    """One layer-direction's parameters, named as in torch.nn (None where absent)."""
+
+    w_ih: Tensor
+    w_hh: Tensor
+    b_ih: Optional[Tensor] = None
+    b_hh: Optional[Tensor] = None
+    w_hr: Optional[Tensor] = None
+
+
+@dataclass(frozen=True, eq=False)
+class CellEquations:
+    """One recurrence, written once.
+
+    ``recur(gx, state, weights)`` advances the state by one step, given the step's
+    input projection ``gx = x @ W_ih^T + b_ih`` (all steps' projections are one
+    matrix product, done before the time loop).  ``step`` is the whole step from
+    the raw input, as the cell modules use it.  Kernels dispatch on the identity
+    of this object, never on its name.
+    """
+
+    name: str                     # "lstm", "gru", "rnn_tanh", "rnn_relu"
+    gates: tuple                  # gate names in the order of W_ih's rows, e.g. ("i", "f", "g", "o")
+    state_names: tuple            # ("h",) or ("h", "c")
+    recur: Callable[[Tensor, State, CellWeights], State]
+    math: str                     # the equations, for docs and `rnnkit explain`
+
+    @property
+    def num_gates(self) -> int:
+        return len(self.gates)
+
+    def step(self, x: Tensor, state: State, weights: CellWeights) -> State:
+        return self.recur(F.linear(x, weights.w_ih, weights.b_ih), state, weights)
+
+
+def check_size_arg(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+
+
+class CellBase(nn.Module):
+    """torch.nn's RNNCellBase contract: parameters weight_ih, weight_hh, bias_ih, bias_hh.
+
+    Subclasses set ``_num_chunks`` and ``_state_arity`` and provide ``equations``.
+    """
+
+    _num_chunks: int = 1
+    _state_arity: int = 1  # 1: hx is a Tensor; 2: hx is a (h, c) tuple
+    __constants__ = ["input_size", "hidden_size", "bias"]
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        check_size_arg("input_size", input_size)
+        check_size_arg("hidden_size", hidden_size)
+        # torch.empty would say "negative dimension"; say which argument instead (same type as torch).
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if value < 0:
+                raise RuntimeError(f"{name} must be non-negative, got {value}")
+        factory = {"device": device, "dtype": dtype}
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        gate_rows = self._num_chunks * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty((gate_rows, input_size), **factory))
+        self.weight_hh = nn.Parameter(torch.empty((gate_rows, hidden_size), **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(gate_rows, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(gate_rows, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Same draws, in the same order, as torch.nn: one seed gives identical cells.
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    def extra_repr(self) -> str:
+        s = "{input_size}, {hidden_size}"
+        if "bias" in self.__dict__ and self.bias is not True:
+            s += ", bias={bias}"
+        if "nonlinearity" in self.__dict__ and self.nonlinearity != "tanh":
+            s += ", nonlinearity={nonlinearity}"
+        return s.format(**self.__dict__)
+
+    @property
+    def equations(self) -> CellEquations:
+        raise NotImplementedError
+
+    def cell_weights(self) -> CellWeights:
+        return CellWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+
+    def forward(self, input: Tensor, hx=None):
+        cls = type(self).__name__
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{cls}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        state = self._as_state(hx)
+        for idx, value in enumerate(state or ()):
+            if value.dim() not in (1, 2):
+                what = "hidden" if self._state_arity == 1 else f"hx[{idx}]"
+                raise ValueError(f"{cls}: Expected {what} to be 1D or 2D, got {value.dim()}D instead")
+        is_batched = input.dim() == 2
+        if not is_batched:
+            input = input.unsqueeze(0)
+        if state is None:
+            zeros = input.new_zeros(input.size(0), self.hidden_size)
+            state = (zeros,) * self._state_arity
+        elif not is_batched:
+            state = tuple(s.unsqueeze(0) for s in state)
+        self._check_step_args(input, state)
+        state = self.equations.step(input, state, self.cell_weights())
+        if not is_batched:
+            state = tuple(s.squeeze(0) for s in state)
+        return state[0] if self._state_arity == 1 else state
+
+    def _as_state(self, hx) -> Optional[State]:
+        if hx is None:
+            return None
+        if self._state_arity == 1:
+            if not isinstance(hx, Tensor):
+                raise TypeError(f"{type(self).__name__}: expected hx to be a Tensor, got {type(hx).__name__}")
+            return (hx,)
+        if not isinstance(hx, (tuple, list)) or len(hx) != self._state_arity:
+            raise TypeError(
+                f"{type(self).__name__}: expected hx to be a tuple (h_0, c_0) of two Tensors, "
+                f"got {type(hx).__name__}"
+            )
+        return tuple(hx)
+
+    def _check_step_args(self, input: Tensor, state: State) -> None:
+        # Messages as torch's C++ checks word them (RNN.cpp), plus the fix.
+        if input.size(1) != self.input_size:
+            raise RuntimeError(
+                f"input has inconsistent input_size: got {input.size(1)} expected {self.input_size}"
+            )
+        if input.dtype != self.weight_ih.dtype:
+            raise RuntimeError(
+                f"{type(self).__name__}: input dtype ({input.dtype}) does not match weight dtype "
+                f"({self.weight_ih.dtype}); convert the input with input.to({self.weight_ih.dtype}) "
+                f"or the cell with cell.to({input.dtype})"
+            )
+        for k, s in enumerate(state):
+            if input.size(0) != s.size(0):
+                raise RuntimeError(
+                    f"Input batch size {input.size(0)} doesn't match hidden{k} batch size {s.size(0)}"
+                )
+            if s.size(1) != self.hidden_size:
+                raise RuntimeError(
+                    f"hidden{k} has inconsistent hidden_size: got {s.size(1)}, expected {self.hidden_size}"
+                )
+            if s.dtype != input.dtype:
+                raise RuntimeError(
+                    f"hidden{k} dtype ({s.dtype}) does not match input dtype ({input.dtype})"
+                )

@@ -1,0 +1,1 @@
+"""The command line: `rnnkit <command>`; one module per command."""

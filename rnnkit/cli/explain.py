@@ -1,0 +1,122 @@
+"""`rnnkit explain`: a layer's parameters, the shapes of everything it takes and returns, its equations."""
+from __future__ import annotations
+
+import torch
+
+import rnnkit
+from rnnkit.cells.lstm import PROJECTION_MATH
+
+from .main import UsageError
+
+LAYERS = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("explain", help="show a layer's parameters, shapes and equations",
+                       description="Show a recurrent layer's parameters, input/output shapes and equations.")
+    p.add_argument("mode", choices=sorted(LAYERS), help="the layer")
+    p.add_argument("--input-size", type=int, default=10)
+    p.add_argument("--hidden-size", type=int, default=20)
+    p.add_argument("--num-layers", type=int, default=1)
+    p.add_argument("--bidirectional", action="store_true")
+    p.add_argument("--batch-first", action="store_true")
+    p.add_argument("--no-bias", action="store_true")
+    p.add_argument("--proj-size", type=int, default=0, help="LSTM only")
+    p.add_argument("--nonlinearity", choices=["tanh", "relu"], default="tanh", help="RNN only")
+    p.add_argument("--seq-len", type=int, default=5)
+    p.add_argument("--batch", type=int, default=3)
+    p.add_argument("--check", action="store_true",
+                   help="run the layer on rnnkit and torch.nn from one seed and print the largest difference")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run)
+
+
+def build_layer(args) -> torch.nn.Module:
+    kwargs = dict(num_layers=args.num_layers, bias=not args.no_bias, batch_first=args.batch_first,
+                  bidirectional=args.bidirectional)
+    if args.mode == "lstm":
+        kwargs["proj_size"] = args.proj_size
+    elif args.proj_size:
+        raise UsageError("--proj-size is only supported for lstm")
+    if args.mode == "rnn":
+        kwargs["nonlinearity"] = args.nonlinearity
+    for name in ("seq_len", "batch"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be greater than zero, got {getattr(args, name)}")
+    try:
+        return LAYERS[args.mode](args.input_size, args.hidden_size, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from None
+
+
+def _table(rows, header) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*map(str, r)) for r in rows]
+    return "\n".join(lines)
+
+
+def describe(layer, seq_len: int, batch: int) -> str:
+    """The text `rnnkit explain` prints for ``layer``."""
+    D = 2 if layer.bidirectional else 1
+    L, H = layer.num_layers, layer.hidden_size
+    H_out = layer.proj_size or H
+    eq = layer.equations
+    out = [f"{layer!r}", ""]
+
+    rows = [(name, tuple(p.shape), p.numel()) for name, p in layer.named_parameters()]
+    out.append(f"Parameters ({len(rows)} tensors, {sum(r[2] for r in rows):,} values; "
+               f"rows of weight_ih/weight_hh are the gates {', '.join(eq.gates)} in that order):")
+    out.append(_table(rows + [("total", "", f"{sum(r[2] for r in rows):,}")], ("name", "shape", "count")))
+    out.append("")
+
+    seq_axes = ("batch", "seq_len") if layer.batch_first else ("seq_len", "batch")
+    seq_shape = (batch, seq_len) if layer.batch_first else (seq_len, batch)
+    shapes = [("input", seq_shape + (layer.input_size,), ", ".join(seq_axes + ("input_size",)))]
+    state_rows = [("h_0", (D * L, batch, H_out),
+                   f"num_layers*directions ({L}*{D}), batch, {'proj_size' if layer.proj_size else 'hidden_size'}")]
+    if "c" in eq.state_names:
+        state_rows.append(("c_0", (D * L, batch, H), f"num_layers*directions ({L}*{D}), batch, hidden_size"))
+    shapes += state_rows
+    shapes.append(("output", seq_shape + (D * H_out,),
+                   ", ".join(seq_axes) + f", directions*{'proj_size' if layer.proj_size else 'hidden_size'}"
+                   " (last layer's h_t at every step)"))
+    shapes += [(n.replace("_0", "_n"), s, m + " (state after the last step read)") for n, s, m in state_rows]
+    out.append("Shapes (zeros are used for the initial states when they are not given):")
+    out.append(_table([(n, tuple(s), m) for n, s, m in shapes], ("tensor", "shape", "axes")))
+    out.append("")
+    out.append(f"Equations ({eq.name}; each layer k > 0 reads layer k-1's output as x_t):")
+    math = eq.math + ("\n" + PROJECTION_MATH if layer.proj_size else "")
+    out += ["  " + line for line in math.splitlines()]
+    if D == 2:
+        out.append("  The reverse direction reads x_T ... x_1; its outputs are stored in input order,")
+        out.append("  so output[t] = [forward h_t ; reverse h_t] and h_n[2k+1] is the reverse state after x_1.")
+    return "\n".join(out)
+
+
+def check(layer, seq_len: int, batch: int, seed: int) -> float:
+    """Largest absolute difference between rnnkit and torch.nn on the same input, outputs and states."""
+    from .reference import torch_twin
+
+    twin = torch_twin(layer)
+    gen = torch.Generator().manual_seed(seed)
+    shape = (batch, seq_len) if layer.batch_first else (seq_len, batch)
+    x = torch.randn(*shape, layer.input_size, generator=gen)
+    with torch.no_grad():
+        (a, sa), (b, sb) = layer(x), twin(x)
+    sa, sb = (sa if isinstance(sa, tuple) else (sa,)), (sb if isinstance(sb, tuple) else (sb,))
+    return max((u - v).abs().max().item() for u, v in zip((a,) + sa, (b,) + sb))
+
+
+def run(args) -> int:
+    layer = build_layer(args)
+    print(describe(layer, args.seq_len, args.batch))
+    if args.check:
+        diff = check(layer, args.seq_len, args.batch, args.seed)
+        print()
+        print(f"Check against torch.nn.{type(layer).__name__} (seed {args.seed}, same parameters, float32): "
+              f"largest difference in output and states = {diff:.3g}")
+        if diff > 1e-5:
+            return 1
+    return 0

@@ -1,0 +1,31 @@
+"""torch.nn's recurrent layers as the reference, for `explain --check`, `verify` and `bench`.
+
+The one module of the package that names torch.nn's recurrent modules: rnnkit never
+computes with them, it only compares against them.
+"""
+from __future__ import annotations
+
+import torch
+
+import rnnkit
+
+
+def torch_twin(layer: torch.nn.Module) -> torch.nn.Module:
+    """The torch.nn layer of the same class and arguments, holding copies of ``layer``'s parameters."""
+    cls = getattr(torch.nn, type(layer).__name__)
+    if isinstance(layer, rnnkit.RNNBase):
+        kwargs = dict(num_layers=layer.num_layers, bias=layer.bias, batch_first=layer.batch_first,
+                      dropout=layer.dropout, bidirectional=layer.bidirectional)
+        if isinstance(layer, rnnkit.RNN):
+            kwargs["nonlinearity"] = layer.nonlinearity
+        if layer.proj_size:
+            kwargs["proj_size"] = layer.proj_size
+    else:
+        kwargs = dict(bias=layer.bias)
+        if isinstance(layer, rnnkit.RNNCell):
+            kwargs["nonlinearity"] = layer.nonlinearity
+    p = next(layer.parameters())
+    twin = cls(layer.input_size, layer.hidden_size, **kwargs, device=p.device, dtype=p.dtype)
+    twin.load_state_dict(layer.state_dict(), strict=True)
+    twin.train(layer.training)
+    return twin
