@@ -17,8 +17,11 @@ State = tuple  # tuple[Tensor, ...]; element 0 is the step's output
 
 
 def scan(step: Callable[[Tensor, State], State], x: Tensor, batch_sizes: Sequence[int],
-         state0: State, reverse: bool = False) -> tuple[Tensor, State]:
+         state0: State, reverse: bool = False, keep_states: bool = False):
     """Run ``state = step(x_t, state)`` over time; return (outputs (N, H), final state).
+
+    With ``keep_states`` the outputs are every state component at every step, a tuple
+    like the state (e.g. all h_t and all c_t), each (N, *).
 
     ``state0`` holds one row per sequence (batch_sizes[0] rows).  Going forward the
     batch shrinks as sequences end, and each sequence's last state is kept; going in
@@ -43,11 +46,17 @@ def scan(step: Callable[[Tensor, State], State], x: Tensor, batch_sizes: Sequenc
         elif b > rows:  # reverse: longer sequences begin here
             state = tuple(torch.cat((s, s0[rows:b])) for s, s0 in zip(state, state0))
         state = step(x[offsets[t]:offsets[t + 1]], state)
-        outputs[t] = state[0]
+        outputs[t] = state if keep_states else state[0]
     if finished:
         state = tuple(torch.cat((s,) + tuple(f[k] for f in reversed(finished)))
                       for k, s in enumerate(state))
+    if keep_states:
+        return tuple(torch.cat(parts) for parts in zip(*outputs)), state
     return torch.cat(outputs), state
+
+
+def concat(outs: list) -> Tensor:
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
 
 
 LayerFn = Callable[[int, int, Tensor, Sequence[int], State], tuple]
@@ -55,14 +64,15 @@ LayerFn = Callable[[int, int, Tensor, Sequence[int], State], tuple]
 
 def run_stack(x: Tensor, batch_sizes: Sequence[int], hx: State, layer_fn: LayerFn, *,
               num_layers: int, num_directions: int, dropout: float = 0.0,
-              training: bool = False) -> tuple[Tensor, State]:
+              training: bool = False, merge: Callable[[list], Tensor] = concat) -> tuple[Tensor, State]:
     """Run ``num_layers`` x ``num_directions`` recurrences over packed ``x`` (N, I).
 
     ``hx`` is a tuple of stacked states, each (num_layers * num_directions, B, *),
     indexed ``layer * num_directions + direction`` as in torch.nn.
     ``layer_fn(layer, direction, x, batch_sizes, state0)`` runs one layer-direction
     and returns (outputs (N, H), final state); direction 1 reads the sequence backwards.
-    Directions' outputs are concatenated on the feature axis; dropout is applied to
+    Directions' outputs are combined by ``merge`` (concatenated on the feature axis by
+    default, as torch.nn does); dropout is applied to
     each layer's output except the last, in training only.
     """
     finals: list = [[] for _ in hx]
@@ -74,7 +84,332 @@ def run_stack(x: Tensor, batch_sizes: Sequence[int], hx: State, layer_fn: LayerF
             outs.append(out)
             for k, s in enumerate(state):
                 finals[k].append(s)
-        x = outs[0] if num_directions == 1 else torch.cat(outs, dim=-1)  # (N, D*H)
+        x = merge(outs)  # (N, D*H) when concatenated
         if dropout > 0 and training and layer < num_layers - 1:
             x = F.dropout(x, dropout, training=True)
     return x, tuple(torch.stack(f) for f in finals)
+
+
+# ----------------------------------------------------------------------------------------
+# Recurrent: any cell as a full layer
+# ----------------------------------------------------------------------------------------
+
+from torch import nn  # noqa: E402
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence  # noqa: E402
+
+from . import kernels  # noqa: E402
+from .cells._base import check_size_arg  # noqa: E402
+from .errors import UnsupportedBackendError  # noqa: E402
+
+MERGES = {
+    "concat": concat,
+    "sum": lambda outs: outs[0] if len(outs) == 1 else outs[0] + outs[1],
+    "mean": lambda outs: outs[0] if len(outs) == 1 else (outs[0] + outs[1]) / 2,
+    "mul": lambda outs: outs[0] if len(outs) == 1 else outs[0] * outs[1],
+}
+
+
+def _check_probability(name: str, p) -> float:
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < 1:
+        raise ValueError(f"{name} should be a number in range [0, 1), got {p!r}")
+    return float(p)
+
+
+class Recurrent(nn.Module):
+    r"""Any cell as a full recurrent layer: layers, directions, padding, lengths and packing.
+
+    ``cell`` is a class following torch.nn's cell convention: built as
+    ``cell(input_size, hidden_size, **cell_kwargs)``, called as ``cell(x_t, hx)`` with
+    ``hx=None`` meaning a zero state, returning the new state (a Tensor, or a tuple whose
+    first element is the step's output h_t, e.g. LSTMCell's ``(h, c)``).  torch.nn.GRUCell,
+    every cell in ``rnnkit.cells`` and any user class of that shape work unchanged.
+
+    The instances live in ``self.cells`` (an nn.ModuleList), layer-major, the forward
+    direction before the reverse; layer k > 0 takes ``hidden_size * directions`` inputs
+    (``hidden_size`` when the directions are merged by sum, mean or mul).
+
+    Options beyond torch.nn:
+
+    ==================  ===============================================================
+    merge               how the two directions' outputs combine: "concat" (torch.nn's),
+                        "sum", "mean", "mul"
+    return_states       forward also returns every step's full state (all h_t, all c_t)
+                        of the last layer, each shaped like ``output``
+    stateful            the final state is carried into the next call when ``hx`` is
+                        None (truncated BPTT: it is detached); ``reset_state()`` clears it
+    input_dropout       variational dropout: one mask per sequence and layer on the
+                        inputs, the same at every step (training only)
+    recurrent_dropout   one mask per sequence and layer-direction on h_{t-1} before each
+                        step (training only)
+    zoneout             each state unit keeps its previous value with this probability
+                        (training); in eval the expectation p*old + (1-p)*new is used
+    ==================  ===============================================================
+
+    Shapes as torch.nn.RNN/LSTM: ``forward(input, hx=None, *, lengths=None)`` takes (L, N, H_in)
+    (batch_first: (N, L, H_in)), unbatched (L, H_in), or a PackedSequence, and returns
+    ``(output, h_n)`` (``h_n`` a tuple of stacked states for tuple-state cells), plus
+    the states when ``return_states``.  With ``lengths`` a padded batch is run as its
+    sequences alone: outputs past a sequence's end are zero, h_n is taken at its last step.
+
+    Equivalent to (one layer, one direction, no lengths)::
+
+        h = None
+        for t in range(x.size(0)):
+            h = layer.cells[0](x[t], h)
+            output.append(h[0] if isinstance(h, tuple) else h)
+
+    rnnkit's own cells run through the fused kernels (``backend="auto"``); a user's
+    cell runs on the reference loop.  To make a cell fast, express its step as a
+    ``CellEquations`` (see rnnkit/cells/) and register a kernel for it in rnnkit/kernels/.
+    """
+
+    def __init__(self, cell, input_size: int, hidden_size: int, num_layers: int = 1, *,
+                 bidirectional: bool = False, batch_first: bool = False, dropout: float = 0.0,
+                 backend: str = "auto", merge: str = "concat", return_states: bool = False,
+                 stateful: bool = False, input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
+                 zoneout: float = 0.0, **cell_kwargs):
+        super().__init__()
+        if isinstance(cell, nn.Module) or not callable(cell):
+            raise TypeError(
+                f"Recurrent: cell should be a cell class, built as cell(input_size, hidden_size, **cell_kwargs), "
+                f"got {'an instance of ' + type(cell).__name__ if isinstance(cell, nn.Module) else repr(cell)}"
+            )
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            check_size_arg(name, value)
+            if value <= 0:
+                raise ValueError(f"{name} must be greater than zero, got {value}")
+        if merge not in MERGES:
+            raise ValueError(f"merge should be one of {', '.join(map(repr, MERGES))}, got {merge!r}")
+        kernels.check_backend_name(backend)
+        self.dropout = _check_probability("dropout", dropout)
+        self.input_dropout = _check_probability("input_dropout", input_dropout)
+        self.recurrent_dropout = _check_probability("recurrent_dropout", recurrent_dropout)
+        self.zoneout = _check_probability("zoneout", zoneout)
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bidirectional, self.batch_first = bool(bidirectional), bool(batch_first)
+        self.backend, self.merge, self.return_states, self.stateful = backend, merge, return_states, stateful
+        self.cell_name = getattr(cell, "__name__", repr(cell))
+        directions = 2 if bidirectional else 1
+        out_size = hidden_size * (directions if merge == "concat" else 1)
+        cells = []
+        self._cell_input_sizes = []
+        for layer in range(num_layers):
+            for _ in range(directions):
+                self._cell_input_sizes.append(input_size if layer == 0 else out_size)
+                try:
+                    cells.append(cell(self._cell_input_sizes[-1], hidden_size, **cell_kwargs))
+                except TypeError as e:
+                    raise TypeError(f"Recurrent: could not build {self.cell_name}(input_size, hidden_size, "
+                                    f"**{cell_kwargs}): {e}") from e
+                if not isinstance(cells[-1], nn.Module):
+                    raise TypeError(f"Recurrent: {self.cell_name}(...) should build an nn.Module, "
+                                    f"got {type(cells[-1]).__name__}")
+        self.cells = nn.ModuleList(cells)
+        self._carry = None
+
+    def extra_repr(self) -> str:
+        s = f"{self.cell_name}, {self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        for name, default in (("bidirectional", False), ("batch_first", False), ("dropout", 0.0),
+                              ("merge", "concat"), ("return_states", False), ("stateful", False),
+                              ("input_dropout", 0.0), ("recurrent_dropout", 0.0), ("zoneout", 0.0),
+                              ("backend", "auto")):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)!r}"
+        return s
+
+    def reset_state(self) -> None:
+        """Forget the state carried between calls (``stateful=True``)."""
+        self._carry = None
+
+    # ----- forward -----------------------------------------------------------------------
+    def forward(self, input, hx=None, *, lengths=None):
+        directions = 2 if self.bidirectional else 1
+        packed_in = isinstance(input, PackedSequence)
+        is_batched, total_length = True, None
+        if packed_in:
+            if lengths is not None:
+                raise ValueError("Recurrent: lengths is for padded input; a PackedSequence carries its own")
+            packed = input
+        else:
+            if not isinstance(input, Tensor) or input.dim() not in (2, 3):
+                got = f"{input.dim()}D tensor" if isinstance(input, Tensor) else type(input).__name__
+                raise ValueError(f"Recurrent: Expected input to be 2D or 3D, got {got} instead")
+            is_batched = input.dim() == 3
+            if not is_batched:
+                input = input.unsqueeze(0 if self.batch_first else 1)
+                if lengths is not None:
+                    raise ValueError("Recurrent: lengths needs batched 3-D input")
+            if input.size(-1) != self.input_size:
+                raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                                   f"got {input.size(-1)}")
+            steps = input.size(1 if self.batch_first else 0)
+            if steps == 0:
+                raise RuntimeError("Recurrent: expected a sequence of at least one step, got 0 steps")
+            batch = input.size(0 if self.batch_first else 1)
+            if lengths is None:
+                lengths_t = torch.full((batch,), steps, dtype=torch.int64)
+            else:
+                lengths_t = torch.as_tensor(lengths, dtype=torch.int64, device="cpu").reshape(-1)
+                if lengths_t.numel() != batch or bool((lengths_t < 1).any()) or bool((lengths_t > steps).any()):
+                    raise ValueError(f"Recurrent: lengths should hold {batch} values in [1, {steps}], "
+                                     f"got {lengths_t.tolist()}")
+            total_length = steps
+            packed = pack_padded_sequence(input, lengths_t, batch_first=self.batch_first, enforce_sorted=False)
+        data, batch_sizes_t, sorted_indices, unsorted_indices = packed
+        batch_sizes = batch_sizes_t.tolist()
+        batch = batch_sizes[0]
+
+        structure = [self._probe(c, size, data) for c, size in zip(self.cells, self._cell_input_sizes)]  # per cell: (arity, per-state trailing shapes)
+        state = self._initial_state(hx, is_batched, batch, data, structure)
+        if sorted_indices is not None:
+            state = tuple(s.index_select(1, sorted_indices) for s in state)
+
+        runners = self._runners(data)
+        keep = self.return_states
+        kept = []
+        masked_inputs = {}  # layer -> its input under this call's variational mask, shared by both directions
+
+        def layer_fn(layer, direction, x, bs, s0):
+            idx = layer * directions + direction
+            if self.input_dropout > 0 and self.training:
+                if layer not in masked_inputs:
+                    masked_inputs[layer] = x * _per_sequence_mask(x, bs, self.input_dropout)
+                x = masked_inputs[layer]
+            last = layer == self.num_layers - 1
+            out, final = runners[idx](x, bs, s0, direction == 1, keep and last)
+            if keep and last:
+                kept.append(out)
+                out = out[0]
+            return out, final
+
+        out, final = run_stack(data, batch_sizes, state, layer_fn, num_layers=self.num_layers,
+                               num_directions=directions, dropout=self.dropout, training=self.training,
+                               merge=MERGES[self.merge])
+        if self.stateful:
+            self._carry = tuple(s.detach().index_select(1, unsorted_indices) if unsorted_indices is not None
+                                else s.detach() for s in final)
+        if unsorted_indices is not None:
+            final = tuple(s.index_select(1, unsorted_indices) for s in final)
+        output = self._unpack(out, packed, packed_in, total_length, is_batched)
+        h_n = final[0] if len(final) == 1 else final
+        if not is_batched:
+            h_n = final[0].squeeze(1) if len(final) == 1 else tuple(s.squeeze(1) for s in final)
+        if not keep:
+            return output, h_n
+        states = tuple(concat([k[j] for k in kept]) for j in range(len(kept[0])))
+        states = tuple(self._unpack(s, packed, packed_in, total_length, is_batched) for s in states)
+        return output, h_n, states
+
+    # ----- pieces -----------------------------------------------------------------------
+    def _unpack(self, out, packed, packed_in, total_length, is_batched):
+        result = PackedSequence(out, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+        if packed_in:
+            return result
+        padded, _ = pad_packed_sequence(result, batch_first=self.batch_first, total_length=total_length)
+        return padded if is_batched else padded.squeeze(0 if self.batch_first else 1)
+
+    def _probe(self, cell, input_size, data):
+        """Call the cell once on a zero row to learn its state's structure, checking what it returns."""
+        with torch.no_grad():
+            x = data.new_zeros(1, input_size)
+            try:
+                result = cell(x, None)
+            except Exception as e:
+                raise type(e)(f"Recurrent: {self.cell_name}(x_t, None) failed on a (1, {x.size(1)}) input: {e}") from e
+        states = (result,) if isinstance(result, Tensor) else result
+        if not isinstance(states, tuple) or not states or not all(isinstance(s, Tensor) for s in states):
+            raise TypeError(f"Recurrent: {self.cell_name}(x_t, hx) should return a Tensor or a tuple of Tensors, "
+                            f"got {type(result).__name__}")
+        if tuple(states[0].shape) != (1, self.hidden_size):
+            raise ValueError(f"Recurrent: {self.cell_name}(x_t, hx) returned a first element (the output h_t) of "
+                             f"shape {tuple(states[0].shape)} for a batch of 1; expected (1, {self.hidden_size})")
+        if any(s.dim() < 1 or s.size(0) != 1 for s in states):
+            raise ValueError(f"Recurrent: every state tensor {self.cell_name} returns should have the batch first")
+        return isinstance(result, tuple), tuple(tuple(s.shape[1:]) for s in states)
+
+    def _initial_state(self, hx, is_batched, batch, data, structure):
+        arity, shapes = structure[0]
+        layers = len(self.cells)
+        if hx is None and self.stateful and self._carry is not None:
+            if self._carry[0].size(1) != batch:
+                raise RuntimeError(f"Recurrent: the carried state has batch {self._carry[0].size(1)}, this call has "
+                                   f"batch {batch}; call reset_state() to start new sequences")
+            return self._carry
+        if hx is None:
+            return tuple(data.new_zeros(layers, batch, *shape) for shape in shapes)
+        states = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
+        if len(states) != len(shapes) or not all(isinstance(s, Tensor) for s in states):
+            raise TypeError(f"Recurrent: {self.cell_name} has {len(shapes)} state tensor(s); hx should be "
+                            f"{'a Tensor' if len(shapes) == 1 else f'a tuple of {len(shapes)} Tensors'}")
+        if not is_batched:
+            states = tuple(s.unsqueeze(1) for s in states)
+        for k, (s, shape) in enumerate(zip(states, shapes)):
+            expected = (layers, batch) + shape
+            if tuple(s.shape) != expected:
+                raise RuntimeError(f"Expected hx[{k}] size {expected}, got {list(s.shape)}"
+                                   + ("" if is_batched else " (after adding the batch axis)"))
+            if s.dtype != data.dtype:
+                raise RuntimeError(f"Recurrent: hx[{k}] dtype ({s.dtype}) does not match input dtype ({data.dtype})")
+        return states
+
+    def _runners(self, data):
+        """One function per cell: (x, batch_sizes, state0, reverse, keep_states) -> (outputs, final state)."""
+        # These act inside the step, so they run on the generic loop (zoneout in eval too: it mixes states).
+        generic = self.return_states or self.zoneout > 0 or (self.training and self.recurrent_dropout > 0)
+        runners = []
+        for cell in self.cells:
+            eq = getattr(cell, "equations", None)
+            if eq is not None and not generic:
+                kernel = kernels.select(self.backend, eq, data, cell.cell_weights())
+                runners.append(lambda x, bs, s0, rev, keep, eq=eq, cell=cell, k=kernel:
+                               k.layer(eq, x, bs, s0, cell.cell_weights(), rev))
+                continue
+            if self.backend not in ("auto", "reference"):
+                why = ("a user cell" if eq is None else
+                       "return_states, recurrent_dropout or zoneout")
+                raise UnsupportedBackendError(
+                    f"backend {self.backend!r} cannot run {self.cell_name} here ({why} runs on the reference loop); "
+                    f"use backend='auto' or 'reference'"
+                )
+            runners.append(self._generic_runner(cell, eq))
+        return runners
+
+    def _generic_runner(self, cell, eq):
+        def call(x_t, state):
+            if eq is not None:
+                return eq.step(x_t, state, cell.cell_weights())
+            result = cell(x_t, state if len(state) > 1 else state[0])
+            return (result,) if isinstance(result, Tensor) else tuple(result)
+
+        def run(x, bs, s0, reverse, keep):
+            step = call
+            if self.training and self.recurrent_dropout > 0:
+                mask = _dropout_mask(s0[0], self.recurrent_dropout)  # (B, H): one per sequence
+
+                def step(x_t, state, inner=step, mask=mask):
+                    h = state[0] * mask[: state[0].size(0)]
+                    return inner(x_t, (h,) + tuple(state[1:]))
+            if self.zoneout > 0:
+                p, training = self.zoneout, self.training
+
+                def step(x_t, state, inner=step):
+                    new = inner(x_t, state)
+                    if training:
+                        return tuple(torch.where(torch.rand_like(n) < p, o, n) for o, n in zip(state, new))
+                    return tuple(p * o + (1 - p) * n for o, n in zip(state, new))
+            return scan(step, x, bs, s0, reverse, keep_states=keep)
+
+        return run
+
+
+def _dropout_mask(like: Tensor, p: float) -> Tensor:
+    return torch.empty_like(like).bernoulli_(1 - p) / (1 - p)
+
+
+def _per_sequence_mask(x: Tensor, batch_sizes, p: float) -> Tensor:
+    """A (N, I) mask for packed x that repeats one (B, I) mask of each sequence at every step."""
+    mask = _dropout_mask(x.new_empty(batch_sizes[0], x.size(-1)), p)
+    rows = torch.cat([torch.arange(b, device=x.device) for b in batch_sizes])
+    return mask[rows]

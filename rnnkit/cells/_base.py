@@ -22,13 +22,19 @@ class CellWeights(NamedTuple):
     w_hr: Optional[Tensor] = None
 
 
+def linear_projection(x: Tensor, weights) -> Tensor:
+    return F.linear(x, weights.w_ih, weights.b_ih)
+
+
 @dataclass(frozen=True, eq=False)
 class CellEquations:
     """One recurrence, written once.
 
     ``recur(gx, state, weights)`` advances the state by one step, given the step's
-    input projection ``gx = x @ W_ih^T + b_ih`` (all steps' projections are one
-    matrix product, done before the time loop).  ``step`` is the whole step from
+    input projection ``gx = project(x, weights)`` (by default ``x @ W_ih^T + b_ih``).
+    The projection holds no time dependence, so all steps' projections are one
+    matrix product, done before the time loop.  ``weights`` is whatever the cell
+    module's ``cell_weights()`` returns (CellWeights for torch.nn's families).  ``step`` is the whole step from
     the raw input, as the cell modules use it.  Kernels dispatch on the identity
     of this object, never on its name.
     """
@@ -38,13 +44,14 @@ class CellEquations:
     state_names: tuple            # ("h",) or ("h", "c")
     recur: Callable[[Tensor, State, CellWeights], State]
     math: str                     # the equations, for docs and `rnnkit explain`
+    project: Callable[[Tensor, object], Tensor] = linear_projection
 
     @property
     def num_gates(self) -> int:
         return len(self.gates)
 
     def step(self, x: Tensor, state: State, weights: CellWeights) -> State:
-        return self.recur(F.linear(x, weights.w_ih, weights.b_ih), state, weights)
+        return self.recur(self.project(x, weights), state, weights)
 
 
 def check_size_arg(name: str, value) -> None:

@@ -1,9 +1,7 @@
 """The reference backend: the cell's own equations in plain torch, autograd for the backward."""
 from __future__ import annotations
 
-import torch.nn.functional as F
-
-from ..recurrent import scan
+from .. import recurrent
 from .base import Kernel
 
 
@@ -13,5 +11,5 @@ class ReferenceKernel(Kernel):
     name = "reference"
 
     def layer(self, eq, x, batch_sizes, state0, weights, reverse):
-        gx = F.linear(x, weights.w_ih, weights.b_ih)  # (N, G*H): all steps' input projections at once
-        return scan(lambda g, s: eq.recur(g, s, weights), gx, batch_sizes, state0, reverse)
+        gx = eq.project(x, weights)  # (N, G*H): all steps' input projections at once
+        return recurrent.scan(lambda g, s: eq.recur(g, s, weights), gx, batch_sizes, state0, reverse)
