@@ -1,4 +1,7 @@
 """rnnkit: recurrent layers for PyTorch, torch.nn-exact and computed by rnnkit itself."""
+from . import attention, models
+from .attention import (AdditiveAttention, Attn, DotAttention, GeneralAttention, MultiheadAttention,
+                        TransformerEncoder, TransformerEncoderLayer)
 from .cells import GRUCell, LSTMCell, RNNCell
 from .errors import UnsupportedBackendError
 from .layers import GRU, LSTM, RNN, RNNBase
@@ -7,4 +10,6 @@ from .recurrent import Recurrent
 __version__ = "0.1.0"
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNBase", "RNNCell", "LSTMCell", "GRUCell", "Recurrent",
+           "Attn", "AdditiveAttention", "DotAttention", "GeneralAttention", "MultiheadAttention",
+           "TransformerEncoderLayer", "TransformerEncoder", "attention", "models",
            "UnsupportedBackendError", "__version__"]

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["explain"]
+COMMANDS = ["explain", "train", "predict"]
 
 
 class UsageError(Exception):

@@ -1,0 +1,39 @@
+"""`rnnkit predict`: run a trained checkpoint on your input."""
+from __future__ import annotations
+
+from .main import UsageError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="run a model trained by `rnnkit train` on your input",
+                       description="Print a trained model's output for TEXT (dates: the ISO date; "
+                                   "lm: a continuation of TEXT).")
+    p.add_argument("text", help='e.g. "3 March 1998"')
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by rnnkit train")
+    p.add_argument("--plot", help="write the attention heatmap to this PNG (dates)")
+    p.add_argument("--length", type=int, default=200, help="lm: characters to generate")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from rnnkit.training import plots
+    from rnnkit.training.checkpoint import CheckpointError
+    from rnnkit.training.inference import Predictor
+
+    try:
+        predictor = Predictor(args.checkpoint)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    try:
+        output, weights = predictor.predict(args.text, args.length)
+    except ValueError as e:
+        raise UsageError(f"the input cannot be read by this model: {e}") from None
+    print(output)
+    if args.plot:
+        if weights is None:
+            raise UsageError("--plot: this model has no attention to draw")
+        try:
+            plots.attention_heatmaps([(args.text, output, weights)], args.plot)
+        except OSError as e:
+            raise UsageError(f"--plot {args.plot}: {e.strerror or e}") from None
+    return 0

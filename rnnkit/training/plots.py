@@ -1,0 +1,50 @@
+"""The pictures a run leaves: loss curves and attention heatmaps."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def loss_curves(history: list, path: Path, title: str) -> None:
+    train = [(r["step"], r["loss"]) for r in history if r.get("loss") is not None]
+    held = [(r["step"], r["heldout_loss"]) for r in history if r.get("heldout_loss") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label="training", lw=1)
+    if held:
+        ax.plot(*zip(*held), "o-", label="held-out", lw=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats per token)")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def attention_heatmaps(examples: list, path: Path) -> None:
+    """``examples``: (source text, output text, weights (len(output), len(source)))."""
+    n = len(examples)
+    cols = 2 if n > 1 else 1
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 3.2 * rows), squeeze=False)
+    for ax, (src, out, w) in zip(axes.flat, examples):
+        ax.imshow(w, cmap="viridis", aspect="auto", vmin=0.0)
+        ax.set_xticks(range(len(src)))
+        ax.set_xticklabels(list(src), fontsize=8)
+        ax.set_yticks(range(len(out)))
+        ax.set_yticklabels(list(out), fontsize=8)
+        ax.set_xlabel("input characters")
+        ax.set_ylabel("output characters")
+        ax.set_title(f"{src!r} -> {out!r}", fontsize=9)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
