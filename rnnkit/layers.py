@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from . import export as _export
 from . import kernels
 from .cells import GRU_EQUATIONS, LSTM_EQUATIONS, CellEquations, CellWeights, elman_equations
 from .cells._base import check_size_arg
@@ -179,6 +180,8 @@ class RNNBase(nn.Module):
 
     # ----- the one forward --------------------------------------------------------------
     def forward(self, input, hx=None):
+        if _export.capturing():  # inside torch.export / torch.onnx.export / torch.compile: see rnnkit/export
+            return _export.captured_forward(self, input, hx)
         num_directions = 2 if self.bidirectional else 1
         cls = type(self).__name__
         state = self._as_state(hx)

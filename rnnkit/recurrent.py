@@ -28,9 +28,9 @@ def scan(step: Callable[[Tensor, State], State], x: Tensor, batch_sizes: Sequenc
     reverse each sequence starts at its own last step, so rows join as the batch grows.
     Outputs are written in input order in both directions.
     """
-    offsets = [0]
-    for b in batch_sizes:
-        offsets.append(offsets[-1] + b)
+    # One split, not a slice per step: the backward of a slice writes a gradient the size of
+    # all of x, which made the backward quadratic in the number of steps; split's is one cat.
+    x_steps = x.split([int(b) for b in batch_sizes])
     steps = range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))
     outputs: list = [None] * len(batch_sizes)
     finished: list = []  # forward: final states of sequences that ended early, in order of ending
@@ -45,7 +45,7 @@ def scan(step: Callable[[Tensor, State], State], x: Tensor, batch_sizes: Sequenc
             state = tuple(s[:b] for s in state)
         elif b > rows:  # reverse: longer sequences begin here
             state = tuple(torch.cat((s, s0[rows:b])) for s, s0 in zip(state, state0))
-        state = step(x[offsets[t]:offsets[t + 1]], state)
+        state = step(x_steps[t], state)
         outputs[t] = state if keep_states else state[0]
     if finished:
         state = tuple(torch.cat((s,) + tuple(f[k] for f in reversed(finished)))
@@ -97,6 +97,7 @@ def run_stack(x: Tensor, batch_sizes: Sequence[int], hx: State, layer_fn: LayerF
 from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
+from . import export as _export  # noqa: E402
 from . import kernels  # noqa: E402
 from .cells._base import check_size_arg  # noqa: E402
 from .errors import UnsupportedBackendError  # noqa: E402
@@ -225,6 +226,8 @@ class Recurrent(nn.Module):
 
     # ----- forward -----------------------------------------------------------------------
     def forward(self, input, hx=None, *, lengths=None):
+        if _export.compiling():  # under torch.compile: run eagerly on the kernels (a graph break), see rnnkit/export
+            return _export.eager_call(self, input, hx, lengths=lengths)
         directions = 2 if self.bidirectional else 1
         packed_in = isinstance(input, PackedSequence)
         is_batched, total_length = True, None

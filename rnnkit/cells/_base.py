@@ -39,12 +39,15 @@ class CellEquations:
     of this object, never on its name.
     """
 
-    name: str                     # "lstm", "gru", "rnn_tanh", "rnn_relu"
+    name: str                     # "lstm", "gru", "rnn_tanh", "rnn_relu", "min_gru", ...
     gates: tuple                  # gate names in the order of W_ih's rows, e.g. ("i", "f", "g", "o")
     state_names: tuple            # ("h",) or ("h", "c")
     recur: Callable[[Tensor, State, CellWeights], State]
     math: str                     # the equations, for docs and `rnnkit explain`
     project: Callable[[Tensor, object], Tensor] = linear_projection
+    # gate_values(gx, state, weights) -> the gate activations of one step, in the order of
+    # ``gates`` (recur is built on it; `rnnkit explain --plot` draws them). None: not exposed.
+    gate_values: Optional[Callable[[Tensor, State, object], tuple]] = None
 
     @property
     def num_gates(self) -> int:
@@ -62,7 +65,10 @@ def check_size_arg(name: str, value) -> None:
 class CellBase(nn.Module):
     """torch.nn's RNNCellBase contract: parameters weight_ih, weight_hh, bias_ih, bias_hh.
 
-    Subclasses set ``_num_chunks`` and ``_state_arity`` and provide ``equations``.
+    Subclasses set ``_num_chunks`` and ``_state_arity`` and provide ``equations``.  A cell
+    with other parameters overrides ``_parameter_shapes`` (and ``reset_parameters`` where
+    they are not drawn from U(-1/sqrt(H), 1/sqrt(H))) and ``cell_weights``; options shown
+    by the repr when not at their default are listed in ``_repr_options``.
     """
 
     _num_chunks: int = 1
@@ -81,16 +87,23 @@ class CellBase(nn.Module):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
-        gate_rows = self._num_chunks * hidden_size
-        self.weight_ih = nn.Parameter(torch.empty((gate_rows, input_size), **factory))
-        self.weight_hh = nn.Parameter(torch.empty((gate_rows, hidden_size), **factory))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(gate_rows, **factory))
-            self.bias_hh = nn.Parameter(torch.empty(gate_rows, **factory))
-        else:
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_hh", None)
+        # Registered in this order, which is the order reset_parameters draws them in.
+        for name, shape in self._parameter_shapes(input_size, hidden_size, bias).items():
+            if shape is None:
+                self.register_parameter(name, None)
+            else:
+                setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
         self.reset_parameters()
+
+    def _parameter_shapes(self, input_size: int, hidden_size: int, bias: bool) -> dict:
+        """name -> shape (None: registered as absent), in registration order: torch.nn's four by default."""
+        gate_rows = self._num_chunks * hidden_size
+        return {
+            "weight_ih": (gate_rows, input_size),
+            "weight_hh": (gate_rows, hidden_size),
+            "bias_ih": (gate_rows,) if bias else None,
+            "bias_hh": (gate_rows,) if bias else None,
+        }
 
     def reset_parameters(self) -> None:
         # Same draws, in the same order, as torch.nn: one seed gives identical cells.
@@ -98,12 +111,16 @@ class CellBase(nn.Module):
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)
 
+    # Options the repr shows when they differ from their default: (attribute, default).
+    _repr_options: tuple = (("nonlinearity", "tanh"),)
+
     def extra_repr(self) -> str:
         s = "{input_size}, {hidden_size}"
         if "bias" in self.__dict__ and self.bias is not True:
             s += ", bias={bias}"
-        if "nonlinearity" in self.__dict__ and self.nonlinearity != "tanh":
-            s += ", nonlinearity={nonlinearity}"
+        for name, default in self._repr_options:
+            if name in self.__dict__ and self.__dict__[name] != default:
+                s += f", {name}={{{name}}}"
         return s.format(**self.__dict__)
 
     @property

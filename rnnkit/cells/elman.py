@@ -8,26 +8,29 @@ from torch import Tensor
 from ._base import CellBase, CellEquations, CellWeights, State
 
 
-def _elman_recur(activation):
-    def recur(gx: Tensor, state: State, w: CellWeights) -> State:
-        (h,) = state
-        return (activation(gx + F.linear(h, w.w_hh, w.b_hh)),)  # (B, H)
+def _elman_gates(activation):
+    def gates(gx: Tensor, state: State, w: CellWeights) -> tuple:
+        return (activation(gx + F.linear(state[0], w.w_hh, w.b_hh)),)  # (B, H): the new h is the one "gate"
 
-    return recur
+    return gates
 
+
+_tanh_step, _relu_step = _elman_gates(torch.tanh), _elman_gates(torch.relu)
 
 ELMAN_TANH = CellEquations(
     name="rnn_tanh",
     gates=("h",),
     state_names=("h",),
-    recur=_elman_recur(torch.tanh),
+    recur=_tanh_step,  # the new state is the one gate itself
+    gate_values=_tanh_step,
     math="h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)",
 )
 ELMAN_RELU = CellEquations(
     name="rnn_relu",
     gates=("h",),
     state_names=("h",),
-    recur=_elman_recur(torch.relu),
+    recur=_relu_step,
+    gate_values=_relu_step,
     math="h_t = relu(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)",
 )
 ELMAN = {"tanh": ELMAN_TANH, "relu": ELMAN_RELU}

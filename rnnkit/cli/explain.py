@@ -28,6 +28,8 @@ def add_parser(sub) -> None:
     p.add_argument("--check", action="store_true",
                    help="run the layer on rnnkit and torch.nn from one seed and print the largest difference")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", metavar="FILE",
+                   help="draw every gate's activations at every step, for a random input, to this PNG")
     p.set_defaults(run=run)
 
 
@@ -109,9 +111,26 @@ def check(layer, seq_len: int, batch: int, seed: int) -> float:
     return max((u - v).abs().max().item() for u, v in zip((a,) + sa, (b,) + sb))
 
 
+def plot_gates(layer, seq_len: int, batch: int, seed: int, path: str) -> None:
+    from rnnkit.introspect import trace_gates
+    from rnnkit.training.plots import gate_heatmaps
+
+    gen = torch.Generator().manual_seed(seed)
+    shape = (batch, seq_len) if layer.batch_first else (seq_len, batch)
+    traces = trace_gates(layer, torch.randn(*shape, layer.input_size, generator=gen))
+    try:
+        gate_heatmaps(traces, layer.equations.gates, path, f"{layer!r}: gate activations")
+    except OSError as e:
+        raise UsageError(f"--plot {path}: {e.strerror or e}") from None
+
+
 def run(args) -> int:
     layer = build_layer(args)
     print(describe(layer, args.seq_len, args.batch))
+    if args.plot:
+        plot_gates(layer, args.seq_len, args.batch, args.seed, args.plot)
+        print()
+        print(f"Gate activations of every step (batch row 0, a random input) drawn to {args.plot}")
     if args.check:
         diff = check(layer, args.seq_len, args.batch, args.seed)
         print()

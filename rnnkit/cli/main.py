@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["explain", "train", "predict"]
+COMMANDS = ["explain", "train", "predict", "bench", "verify"]
 
 
 class UsageError(Exception):

@@ -1,24 +1,38 @@
 """Backends behind one interface (see base.Kernel), and how a layer picks one.
 
 ``backend="auto"`` tries the fast backends in order and takes the first whose
-``check`` passes; the reference loop runs everything.  A backend named explicitly
-is used or its UnsupportedBackendError reaches the user: no silent fallback.
+``check`` passes; the reference loop runs everything.  ``backend="fused"`` means
+rnnkit's fused kernel for the call, whichever device and cell it is: the CPU kernels
+(numba), the CUDA kernels (Triton) or the parallel scan of the min-cells.  A backend
+named explicitly is used or its UnsupportedBackendError reaches the user: no silent
+fallback to the reference loop.
 """
 from __future__ import annotations
 
 from ..errors import UnsupportedBackendError
 from .base import Kernel
+from .cpu import FusedKernel
+from .gpu import CudaFusedKernel  # imports triton only when a CUDA call first needs it
+from .parallel_scan import ParallelScanKernel
 from .reference import ReferenceKernel
 
 REFERENCE = ReferenceKernel()
-BACKENDS: dict = {"reference": REFERENCE}
+BACKENDS: dict = {"reference": REFERENCE}  # every kernel by its own name
 AUTO_ORDER: list = []  # fast backends, best first; the reference loop is always last
+FUSED: list = []  # the kernels backend="fused" tries, in order
 
 
-def register(kernel: Kernel, auto: bool = True) -> None:
+def register(kernel: Kernel, auto: bool = True, fused: bool = True) -> None:
     BACKENDS[kernel.name] = kernel
     if auto:
         AUTO_ORDER.append(kernel)
+    if fused:
+        FUSED.append(kernel)
+
+
+register(FusedKernel())  # named "fused": the CPU kernels
+register(CudaFusedKernel())  # "fused_cuda"
+register(ParallelScanKernel())  # "scan": MinGRU / MinLSTM, parallel over time
 
 
 def check_backend_name(backend) -> None:
@@ -29,18 +43,28 @@ def check_backend_name(backend) -> None:
 
 def select(backend: str, eq, x, weights) -> Kernel:
     check_backend_name(backend)
-    if backend != "auto":
-        kernel = BACKENDS[backend]
-        kernel.check(eq, x, weights)
-        return kernel
-    for kernel in AUTO_ORDER:
+    if backend == "auto":
+        for kernel in AUTO_ORDER:
+            try:
+                kernel.check(eq, x, weights)
+            except UnsupportedBackendError:
+                continue
+            return kernel
+        return REFERENCE
+    if backend != "fused":
+        BACKENDS[backend].check(eq, x, weights)
+        return BACKENDS[backend]
+    reasons = []
+    for kernel in FUSED:
         try:
             kernel.check(eq, x, weights)
-        except UnsupportedBackendError:
+        except UnsupportedBackendError as e:
+            reasons.append(f"{kernel.name}: {e}")
             continue
         return kernel
-    return REFERENCE
+    raise UnsupportedBackendError(f"no fused kernel runs this call ({'; '.join(reasons)}); "
+                                  "use backend='auto' or 'reference'")
 
 
-__all__ = ["Kernel", "BACKENDS", "REFERENCE", "register", "select", "check_backend_name",
+__all__ = ["Kernel", "BACKENDS", "AUTO_ORDER", "FUSED", "REFERENCE", "register", "select", "check_backend_name",
            "UnsupportedBackendError"]

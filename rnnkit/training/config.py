@@ -15,18 +15,18 @@ class TrainConfig:
     data: Optional[str] = None     # text file for task "lm"
     cell: str = "gru"
     attention: str = "additive"
-    hidden: int = 128
+    hidden: int = 64
     embedding: int = 32
     layers: int = 1
     bidirectional: bool = True
-    steps: int = 1200
+    steps: int = 500
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 0
     device: str = "cpu"
-    eval_every: int = 200
+    eval_every: int = 100
     log_every: int = 10
-    checkpoint_every: int = 200
+    checkpoint_every: int = 100
     eval_size: int = 1000          # held-out examples scored at each evaluation
     seq_len: int = 128             # task "lm": characters per training window
 

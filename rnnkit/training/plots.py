@@ -48,3 +48,24 @@ def attention_heatmaps(examples: list, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def gate_heatmaps(traces: dict, gates: tuple, path: Path, title: str) -> None:
+    """One heatmap per gate (columns) and layer-direction (rows): hidden units x time, batch row 0."""
+    keys = sorted(traces)
+    fig, axes = plt.subplots(len(keys), len(gates), figsize=(3.2 * len(gates) + 1, 2.6 * len(keys)),
+                             squeeze=False)
+    for r, key in enumerate(keys):
+        for c, gate in enumerate(gates):
+            values = traces[key][gate][:, 0].T.cpu().numpy()  # (H, T)
+            ax = axes[r][c]
+            image = ax.imshow(values, aspect="auto", cmap="magma" if gate != "g" else "coolwarm",
+                              interpolation="nearest")
+            ax.set_title(f"{gate}  (layer {key[0]}{', reverse' if key[1] else ''})", fontsize=9)
+            ax.set_xlabel("step t")
+            ax.set_ylabel("hidden unit")
+            fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,85 @@
+"""The benchmark grid: what is built and run for each (mode, shape, pass)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnkit
+
+SHAPES = [(100, 1, 32, 32), (200, 16, 64, 64), (100, 32, 256, 256), (50, 64, 512, 512)]  # T, B, I, H
+MODES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
+DEFAULT_MODES = ["lstm", "gru", "rnn_tanh"]
+EXTRAS = ["lstm_packed", "lstm_bi2"]  # run at EXTRA_SHAPE
+EXTRA_SHAPE = (200, 16, 64, 64)
+PASSES = ["fwd", "fwd+bwd"]
+
+
+@dataclass
+class Case:
+    mode: str
+    shape: tuple
+    pass_: str
+    seed: int = 0
+    key: str = field(init=False)
+
+    def __post_init__(self):
+        T, B, I, H = self.shape
+        self.key = f"{self.mode} T={T} B={B} I={I} H={H} {self.pass_}"
+
+    @property
+    def family(self) -> str:
+        return "lstm" if self.mode.startswith("lstm") else ("gru" if self.mode == "gru" else "rnn")
+
+
+def build_layer(mode: str, input_size: int, hidden_size: int) -> torch.nn.Module:
+    if mode in ("lstm", "lstm_packed"):
+        return rnnkit.LSTM(input_size, hidden_size)
+    if mode == "lstm_bi2":
+        return rnnkit.LSTM(input_size, hidden_size, num_layers=2, bidirectional=True)
+    if mode == "gru":
+        return rnnkit.GRU(input_size, hidden_size)
+    if mode in ("rnn_tanh", "rnn_relu"):
+        return rnnkit.RNN(input_size, hidden_size, nonlinearity=mode[4:])
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+def make_runners(case: Case):
+    """(rnnkit_fn, torch_fn, inputs): zero-argument callables running one pass on the same data."""
+    from rnnkit.cli.reference import torch_twin
+
+    T, B, I, H = case.shape
+    torch.manual_seed(case.seed)
+    layer = build_layer(case.mode, I, H)
+    twin = torch_twin(layer)
+    gen = torch.Generator().manual_seed(case.seed + 1)
+    x = torch.randn(T, B, I, generator=gen)
+    if case.mode == "lstm_packed":
+        lengths = torch.randint(1, T + 1, (B,), generator=gen)
+        lengths[0] = T
+        make_input = lambda xx: pack_padded_sequence(xx, lengths, enforce_sorted=False)  # noqa: E731
+    else:
+        make_input = lambda xx: xx  # noqa: E731
+    backward = case.pass_ == "fwd+bwd"
+
+    def runner(module):
+        def run():
+            if backward:
+                xx = x.detach().requires_grad_(True)
+                out, _ = module(make_input(xx))
+                data = out.data if hasattr(out, "batch_sizes") else out
+                data.sum().backward()
+                module.zero_grad(set_to_none=False)
+            else:
+                with torch.no_grad():
+                    module(make_input(x))
+        return run
+
+    return runner(layer), runner(twin)
+
+
+def grid(modes, shapes, passes, extras) -> list:
+    cases = [Case(m, tuple(s), p) for m in modes for s in shapes for p in passes]
+    cases += [Case(m, EXTRA_SHAPE, p) for m in extras for p in passes]
+    return cases

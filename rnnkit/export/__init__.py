@@ -1,0 +1,83 @@
+"""rnnkit layers inside graph capture: torch.export, torch.onnx.export and torch.compile.
+
+rnnkit's kernels walk time in a Python loop (reference) or in numba (fused).  A graph
+capture would unroll the first, baking the sequence length into the graph, and cannot look
+into the second.  ``RNNBase.forward`` therefore asks ``capturing()`` first and, while a
+graph is captured, hands the call to ``captured_forward``:
+
+- **torch.export / torch.onnx.export** (``exporting()``): padded or unbatched input runs
+  as one ``torch._higher_order_ops.scan`` per layer-direction (rnnkit.export.scan), the
+  cell's own equations as the body.  The graph holds one loop whose trip count is the
+  input's length; torch.onnx's exporter writes it as an ONNX ``Scan``, so the exported
+  model takes any batch size and sequence length (see rnnkit.export.onnx).
+  A PackedSequence cannot be captured (its batch sizes are data): a clear error.  So is the
+  TorchScript exporter (``torch.onnx.export(..., dynamo=False)``), which cannot trace the scan.
+- **torch.compile** (dynamo): the layer is a graph break.  It runs eagerly, on the kernel
+  ``backend`` selects (the fused numba kernels by default), and dynamo compiles the
+  rest of the model around it.  (Inductor in torch 2.13 cannot lower the scan loop on the
+  CPU, and numba code cannot be traced; the eager fused kernel is also the fastest loop.)
+  rnnkit.Recurrent does the same under torch.compile (``eager_call``); it is not exportable
+  with dynamic shapes (it packs every input, and packing reads the lengths as data).
+
+This module stays light: ``import rnnkit`` imports it, and nothing here imports torch.onnx,
+onnx or onnxruntime.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch.nn.utils.rnn import PackedSequence
+
+
+def _in_onnx_export() -> bool:
+    # torch.onnx is imported by whoever exports; until then no export can be running
+    # (importing it here would cost the first forward seconds).
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and bool(onnx.is_in_onnx_export())
+
+
+def exporting() -> bool:
+    """True while torch.export or torch.onnx.export is capturing a graph."""
+    return bool(torch.compiler.is_exporting()) or _in_onnx_export()
+
+
+def compiling() -> bool:
+    """True while dynamo (torch.compile) traces, outside an export."""
+    return bool(torch.compiler.is_compiling()) and not exporting()
+
+
+def capturing() -> bool:
+    """True while any graph capture runs: torch.export, torch.onnx.export or torch.compile."""
+    return bool(torch.compiler.is_compiling()) or exporting()
+
+
+@torch.compiler.disable
+def eager_call(module, *args, **kwargs):
+    """``module.forward(*args, **kwargs)`` run eagerly: a graph break under torch.compile.
+
+    Inside, dynamo is not tracing (``capturing()`` is False), so this is the module's ordinary
+    forward on its kernels.  rnnkit.Recurrent uses it under torch.compile as the layers do.
+    """
+    return module.forward(*args, **kwargs)
+
+
+def captured_forward(layer, input, hx=None):
+    """``layer(input, hx)`` for an rnnkit RNN/LSTM/GRU while a graph is captured (see the module doc)."""
+    if exporting():
+        if not torch.compiler.is_exporting():  # torch.onnx.export(..., dynamo=False): TorchScript tracing
+            raise RuntimeError(
+                f"{type(layer).__name__}: rnnkit layers export with torch.onnx.export(..., dynamo=True), the "
+                "default (their time loop is captured as an ONNX Scan); the TorchScript exporter (dynamo=False) "
+                "cannot trace that loop")
+        if isinstance(input, PackedSequence):
+            raise RuntimeError(
+                f"{type(layer).__name__}: a PackedSequence cannot be exported (its batch sizes are data, "
+                "not shapes); export the layer on a padded tensor (L, N, H_in), with a mask or "
+                "lengths handled outside the layer")
+        from .scan import scan_forward
+        return scan_forward(layer, input, hx)
+    return eager_call(layer, input, hx)
+
+
+__all__ = ["exporting", "compiling", "capturing", "captured_forward", "eager_call"]

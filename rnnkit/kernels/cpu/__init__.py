@@ -1,0 +1,130 @@
+"""The "fused" backend: rnnkit's own CPU kernels (numba-compiled time loops + BLAS products).
+
+One module per concern: ``_jit`` (numba options, activations), ``gemm`` (the in-loop
+matrix product), ``common`` (step layout, matrix-product providers), and one module
+per recurrence (``elman``, ``lstm``, ``gru``) holding its jitted step math, its
+forward/backward time loops and its ``torch.autograd.Function``.
+
+Nothing here imports numba until a fused kernel first runs, so ``import rnnkit`` stays
+cheap; compiled code is cached on disk by numba (``cache=True``).
+
+Strategy per layer-direction, chosen from the sizes (``common.whole_loop``): when one
+step's recurrent product is small, the whole time loop (products included) runs in
+one jitted call; otherwise each step's product goes to torch's BLAS on all threads
+and a jitted call does the step's pointwise math.  Both use the same step functions.
+"""
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+
+import torch
+
+from ...cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS
+from ...errors import UnsupportedBackendError
+from ..base import Kernel
+
+DTYPES = (torch.float32, torch.float64)
+
+
+class Plan:
+    """What the Functions need to know besides tensors: the packed layout and the strategy."""
+
+    __slots__ = ("offsets", "bsz", "steps", "reverse", "save", "whole", "relu")
+
+    def __init__(self, offsets, bsz, reverse, save, whole, relu=False):
+        self.offsets, self.bsz, self.steps = offsets, bsz, len(bsz)
+        self.reverse, self.save, self.whole, self.relu = reverse, save, whole, relu
+
+
+@lru_cache(maxsize=64)
+def _layout(batch_sizes: tuple):
+    from .common import layout
+    offsets, bsz = layout(batch_sizes)
+    offsets.setflags(write=False)
+    bsz.setflags(write=False)
+    return offsets, bsz
+
+
+@lru_cache(maxsize=1)
+def _have_numba() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+def _needs_grad(tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _call(function, plan, *args):
+    """The Function through autograd when a gradient is wanted; else its forward directly
+    (no graph to record, and the per-call cost matters at small sizes)."""
+    if plan.save:
+        return function.apply(plan, *args)
+    return function.forward(None, plan, *args)
+
+
+class FusedKernel(Kernel):
+    """Fused CPU kernels for the Elman (tanh, relu), LSTM (projection or not) and GRU recurrences,
+    float32 and float64, padded or packed, either direction."""
+
+    name = "fused"
+
+    def check(self, eq, x, weights) -> None:
+        if eq not in (ELMAN_TANH, ELMAN_RELU, LSTM_EQUATIONS, GRU_EQUATIONS):
+            raise UnsupportedBackendError(
+                f"backend 'fused' has no kernel for the recurrence {eq.name!r} "
+                "(it runs rnn_tanh, rnn_relu, lstm and gru); use backend='reference'")
+        tensors = [("input", x)] + [(name, t) for name, t in zip(weights._fields, weights) if t is not None]
+        for name, t in tensors:
+            if t.device.type != "cpu":
+                raise UnsupportedBackendError(
+                    f"backend 'fused' runs on the CPU only, got {name} on {t.device}; "
+                    "use backend='reference' (or 'auto')")
+            if t.layout != torch.strided:
+                raise UnsupportedBackendError(f"backend 'fused' needs dense tensors, got {name} with {t.layout}")
+            if t.dtype not in DTYPES:
+                raise UnsupportedBackendError(
+                    f"backend 'fused' supports float32 and float64, got {name} of dtype {t.dtype}; "
+                    "use backend='reference' (or 'auto')")
+            if t.dtype != x.dtype:
+                raise UnsupportedBackendError(
+                    f"backend 'fused' needs one dtype throughout, got input {x.dtype} and {name} {t.dtype}")
+        if not _have_numba():
+            raise UnsupportedBackendError("backend 'fused' needs numba (pip install numba)")
+
+    def layer(self, eq, x, batch_sizes, state0, weights, reverse):
+        from . import common
+        offsets, bsz = _layout(tuple(batch_sizes))
+        x = x.contiguous()
+        state0 = tuple(s.contiguous() for s in state0)
+        w = [None if t is None else t.contiguous() for t in weights]
+        w_ih, w_hh, b_ih, b_hh, w_hr = w
+        save = _needs_grad([x, *state0, *w])
+        batch, P = state0[0].shape
+        # The jitted loops index without bounds checks: refuse inconsistent shapes up front.
+        if (len(bsz) == 0 or x.dim() != 2 or x.shape[0] != int(offsets[-1]) or batch != int(bsz.max())
+                or any(s.dim() != 2 or s.shape[0] != batch for s in state0)):
+            raise ValueError(
+                f"fused kernel: inconsistent shapes: input {tuple(x.shape)}, batch_sizes summing to "
+                f"{int(offsets[-1])} at most {int(bsz.max()) if len(bsz) else 0} per step, "
+                f"states {[tuple(s.shape) for s in state0]}")
+        if eq is LSTM_EQUATIONS:
+            from .lstm import LSTMFunction
+            plan = Plan(offsets, bsz, reverse, save, common.whole_loop(batch, P, w_hh.shape[0]))
+            out, h, c = _call(LSTMFunction, plan, x, state0[0], state0[1], w_ih, w_hh, b_ih, b_hh, w_hr)
+            return out, (h, c)
+        if eq is GRU_EQUATIONS:
+            from .gru import GRUFunction
+            plan = Plan(offsets, bsz, reverse, save, common.whole_loop(batch, P, w_hh.shape[0]))
+            out, h = _call(GRUFunction, plan, x, state0[0], w_ih, w_hh, b_ih, b_hh)
+            return out, (h,)
+        if eq is ELMAN_TANH or eq is ELMAN_RELU:
+            from .elman import ElmanFunction
+            plan = Plan(offsets, bsz, reverse, save, common.whole_loop(batch, P, w_hh.shape[0]),
+                        relu=eq is ELMAN_RELU)
+            out, h = _call(ElmanFunction, plan, x, state0[0], w_ih, w_hh, b_ih, b_hh)
+            return out, (h,)
+        raise UnsupportedBackendError(f"backend 'fused' has no kernel for the recurrence {eq.name!r}")
+
+
+__all__ = ["FusedKernel", "Plan"]

@@ -1,0 +1,126 @@
+"""Helpers shared by the fused CPU recurrences: step layout, views, matrix-product providers."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._jit import njit
+from .gemm import gemm_nt
+
+# Per-step work (2*b*k*n flops of the recurrent product) below which the whole time loop
+# runs inside numba (no per-step dispatch); above it each step's product goes to torch's
+# BLAS on all threads and numba does the step's pointwise math.
+WHOLE_LOOP_MAX_FLOPS = 2.5e6
+# Whole-sequence products (input projection, dx, weight gradients) at most this large are done
+# by the jitted product on this thread: cheaper than waking BLAS threads for a tiny product.
+SMALL_PRODUCT_FLOPS = 4e6
+
+
+def layout(batch_sizes) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets (T+1,), sizes (T,)) of the packed steps, as int64 arrays."""
+    bsz = np.asarray(batch_sizes, dtype=np.int64)
+    offsets = np.zeros(len(bsz) + 1, dtype=np.int64)
+    np.cumsum(bsz, out=offsets[1:])
+    return offsets, bsz
+
+
+def whole_loop(b: int, k: int, n: int) -> bool:
+    return 2.0 * b * k * n <= WHOLE_LOOP_MAX_FLOPS
+
+
+def npy(t: Tensor) -> np.ndarray:
+    """A numpy view sharing ``t``'s memory (t must be contiguous, on the CPU)."""
+    return t.detach().numpy()
+
+
+def dummy(like: Tensor) -> Tensor:
+    return like.new_zeros(1, 1)
+
+
+@njit
+def gather_prev(out, h0, offsets, bsz, reverse, res):
+    """res[row of step t] = the state that step t read: the previous step's output, or h0."""
+    T = bsz.shape[0]
+    P = out.shape[1]
+    for t in range(T):
+        tp = t + 1 if reverse else t - 1
+        o0 = offsets[t]
+        for r in range(bsz[t]):
+            if 0 <= tp < T and r < bsz[tp]:
+                src = offsets[tp] + r
+                for p in range(P):
+                    res[o0 + r, p] = out[src, p]
+            else:
+                for p in range(P):
+                    res[o0 + r, p] = h0[r, p]
+
+
+def prev_states(out: Tensor, h0: Tensor, offsets, bsz, reverse: bool) -> Tensor:
+    res = torch.empty_like(out)
+    gather_prev(npy(out), npy(h0), offsets, bsz, reverse, npy(res))
+    return res
+
+
+@njit
+def _linear_small(x, w, b1, b2, nbias, out):
+    """out = x @ w.T (+ b1 (+ b2)), on this thread."""
+    n, k = x.shape
+    m = w.shape[0]
+    zero = b1[0] * 0
+    for r in range(n):
+        o = out[r]
+        if nbias == 0:
+            for j in range(m):
+                o[j] = zero
+        elif nbias == 1:
+            for j in range(m):
+                o[j] = b1[j]
+        else:
+            for j in range(m):
+                o[j] = b1[j] + b2[j]
+    gemm_nt(x, 0, w, out, 0, n, k, m)
+
+
+def recurrent_weight_grad(dA: Tensor, out: Tensor, h0: Tensor, offsets, bsz, reverse: bool) -> Tensor:
+    """dA.T @ H_prev, H_prev holding the state each step read (the previous step's output or h0).
+
+    With one batch size throughout (padded input) H_prev is the output shifted by one step,
+    so two products on views do it without materialising H_prev; packed input gathers it.
+    """
+    B, N = int(bsz[0]), out.shape[0]
+    if int(bsz[-1]) != B:
+        return weight_grad(dA, prev_states(out, h0, offsets, bsz, reverse))
+    if reverse:
+        first, rest, prev = dA[N - B:], dA[:N - B], out[B:]
+    else:
+        first, rest, prev = dA[:B], dA[B:], out[:N - B]
+    res = weight_grad(first, h0)
+    if N > B:
+        res += weight_grad(rest, prev)
+    return res
+
+
+def linear(x: Tensor, w: Tensor, b=None, b2=None) -> Tensor:
+    """x @ w.T (+ b (+ b2)): the input projection of all steps, or dx = dG @ W (with w = W.T)."""
+    if 2.0 * x.shape[0] * x.shape[1] * w.shape[0] <= SMALL_PRODUCT_FLOPS:
+        out = torch.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
+        nbias = 0 if b is None else (1 if b2 is None else 2)
+        b1 = npy(b) if b is not None else np.zeros(1, dtype=npy(out).dtype)
+        _linear_small(npy(x.contiguous()), npy(w.contiguous()), b1, npy(b2) if b2 is not None else b1,
+                      nbias, out.numpy())
+        return out
+    if b is None:
+        return torch.mm(x, w.t())
+    return torch.addmm(b if b2 is None else b + b2, x, w.t())
+
+
+def weight_grad(dg: Tensor, inp: Tensor) -> Tensor:
+    """dg.T @ inp: a weight's gradient summed over all steps in one product."""
+    if 2.0 * dg.shape[0] * dg.shape[1] * inp.shape[1] <= SMALL_PRODUCT_FLOPS:
+        return linear(dg.t(), inp.t())
+    return torch.mm(dg.t(), inp)
+
+
+def contiguous(t):
+    return None if t is None else t.detach().contiguous()

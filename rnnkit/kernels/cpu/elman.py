@@ -1,0 +1,129 @@
+"""The fused Elman RNN (tanh or relu): jitted step math, time loops, autograd Function.
+
+Forward: ``G = x W_ih^T + (b_ih + b_hh)`` for all steps; per step ``G_t += h W_hh^T``
+and ``h = act(G_t)`` (written to the output, which is all backward needs).
+Backward: per step ``dA = dh' act'(h')`` and ``dh = dA W_hh``; the weight gradients
+after the loop as products over all steps.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._jit import njit, tanh
+from .common import linear, npy, recurrent_weight_grad, weight_grad
+from .gemm import gemm_nt, zero_rows
+
+
+@njit
+def elman_pointwise(G, o0, b, h, out, relu):
+    H = h.shape[1]
+    for r in range(b):
+        g = G[o0 + r]
+        hr = h[r]
+        orow = out[o0 + r]
+        if relu:
+            for j in range(H):
+                v = max(g[j], g[j] * 0)
+                hr[j] = v
+                orow[j] = v
+        else:
+            for j in range(H):
+                v = tanh(g[j])
+                hr[j] = v
+                orow[j] = v
+
+
+@njit
+def elman_forward_loop(G, w_hh, h, out, offsets, bsz, reverse, relu):
+    T = bsz.shape[0]
+    H = h.shape[1]
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        b = bsz[t]
+        o0 = offsets[t]
+        gemm_nt(h, 0, w_hh, G, o0, b, H, H)
+        elman_pointwise(G, o0, b, h, out, relu)
+
+
+@njit
+def elman_pointwise_bwd(out, dout, dh, dA, o0, b, relu):
+    H = dh.shape[1]
+    for r in range(b):
+        y = out[o0 + r]
+        dy = dout[o0 + r]
+        dhr = dh[r]
+        da = dA[o0 + r]
+        if relu:
+            for j in range(H):
+                d = dhr[j] + dy[j]
+                da[j] = d if y[j] > 0 else d * 0
+        else:
+            for j in range(H):
+                d = dhr[j] + dy[j]
+                da[j] = d - d * y[j] * y[j]
+
+
+@njit
+def elman_backward_loop(out, w_hh_t, dout, dh, dA, offsets, bsz, reverse, relu):
+    T = bsz.shape[0]
+    H = dh.shape[1]
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        b = bsz[t]
+        o0 = offsets[t]
+        elman_pointwise_bwd(out, dout, dh, dA, o0, b, relu)
+        zero_rows(dh, b)
+        gemm_nt(dA, o0, w_hh_t, dh, 0, b, H, H)
+
+
+class ElmanFunction(torch.autograd.Function):
+    """One Elman layer-direction over packed input; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, plan, x, h0, w_ih, w_hh, b_ih, b_hh):
+        offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
+        relu = plan.relu
+        G = linear(x, w_ih, b_ih, b_hh)
+        h = h0.clone()
+        out = x.new_empty(x.shape[0], h0.shape[1])
+        nG, nh, nout = npy(G), npy(h), npy(out)
+        if plan.whole:
+            elman_forward_loop(nG, npy(w_hh), nh, nout, offsets, bsz, plan.reverse, relu)
+        else:
+            whh_t = w_hh.t()
+            for s in range(T):
+                t = T - 1 - s if plan.reverse else s
+                b, o0 = int(bsz[t]), int(offsets[t])
+                G[o0:o0 + b].addmm_(h[:b], whh_t)
+                elman_pointwise(nG, o0, b, nh, nout, relu)
+        if plan.save:
+            ctx.plan = plan
+            ctx.save_for_backward(x, h0, w_ih, w_hh, out)
+        return out, h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dhN):
+        plan = ctx.plan
+        x, h0, w_ih, w_hh, out = ctx.saved_tensors
+        offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
+        dout = dout.contiguous()
+        dh = dhN.contiguous().clone()
+        dA = torch.empty_like(out)
+        nout, ndout, ndh, ndA = npy(out), npy(dout), npy(dh), npy(dA)
+        if plan.whole:
+            elman_backward_loop(nout, npy(w_hh.t().contiguous()), ndout, ndh, ndA, offsets, bsz,
+                                plan.reverse, plan.relu)
+        else:
+            for s in range(T):
+                t = s if plan.reverse else T - 1 - s
+                b, o0 = int(bsz[t]), int(offsets[t])
+                elman_pointwise_bwd(nout, ndout, ndh, ndA, o0, b, plan.relu)
+                torch.mm(dA[o0:o0 + b], w_hh, out=dh[:b])
+        need = ctx.needs_input_grad
+        dx = linear(dA, w_ih.t()) if need[1] else None
+        dw_ih = weight_grad(dA, x) if need[3] else None
+        dw_hh = recurrent_weight_grad(dA, out, h0, offsets, bsz, plan.reverse) if need[4] else None
+        db = dA.sum(0) if (need[5] or need[6]) else None
+        return (None, dx, dh if need[2] else None, dw_ih, dw_hh,
+                db if need[5] else None, db if need[6] else None)

@@ -1,0 +1,185 @@
+"""The fused GRU: jitted step math, time loops, autograd Function.
+
+Forward: ``G = x W_ih^T + b_ih + (b_hr, b_hz, 0)`` for all steps; per step
+``A = h W_hh^T + (0, 0, b_hn)``, then r, z, n and h in one pass (G keeps r, z, n and
+HN keeps A's n part, what backward needs).  Backward: per step the gate gradients
+and ``dh = z dh' + dA W_hh``; the weight gradients after the loop as products over
+all steps.  dG (input side) and dA (recurrent side) differ only in the n block
+(dA_n = r dG_n); both are kept whole so each weight gradient is one product.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._jit import njit, sigmoid, tanh
+from .common import dummy, linear, npy, recurrent_weight_grad, weight_grad
+from .gemm import gemm_nt, zero_rows
+
+
+@njit
+def gru_pointwise(G, A, HN, o0, b, H, h, out, save):
+    """Rows o0..o0+b: r, z, n and the new h from G (input side) and A (recurrent side)."""
+    for r in range(b):
+        row = o0 + r
+        g = G[row]
+        a = A[r]
+        hr = h[r]
+        orow = out[row]
+        for j in range(H):
+            rg = sigmoid(g[j] + a[j])
+            z = sigmoid(g[H + j] + a[H + j])
+            n = tanh(g[2 * H + j] + rg * a[2 * H + j])
+            g[j] = rg
+            g[H + j] = z
+            g[2 * H + j] = n
+            hv = (hr[j] - n) * z + n
+            hr[j] = hv
+            orow[j] = hv
+        if save:
+            hn = HN[row]
+            for j in range(H):
+                hn[j] = a[2 * H + j]
+
+
+@njit
+def gru_forward_loop(G, w_hh, b_hn, A, HN, h, out, offsets, bsz, reverse, save, has_bias):
+    T = bsz.shape[0]
+    H = h.shape[1]
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        b = bsz[t]
+        o0 = offsets[t]
+        zero_rows(A, b)
+        gemm_nt(h, 0, w_hh, A, 0, b, H, 3 * H)
+        if has_bias:
+            for r in range(b):
+                for j in range(H):
+                    A[r, 2 * H + j] += b_hn[j]
+        gru_pointwise(G, A, HN, o0, b, H, h, out, save)
+
+
+@njit
+def gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA):
+    """Gate gradients of step t; dh becomes z * dh' (the direct path; dA W_hh is added after).
+
+    dA receives the recurrent side's gradient [dG_r, dG_z, r dG_n].
+    """
+    T = bsz.shape[0]
+    H = dh.shape[1]
+    o0 = offsets[t]
+    for r in range(bsz[t]):
+        row = o0 + r
+        if 0 <= tp < T and r < bsz[tp]:
+            hp = out[offsets[tp] + r]
+        else:
+            hp = h0[r]
+        g = G[row]
+        hn = HN[row]
+        dgr = dG[row]
+        da = dA[row]
+        dhr = dh[r]
+        dor = dout[row]
+        for j in range(H):
+            rg = g[j]
+            z = g[H + j]
+            n = g[2 * H + j]
+            d = dhr[j] + dor[j]
+            dz = d * (hp[j] - n)
+            dn = d - d * z
+            dan = dn - dn * n * n
+            dar = dan * hn[j] * (rg - rg * rg)
+            daz = dz * (z - z * z)
+            dgr[j] = dar
+            dgr[H + j] = daz
+            dgr[2 * H + j] = dan
+            da[j] = dar
+            da[H + j] = daz
+            da[2 * H + j] = dan * rg
+            dhr[j] = d * z
+
+
+@njit
+def gru_backward_loop(G, HN, out, h0, w_hh_t, dout, dh, dG, dA, offsets, bsz, reverse):
+    T = bsz.shape[0]
+    H = dh.shape[1]
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        tp = t + 1 if reverse else t - 1
+        gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA)
+        gemm_nt(dA, offsets[t], w_hh_t, dh, 0, bsz[t], 3 * H, H)
+
+
+class GRUFunction(torch.autograd.Function):
+    """One GRU layer-direction over packed input; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, plan, x, h0, w_ih, w_hh, b_ih, b_hh):
+        offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
+        H = h0.shape[1]
+        has_bias = b_ih is not None
+        if has_bias:
+            bias = b_ih.clone()
+            bias[:2 * H] += b_hh[:2 * H]
+            G = linear(x, w_ih, bias)
+            b_hn = b_hh[2 * H:].contiguous()
+        else:
+            G = linear(x, w_ih)
+            b_hn = x.new_zeros(H)
+        h = h0.clone()
+        out = x.new_empty(x.shape[0], H)
+        A = x.new_empty(h.shape[0], 3 * H)
+        HN = x.new_empty(x.shape[0], H) if plan.save else dummy(x)
+        nG, nA, nHN, nh, nout = npy(G), npy(A), npy(HN), npy(h), npy(out)
+        if plan.whole:
+            gru_forward_loop(nG, npy(w_hh), npy(b_hn), nA, nHN, nh, nout, offsets, bsz,
+                             plan.reverse, plan.save, has_bias)
+        else:
+            whh_t = w_hh.t()
+            b_a = torch.cat([b_hn.new_zeros(2 * H), b_hn])  # b_hr, b_hz are already in G
+            for s in range(T):
+                t = T - 1 - s if plan.reverse else s
+                b, o0 = int(bsz[t]), int(offsets[t])
+                if has_bias:
+                    torch.addmm(b_a, h[:b], whh_t, out=A[:b])
+                else:
+                    torch.mm(h[:b], whh_t, out=A[:b])
+                gru_pointwise(nG, nA, nHN, o0, b, H, nh, nout, plan.save)
+        if plan.save:
+            ctx.plan = plan
+            ctx.save_for_backward(x, h0, w_ih, w_hh, out, G, HN)
+        return out, h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dhN):
+        plan = ctx.plan
+        x, h0, w_ih, w_hh, out, G, HN = ctx.saved_tensors
+        offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
+        H = h0.shape[1]
+        dout = dout.contiguous()
+        dh = dhN.contiguous().clone()
+        dG = torch.empty_like(G)
+        dA = torch.empty_like(G)
+        w_hh_t = w_hh.t().contiguous()  # (H, 3H)
+        args = (npy(G), npy(HN), npy(out), npy(h0))
+        if plan.whole:
+            gru_backward_loop(*args, npy(w_hh_t), npy(dout), npy(dh), npy(dG),
+                              npy(dA), offsets, bsz, plan.reverse)
+        else:
+            ndout, ndh, ndG, ndA = npy(dout), npy(dh), npy(dG), npy(dA)
+            for s in range(T):
+                t = s if plan.reverse else T - 1 - s
+                tp = t + 1 if plan.reverse else t - 1
+                b, o0 = int(bsz[t]), int(offsets[t])
+                gru_pointwise_bwd(*args, offsets, bsz, t, tp, ndout, ndh, ndG, ndA)
+                dh[:b].addmm_(dA[o0:o0 + b], w_hh)
+        need = ctx.needs_input_grad
+        dx = linear(dG, w_ih.t()) if need[1] else None
+        dw_ih = weight_grad(dG, x) if need[3] else None
+        dw_hh = db_hh = None
+        if need[4]:
+            dw_hh = recurrent_weight_grad(dA, out, h0, offsets, bsz, plan.reverse)
+        if need[6]:
+            db_hh = dA.sum(0)
+        db_ih = dG.sum(0) if need[5] else None
+        return None, dx, dh if need[2] else None, dw_ih, dw_hh, db_ih, db_hh

@@ -1,0 +1,216 @@
+"""The fused LSTM (with and without projection): jitted step math, time loops, autograd Function.
+
+Forward: one product ``G = x W_ih^T + (b_ih + b_hh)`` for all steps; per step
+``G_t += h W_hh^T`` then one pass computing the gates in place (G keeps the
+activations i, f, g, o for backward), c, and h (``h = (o tanh c) W_hr^T`` with a
+projection).  Backward: per step the gate gradients dG_t and ``dh = dG_t W_hh``;
+after the loop the weight gradients are single products over all steps
+(dW_ih = dG^T x, dW_hh = dG^T H_prev, dW_hr = dH^T M) and dx = dG W_ih.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._jit import njit, sigmoid, tanh
+from .common import (dummy, linear, npy, recurrent_weight_grad, weight_grad)
+from .gemm import gemm_nt, zero_rows
+
+
+@njit
+def lstm_pointwise(G, o0, b, H, c, cs, m, save):
+    """Rows o0..o0+b of G: pre-activations -> activations; c (state) and m = o tanh(c) updated.
+
+    One loop over the hidden units through row views: LLVM vectorises it (the activations
+    are branch-free arithmetic), where separate loops over 2-D indices stayed scalar.
+    """
+    for r in range(b):
+        g = G[o0 + r]
+        gi = g[:H]
+        gf = g[H:2 * H]
+        gg = g[2 * H:3 * H]
+        go = g[3 * H:]
+        cr = c[r]
+        mr = m[r]
+        for j in range(H):
+            i = sigmoid(gi[j])
+            f = sigmoid(gf[j])
+            gv = tanh(gg[j])
+            o = sigmoid(go[j])
+            gi[j] = i
+            gf[j] = f
+            gg[j] = gv
+            go[j] = o
+            cn = f * cr[j] + i * gv
+            cr[j] = cn
+            mr[j] = o * tanh(cn)
+        if save:
+            csr = cs[o0 + r]
+            for j in range(H):
+                csr[j] = cr[j]
+
+
+@njit
+def lstm_forward_steps(G, w_hh, w_hr, h, c, m, out, cs, offsets, bsz, reverse, save, proj,
+                       s_begin, s_end, gemm):
+    """Steps s_begin..s_end of the forward loop; with gemm=False the caller does the products."""
+    T = bsz.shape[0]
+    H = c.shape[1]
+    P = h.shape[1]
+    for s in range(s_begin, s_end):
+        t = T - 1 - s if reverse else s
+        b = bsz[t]
+        o0 = offsets[t]
+        if gemm:
+            gemm_nt(h, 0, w_hh, G, o0, b, P, 4 * H)
+        lstm_pointwise(G, o0, b, H, c, cs, m, save)
+        if proj:
+            if not gemm:
+                continue
+            zero_rows(h, b)
+            gemm_nt(m, 0, w_hr, h, 0, b, H, P)
+        for r in range(b):
+            for p in range(P):
+                out[o0 + r, p] = h[r, p]
+
+
+@njit
+def lstm_pointwise_bwd(G, cs, c0, offsets, bsz, t, tp, H, dm, dc, dG):
+    """Gate gradients of step t (rows of the step) from dm = d(o tanh c) and the carried dc."""
+    T = bsz.shape[0]
+    o0 = offsets[t]
+    for r in range(bsz[t]):
+        row = o0 + r
+        if 0 <= tp < T and r < bsz[tp]:
+            cp = cs[offsets[tp] + r]
+        else:
+            cp = c0[r]
+        g = G[row]
+        d = dG[row]
+        cr = cs[row]
+        dmr = dm[r]
+        dcr = dc[r]
+        for j in range(H):
+            i = g[j]
+            f = g[H + j]
+            gv = g[2 * H + j]
+            o = g[3 * H + j]
+            tc = tanh(cr[j])
+            dmv = dmr[j]
+            dmo = dmv * o
+            dcv = dcr[j] + (dmo - dmo * tc * tc)
+            dci = dcv * i
+            d[j] = dcv * gv * (i - i * i)
+            d[H + j] = dcv * cp[j] * (f - f * f)
+            d[2 * H + j] = dci - dci * gv * gv
+            d[3 * H + j] = dmv * tc * (o - o * o)
+            dcr[j] = dcv * f
+
+
+@njit
+def add_rows(dh, dout, o0, b, dHs, keep):
+    """dh[:b] += dout[o0:o0+b]; with keep, also dHs[o0:o0+b] = dh[:b]."""
+    P = dh.shape[1]
+    for r in range(b):
+        for p in range(P):
+            v = dh[r, p] + dout[o0 + r, p]
+            dh[r, p] = v
+            if keep:
+                dHs[o0 + r, p] = v
+
+
+@njit
+def lstm_backward_loop(G, cs, c0, w_hh_t, w_hr_t, dout, dh, dc, dm, dG, dHs, offsets, bsz, reverse, proj):
+    T = bsz.shape[0]
+    H = c0.shape[1]
+    P = dh.shape[1]
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        tp = t + 1 if reverse else t - 1
+        b = bsz[t]
+        o0 = offsets[t]
+        add_rows(dh, dout, o0, b, dHs, proj)
+        if proj:
+            zero_rows(dm, b)
+            gemm_nt(dh, 0, w_hr_t, dm, 0, b, P, H)
+        lstm_pointwise_bwd(G, cs, c0, offsets, bsz, t, tp, H, dm, dc, dG)
+        zero_rows(dh, b)
+        gemm_nt(dG, o0, w_hh_t, dh, 0, b, 4 * H, P)
+
+
+class LSTMFunction(torch.autograd.Function):
+    """One LSTM layer-direction over packed input; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, plan, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
+        offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
+        H, P = c0.shape[1], h0.shape[1]
+        proj = w_hr is not None
+        G = linear(x, w_ih, b_ih, b_hh)  # (N, 4H): pre-activations, then activations
+        h = h0.clone()
+        c = c0.clone()
+        out = x.new_empty(x.shape[0], P)
+        cs = x.new_empty(x.shape[0], H) if plan.save else dummy(x)
+        m = x.new_empty(h.shape[0], H) if proj else h
+        whr = w_hr if proj else dummy(x)
+        args = [npy(G), npy(w_hh), npy(whr), npy(h), npy(c), npy(m), npy(out), npy(cs),
+                offsets, bsz, plan.reverse, plan.save, proj]
+        if plan.whole:
+            lstm_forward_steps(*args, 0, T, True)
+        else:
+            whh_t = w_hh.t()
+            whr_t = whr.t()
+            for s in range(T):
+                t = T - 1 - s if plan.reverse else s
+                b, o0 = int(bsz[t]), int(offsets[t])
+                G[o0:o0 + b].addmm_(h[:b], whh_t)
+                lstm_forward_steps(*args, s, s + 1, False)
+                if proj:
+                    torch.mm(m[:b], whr_t, out=h[:b])
+                    out[o0:o0 + b].copy_(h[:b])
+        if plan.save:
+            ctx.plan = plan
+            ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, out, G, cs)
+        return out, h, c
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dhN, dcN):
+        plan = ctx.plan
+        x, h0, c0, w_ih, w_hh, w_hr, out, G, cs = ctx.saved_tensors
+        offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
+        H, P = c0.shape[1], h0.shape[1]
+        proj = w_hr is not None
+        dout = dout.contiguous()
+        dh = dhN.contiguous().clone()
+        dc = dcN.contiguous().clone()
+        dG = torch.empty_like(G)
+        dm = x.new_empty(dh.shape[0], H) if proj else dh
+        dHs = x.new_empty(x.shape[0], P) if proj else dummy(x)
+        if plan.whole:
+            whr_t = w_hr.t().contiguous() if proj else dummy(x)
+            lstm_backward_loop(npy(G), npy(cs), npy(c0), npy(w_hh.t().contiguous()), npy(whr_t),
+                               npy(dout), npy(dh), npy(dc), npy(dm), npy(dG), npy(dHs),
+                               offsets, bsz, plan.reverse, proj)
+        else:
+            nG, ncs, nc0, ndout, ndh, ndc, ndm, ndG, ndHs = (
+                npy(G), npy(cs), npy(c0), npy(dout), npy(dh), npy(dc), npy(dm), npy(dG), npy(dHs))
+            for s in range(T):
+                t = s if plan.reverse else T - 1 - s
+                tp = t + 1 if plan.reverse else t - 1
+                b, o0 = int(bsz[t]), int(offsets[t])
+                add_rows(ndh, ndout, o0, b, ndHs, proj)
+                if proj:
+                    torch.mm(dh[:b], w_hr, out=dm[:b])
+                lstm_pointwise_bwd(nG, ncs, nc0, offsets, bsz, t, tp, H, ndm, ndc, ndG)
+                torch.mm(dG[o0:o0 + b], w_hh, out=dh[:b])
+        need = ctx.needs_input_grad
+        dx = linear(dG, w_ih.t()) if need[1] else None
+        dw_ih = weight_grad(dG, x) if need[4] else None
+        dw_hh = recurrent_weight_grad(dG, out, h0, offsets, bsz, plan.reverse) if need[5] else None
+        db = dG.sum(0) if (need[6] or need[7]) else None
+        dw_hr = None
+        if proj and need[8]:
+            M = G[:, 3 * H:] * torch.tanh(cs)  # (N, H): o tanh(c), what W_hr multiplied
+            dw_hr = weight_grad(dHs, M)
+        return (None, dx, dh if need[2] else None, dc if need[3] else None, dw_ih, dw_hh,
+                db if need[6] else None, db if need[7] else None, dw_hr)

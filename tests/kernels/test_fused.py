@@ -1,0 +1,206 @@
+"""The fused CPU backend against the reference loop: values, states, every gradient; gradcheck;
+determinism; and the fallback of backend="auto" where fused does not apply."""
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnkit
+from rnnkit import kernels
+from rnnkit.cells import (ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS, CellEquations,
+                          CellWeights)
+from rnnkit.errors import UnsupportedBackendError
+from rnnkit.kernels.cpu import common
+
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+MODES = ["rnn_tanh", "rnn_relu", "lstm", "lstm_proj", "gru"]
+EQUATIONS = {"rnn_tanh": ELMAN_TANH, "rnn_relu": ELMAN_RELU, "lstm": LSTM_EQUATIONS,
+             "lstm_proj": LSTM_EQUATIONS, "gru": GRU_EQUATIONS}
+INPUT, HIDDEN, PROJ, STEPS, BATCH = 5, 6, 4, 6, 4
+LENGTHS = [6, 4, 4, 1]  # packed sequences: shrinking batch, a length shared, a length-1 sequence
+
+
+@pytest.fixture(params=["loop", "step"])
+def strategy(request, monkeypatch):
+    """"loop": the whole time loop in one jitted call; "step": per-step BLAS products + jitted math."""
+    monkeypatch.setattr(common, "WHOLE_LOOP_MAX_FLOPS", 1e12 if request.param == "loop" else -1.0)
+    return request.param
+
+
+def make_layer(mode, backend, dtype, num_layers=1, bidirectional=False, batch_first=False, bias=True):
+    kw = dict(num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first, bias=bias,
+              backend=backend, dtype=dtype)
+    if mode.startswith("rnn"):
+        return rnnkit.RNN(INPUT, HIDDEN, nonlinearity=mode[4:], **kw)
+    if mode == "lstm":
+        return rnnkit.LSTM(INPUT, HIDDEN, **kw)
+    if mode == "lstm_proj":
+        return rnnkit.LSTM(INPUT, HIDDEN, proj_size=PROJ, **kw)
+    return rnnkit.GRU(INPUT, HIDDEN, **kw)
+
+
+def run_layer(layer, dtype, seed, inputs, with_state):
+    """Outputs, final states and the gradients of input, initial states and every parameter."""
+    gen = torch.Generator().manual_seed(seed)
+    D = 2 if layer.bidirectional else 1
+    shape = (BATCH, STEPS, INPUT) if layer.batch_first else (STEPS, BATCH, INPUT)
+    x = torch.randn(*shape, generator=gen, dtype=dtype).requires_grad_(True)
+    leaves = [x]
+    if inputs == "padded":
+        inp = x
+    else:
+        inp = pack_padded_sequence(x, torch.tensor(LENGTHS if inputs == "packed_sorted" else [4, 6, 1, 4]),
+                                   batch_first=layer.batch_first, enforce_sorted=inputs == "packed_sorted")
+    hx = None
+    if with_state:
+        sizes = layer._state_sizes()
+        state = [torch.randn(layer.num_layers * D, BATCH, s, generator=gen, dtype=dtype).requires_grad_(True)
+                 for s in sizes]
+        leaves += state
+        hx = state[0] if len(state) == 1 else tuple(state)
+    out, hn = layer(inp, hx)
+    out = out.data if inputs != "padded" else out
+    hn = hn if isinstance(hn, tuple) else (hn,)
+    # a loss that weighs every output and state element differently
+    loss = sum((t * torch.randn(t.shape, generator=gen, dtype=dtype)).sum() for t in (out,) + hn)
+    grads = torch.autograd.grad(loss, leaves + list(layer.parameters()))
+    return [out.detach(), *[h.detach() for h in hn], *grads]
+
+
+def parity_cases():
+    """Every axis covered for every mode and dtype: a fixed sample of the full product, topped up
+    so that each value of each axis occurs at least once."""
+    axes = dict(num_layers=[1, 2, 3], bidirectional=[False, True], batch_first=[False, True],
+                bias=[True, False], inputs=["padded", "packed_sorted", "packed_unsorted"],
+                with_state=[False, True])
+    full = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+    cases = []
+    for mode in MODES:
+        for dtype in (torch.float32, torch.float64):
+            rng = random.Random(f"{mode}-{dtype}")
+            chosen = rng.sample(full, 6)
+            for name, values in axes.items():
+                for v in values:
+                    if not any(c[name] == v for c in chosen):
+                        chosen.append(next(c for c in full if c[name] == v))
+            cases += [pytest.param(mode, dtype, c, id=f"{mode}-{str(dtype)[6:]}-" + "-".join(
+                f"{k}={v}" for k, v in c.items())) for c in chosen]
+    return cases
+
+
+@pytest.mark.parametrize("mode,dtype,config", parity_cases())
+def test_fused_equals_reference(mode, dtype, config, strategy):
+    inputs, with_state = config["inputs"], config["with_state"]
+    arch = {k: v for k, v in config.items() if k not in ("inputs", "with_state")}
+    torch.manual_seed(0)
+    ref = make_layer(mode, "reference", dtype, **arch)
+    fused = make_layer(mode, "fused", dtype, **arch)
+    fused.load_state_dict(ref.state_dict())
+    expected = run_layer(ref, dtype, 1, inputs, with_state)
+    got = run_layer(fused, dtype, 1, inputs, with_state)
+    assert len(got) == len(expected)
+    for k, (g, e) in enumerate(zip(got, expected)):
+        torch.testing.assert_close(g, e, rtol=TOL[dtype], atol=TOL[dtype], msg=lambda m: f"tensor {k}: {m}")
+
+
+def test_fused_is_what_auto_picks_on_cpu():
+    x = torch.randn(3, INPUT)
+    for eq, layer in ((LSTM_EQUATIONS, rnnkit.LSTM(INPUT, HIDDEN)), (GRU_EQUATIONS, rnnkit.GRU(INPUT, HIDDEN)),
+                      (ELMAN_TANH, rnnkit.RNN(INPUT, HIDDEN))):
+        assert kernels.select("auto", eq, x, layer.layer_weights(0, 0)).name == "fused"
+        assert kernels.select("auto", eq, x.double(), layer.double().layer_weights(0, 0)).name == "fused"
+
+
+def _layer_inputs(mode, packed, gen):
+    """Float64 leaves for one layer-direction: x, state0, weights (proj for lstm_proj)."""
+    H = HIDDEN
+    G = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "lstm_proj": 4, "gru": 3}[mode]
+    P = PROJ if mode == "lstm_proj" else H
+    sizes = [3, 3, 2, 1] if packed else [3, 3, 3, 3]
+    N = sum(sizes)
+    r = lambda *s: (0.5 * torch.randn(*s, generator=gen, dtype=torch.float64)).requires_grad_(True)  # noqa: E731
+    x = r(N, INPUT)
+    state0 = (r(3, P), r(3, H)) if mode.startswith("lstm") else (r(3, P),)
+    weights = CellWeights(r(G * H, INPUT), r(G * H, P), r(G * H), r(G * H), r(P, H) if mode == "lstm_proj" else None)
+    return x, sizes, state0, weights
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reverse,packed", [(False, False), (True, True)], ids=["forward-padded", "reverse-packed"])
+def test_gradcheck(mode, reverse, packed, strategy):
+    gen = torch.Generator().manual_seed(3)
+    x, sizes, state0, weights = _layer_inputs(mode, packed, gen)
+    eq = EQUATIONS[mode]
+    kernel = kernels.BACKENDS["fused"]
+    present = [w for w in weights if w is not None]
+    ns = len(state0)
+
+    def f(x, *rest):
+        st, ws = rest[:ns], list(rest[ns:])
+        full = [ws.pop(0) if w is not None else None for w in weights]
+        out, final = kernel.layer(eq, x, sizes, st, CellWeights(*full), reverse)
+        return (out,) + tuple(final)
+
+    assert torch.autograd.gradcheck(f, (x, *state0, *present), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_deterministic(mode, strategy):
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        layer = make_layer(mode, "fused", torch.float32, num_layers=2, bidirectional=True)
+        results.append(run_layer(layer, torch.float32, 5, "packed_unsorted", True))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_no_grad_forward_matches_grad_forward(strategy):
+    torch.manual_seed(0)
+    layer = make_layer("lstm_proj", "fused", torch.float32, num_layers=2, bidirectional=True)
+    x = torch.randn(STEPS, BATCH, INPUT)
+    with torch.no_grad():
+        a, (ha, ca) = layer(x)
+    b, (hb, cb) = layer(x)
+    assert torch.equal(a, b.detach()) and torch.equal(ha, hb.detach()) and torch.equal(ca, cb.detach())
+
+
+CUSTOM = CellEquations(name="custom", gates=("h",), state_names=("h",),
+                       recur=lambda gx, s, w: (torch.sin(gx + s[0] @ w.w_hh.t()),), math="h = sin(...)")
+
+
+@pytest.mark.parametrize("what", ["bfloat16", "float16", "meta device", "mixed dtypes", "unknown recurrence"])
+def test_fused_check_names_what_is_unsupported_and_auto_falls_back(what):
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(what, torch.float32)
+    device = "meta" if what == "meta device" else "cpu"
+    x = torch.randn(4, INPUT, dtype=dtype, device=device)
+    w = CellWeights(torch.randn(HIDDEN, INPUT, dtype=dtype, device=device),
+                    torch.randn(HIDDEN, HIDDEN, dtype=torch.float64 if what == "mixed dtypes" else dtype,
+                                device=device))
+    eq = CUSTOM if what == "unknown recurrence" else ELMAN_TANH
+    expected = {"bfloat16": "bfloat16", "float16": "float16", "meta device": "meta",
+                "mixed dtypes": "float64", "unknown recurrence": "custom"}[what]
+    with pytest.raises(UnsupportedBackendError, match=expected):
+        kernels.select("fused", eq, x, w)
+    with pytest.raises(ValueError):  # UnsupportedBackendError is a ValueError
+        kernels.select("fused", eq, x, w)
+    assert kernels.select("auto", eq, x, w) is kernels.REFERENCE
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_layers_fall_back_or_raise_on_bfloat16(mode):
+    torch.manual_seed(0)
+    auto = make_layer(mode, "auto", torch.bfloat16)
+    ref = make_layer(mode, "reference", torch.bfloat16)
+    ref.load_state_dict(auto.state_dict())
+    x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.bfloat16)
+    out_auto, _ = auto(x)
+    out_ref, _ = ref(x)
+    assert torch.equal(out_auto, out_ref)  # auto ran the reference loop
+    fused = make_layer(mode, "fused", torch.bfloat16)
+    with pytest.raises(UnsupportedBackendError, match="bfloat16"):
+        fused(x)
