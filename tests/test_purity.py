@@ -15,7 +15,9 @@ PACKAGE = pathlib.Path(rnnkit.__file__).parent
 # The one module that names torch.nn's layers, to compare against them (explain --check, verify, bench).
 REFERENCE_MODULE = PACKAGE / "cli" / "reference.py"
 FORBIDDEN_NAMES = re.compile(
-    r"^(torch\.)?nn\.(RNN|LSTM|GRU|RNNCell|LSTMCell|GRUCell|RNNBase|RNNCellBase)$"
+    r"^(torch\.)?nn\.(RNN|LSTM|GRU|RNNCell|LSTMCell|GRUCell|RNNBase|RNNCellBase"
+    r"|MultiheadAttention|TransformerEncoderLayer|TransformerEncoder|Transformer)$"
+    r"|multi_head_attention_forward|_transformer_encoder_layer_fwd|_native_multi_head_attention"
     r"|(^|\.)_VF(\.|$)"
     r"|^torch\.(lstm|gru|rnn_tanh|rnn_relu)(_cell)?$"
     r"|mkldnn_rnn|_cudnn_rnn|_thnn_fused_(lstm|gru)_cell|quantized_(lstm|gru)"

@@ -11,8 +11,9 @@ import rnnkit
 SHAPES = [(100, 1, 32, 32), (200, 16, 64, 64), (100, 32, 256, 256), (50, 64, 512, 512)]  # T, B, I, H
 MODES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 DEFAULT_MODES = ["lstm", "gru", "rnn_tanh"]
-EXTRAS = ["lstm_packed", "lstm_bi2"]  # run at EXTRA_SHAPE
-EXTRA_SHAPE = (200, 16, 64, 64)
+EXTRAS = ["lstm_packed", "lstm_bi2", "transformer"]  # run at EXTRA_SHAPES[mode]
+# T, B, I, H; for the Transformer encoder layer: sequence 128, batch 32, d_model 256, 8 heads
+EXTRA_SHAPES = {"lstm_packed": (200, 16, 64, 64), "lstm_bi2": (200, 16, 64, 64), "transformer": (128, 32, 256, 8)}
 PASSES = ["fwd", "fwd+bwd"]
 
 
@@ -26,10 +27,15 @@ class Case:
 
     def __post_init__(self):
         T, B, I, H = self.shape
-        self.key = f"{self.mode} T={T} B={B} I={I} H={H} {self.pass_}"
+        if self.mode == "transformer":
+            self.key = f"{self.mode} S={T} B={B} d_model={I} heads={H} {self.pass_}"
+        else:
+            self.key = f"{self.mode} T={T} B={B} I={I} H={H} {self.pass_}"
 
     @property
     def family(self) -> str:
+        if self.mode == "transformer":
+            return "transformer"
         return "lstm" if self.mode.startswith("lstm") else ("gru" if self.mode == "gru" else "rnn")
 
 
@@ -47,8 +53,10 @@ def build_layer(mode: str, input_size: int, hidden_size: int) -> torch.nn.Module
 
 def make_runners(case: Case):
     """(rnnkit_fn, torch_fn, inputs): zero-argument callables running one pass on the same data."""
-    from rnnkit.cli.reference import torch_twin
+    from rnnkit.cli.reference import torch_transformer_layer, torch_twin
 
+    if case.mode == "transformer":
+        return transformer_runners(case, torch_transformer_layer)
     T, B, I, H = case.shape
     torch.manual_seed(case.seed)
     layer = build_layer(case.mode, I, H)
@@ -79,7 +87,28 @@ def make_runners(case: Case):
     return runner(layer), runner(twin)
 
 
+def transformer_runners(case: Case, build):
+    """The encoder layer in training mode (dropout 0.1, as torch.nn's default), batch_first input."""
+    S, B, D, heads = case.shape
+    ours, ref = build(D, heads, batch_first=True, seed=case.seed)
+    x = torch.randn(B, S, D, generator=torch.Generator().manual_seed(case.seed + 1))
+    backward = case.pass_ == "fwd+bwd"
+
+    def runner(module):
+        def run():
+            if backward:
+                xx = x.detach().requires_grad_(True)
+                module(xx).sum().backward()
+                module.zero_grad(set_to_none=False)
+            else:
+                with torch.no_grad():
+                    module(x)
+        return run
+
+    return runner(ours), runner(ref)
+
+
 def grid(modes, shapes, passes, extras) -> list:
     cases = [Case(m, tuple(s), p) for m in modes for s in shapes for p in passes]
-    cases += [Case(m, EXTRA_SHAPE, p) for m in extras for p in passes]
+    cases += [Case(m, EXTRA_SHAPES[m], p) for m in extras for p in passes]
     return cases

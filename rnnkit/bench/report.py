@@ -40,6 +40,10 @@ def summarize(rows: list) -> list:
     for r in rows:
         if r["mode"] in EXTRAS:
             lines.append(f"{r['key']}: ratio {r['ratio']:.2f}")
+    for r in rows:
+        if r["mode"] == "transformer" and r["pass"] == "fwd+bwd":
+            lines.append(f"transformer encoder layer fwd+bwd: ratio {r['ratio']:.2f} (target >= 0.95): "
+                         f"{'met' if r['ratio'] >= 0.95 else 'NOT met'}")
     packed = [r for r in rows if r["mode"] == "lstm_packed" and r["pass"] == "fwd+bwd"]
     for r in packed:
         lines.append(f"packed lstm fwd+bwd: ratio {r['ratio']:.2f} (target >= 3.0): "
@@ -74,7 +78,7 @@ def run(modes, shapes, passes, extras, repeats=15, warmup=2, threads=None, with_
     rows = []
     for case in grid(modes, shapes, passes, extras):
         row = run_case(case, repeats, warmup)
-        if with_memory and case.pass_ == "fwd+bwd":
+        if with_memory and case.pass_ == "fwd+bwd" and case.mode != "transformer":
             for impl in ("torch", "rnnkit"):
                 peak = memory.measure(impl, case.mode, case.shape, threads)
                 row[f"{impl}_peak_mb"] = None if peak is None else peak / 2**20
@@ -85,9 +89,17 @@ def run(modes, shapes, passes, extras, repeats=15, warmup=2, threads=None, with_
                 mem = f"  peak MB torch {row['torch_peak_mb']:.1f} rnnkit {row['rnnkit_peak_mb']:.1f}"
             progress(f"{case.key:<42} torch {row['torch_ms']:9.3f} ms  rnnkit {row['rnnkit_ms']:9.3f} ms  "
                      f"ratio {row['ratio']:5.2f}{mem}")
+    summary = summarize(rows)
+    per_step = {}
+    if with_memory:
+        from rnnkit.verify.memory import bytes_per_step
+        for mode in ("lstm", "gru"):
+            per_step[mode] = bytes_per_step(mode, hidden_size=64)
+            summary.append(f"{mode} B=1 H=64 float32: {per_step[mode]:,.0f} bytes kept per step for the backward "
+                           f"(T=100,000: {per_step[mode] * 1e5 / 2**20:.0f} MB), linear in T")
     return {"threads": threads, "torch": torch.__version__, "machine": platform.machine(),
             "processor": platform.processor(), "repeats": repeats, "rows": rows,
-            "summary": summarize(rows)}
+            "bytes_per_step": per_step, "summary": summary}
 
 
 def write_json(result: dict, path: str) -> None:
@@ -104,7 +116,7 @@ def write_png(result: dict, path: str) -> bool:
     except ImportError:
         return False
     rows = result["rows"]
-    colors = {"lstm": "tab:blue", "gru": "tab:orange", "rnn": "tab:green"}
+    colors = {"lstm": "tab:blue", "gru": "tab:orange", "rnn": "tab:green", "transformer": "tab:purple"}
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(rows) + 2), 5))
     ax.bar(range(len(rows)), [r["ratio"] for r in rows], color=[colors[r["family"]] for r in rows])
     ax.axhline(1.0, color="black", linewidth=1)

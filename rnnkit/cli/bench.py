@@ -27,8 +27,9 @@ def add_parser(sub) -> None:
                    help="semicolon-separated T,B,I,H shapes (default: the four of the grid)")
     p.add_argument("--passes", default=",".join(PASSES), help="fwd, fwd+bwd (default: both)")
     p.add_argument("--extras", default=",".join(EXTRAS),
-                   help="extra cases at 200,16,64,64: lstm_packed (random lengths), lstm_bi2 "
-                        "(2 layers, bidirectional); '' for none (default: %(default)s)")
+                   help="extra cases: lstm_packed (random lengths) and lstm_bi2 (2 layers, bidirectional) "
+                        "at 200,16,64,64; transformer (encoder layer, d_model 256, 8 heads, batch 32, "
+                        "sequence 128); '' for none (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=15, help="timed runs of each (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
@@ -71,5 +72,5 @@ def run(args) -> int:
     if report.write_png(result, args.png):
         print(f"wrote {args.png}")
     else:
-        print("matplotlib is not installed (pip install 'rnnkit[bench]'): no chart written")
+        print("matplotlib is not installed: no chart written")
     return 0

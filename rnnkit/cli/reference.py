@@ -29,3 +29,12 @@ def torch_twin(layer: torch.nn.Module) -> torch.nn.Module:
     twin.load_state_dict(layer.state_dict(), strict=True)
     twin.train(layer.training)
     return twin
+
+
+def torch_transformer_layer(d_model: int, nhead: int, *, batch_first: bool = True, seed: int = 0):
+    """torch.nn.TransformerEncoderLayer and rnnkit's, built from one seed: identical parameters."""
+    torch.manual_seed(seed)
+    ref = torch.nn.TransformerEncoderLayer(d_model, nhead, batch_first=batch_first)
+    torch.manual_seed(seed)
+    ours = rnnkit.TransformerEncoderLayer(d_model, nhead, batch_first=batch_first)
+    return ours, ref
