@@ -306,8 +306,10 @@ def _canonical(config: dict, output, h_n) -> list:
 
 
 def _loss(tensors: list) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(123)  # a fixed weighting: each gradient depends on every output
-    return sum((t * torch.randn(t.shape, dtype=t.dtype, generator=gen)).sum() for t in tensors)
+    # A fixed weighting, so each gradient depends on every output.  Drawn in float32 whatever the
+    # dtype, so a float64 run of the same configuration weighs its outputs by the very same numbers.
+    gen = torch.Generator().manual_seed(123)
+    return sum((t * torch.randn(t.shape, generator=gen).to(t.dtype)).sum() for t in tensors)
 
 
 def _grads(loss, inputs: Inputs, params: list) -> list:
@@ -381,6 +383,16 @@ def _exceeds(xs: list, ys: list, tol: float) -> bool:
     return False
 
 
+def _scaled_diff(xs: list, ys: list) -> float:
+    """The smallest tol for which _exceeds(xs, ys, tol) is False."""
+    worst = 0.0
+    for a, b in zip(xs, ys):
+        if a.numel():
+            d = (a - b).abs().max().item() / max(1.0, b.abs().max().item())
+            worst = max(worst, d if d == d else float("inf"))
+    return worst
+
+
 def _max_diff(xs: list, ys: list) -> float:
     if len(xs) != len(ys):
         return float("inf")
@@ -442,9 +454,9 @@ def check(config: dict) -> Result:
         inputs = make_inputs(config, layer)
         got = run_module(config, layer, inputs)
         pairs = []
+        backend = config["backend"]
         layer.backend = "reference"
-        if config["backend"] != "reference":
-            pairs.append((f"backend {config['backend']!r} vs 'reference'", got, run_module(config, layer, inputs)))
+        ref = run_module(config, layer, inputs) if backend != "reference" else None
         # Recurrent's semantics (packing, lengths, directions, merge, states) against the plain loop, in
         # float64 whatever the drawn dtype: the cells' own float32 conditioning (a layer norm divides by
         # sqrt(var + 1e-5)) is not what this comparison is about, and float64 leaves no rounding to hide in.
@@ -453,6 +465,15 @@ def check(config: dict) -> Result:
         in64 = Inputs(inputs.x.detach().double().requires_grad_(),
                       [s.detach().double().requires_grad_() for s in inputs.hx])
         ref64, oracle64 = run_module(c64, layer64, in64), run_oracle(c64, layer64, in64)
+        if ref is not None and config["dtype"] == "float32":
+            # The float32 reference has rounding error of its own, large where a layer norm over few
+            # features amplifies it; the backend passes when it is as close to the float64 result as the
+            # float32 reference is (within 4x), and never needs to be closer than the dtype's tolerance.
+            own = max(_scaled_diff(ref[0], ref64[0]), _scaled_diff(ref[1], ref64[1]))
+            tol = max(TOL["float32"], 4 * own)
+            pairs.append((f"backend {backend!r} (float32) vs 'reference' in float64", got, ref64, tol))
+        elif ref is not None:
+            pairs.append((f"backend {backend!r} vs 'reference'", got, ref))
         pairs.append(("'reference' vs a per-sequence loop of cell calls (float64)", ref64, oracle64, TOL["float64"]))
         return _compare(config, pairs)
     except UnsupportedBackendError as e:

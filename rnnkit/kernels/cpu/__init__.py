@@ -2,7 +2,9 @@
 
 One module per concern: ``_jit`` (numba options, activations), ``gemm`` (the in-loop
 matrix product), ``common`` (step layout, matrix-product providers), and one module
-per recurrence (``elman``, ``lstm``, ``gru``) holding its jitted step math, its
+per recurrence (``elman``, ``lstm``, ``gru``; for the other cell families ``indrnn``,
+``peephole_lstm``, ``gru_reset_before``, ``layernorm_lstm``, ``layernorm_gru``, each with a
+``layer`` function, found through ``_more_kernels``) holding its jitted step math, its
 forward/backward time loops and its ``torch.autograd.Function``.
 
 Nothing here imports numba until a fused kernel first runs, so ``import rnnkit`` stays
@@ -51,6 +53,16 @@ def _have_numba() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
+@lru_cache(maxsize=1)
+def _more_kernels() -> dict:
+    """Recurrence -> the module (in this package) whose ``layer`` runs it."""
+    from ...cells import (GRU_RESET_BEFORE, INDRNN_RELU, INDRNN_TANH, LAYERNORM_GRU, LAYERNORM_LSTM,
+                          PEEPHOLE_LSTM)
+    return {INDRNN_RELU: "indrnn", INDRNN_TANH: "indrnn", PEEPHOLE_LSTM: "peephole_lstm",
+            GRU_RESET_BEFORE: "gru_reset_before", LAYERNORM_LSTM: "layernorm_lstm",
+            LAYERNORM_GRU: "layernorm_gru"}
+
+
 def _needs_grad(tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -65,15 +77,17 @@ def _call(function, plan, *args):
 
 class FusedKernel(Kernel):
     """Fused CPU kernels for the Elman (tanh, relu), LSTM (projection or not) and GRU recurrences,
+    and for IndRNN, peephole LSTM, GRU (reset before), layer-norm LSTM and layer-norm GRU;
     float32 and float64, padded or packed, either direction."""
 
     name = "fused"
 
     def check(self, eq, x, weights) -> None:
-        if eq not in (ELMAN_TANH, ELMAN_RELU, LSTM_EQUATIONS, GRU_EQUATIONS):
+        if eq not in (ELMAN_TANH, ELMAN_RELU, LSTM_EQUATIONS, GRU_EQUATIONS) and eq not in _more_kernels():
             raise UnsupportedBackendError(
                 f"backend 'fused' has no kernel for the recurrence {eq.name!r} "
-                "(it runs rnn_tanh, rnn_relu, lstm and gru); use backend='reference'")
+                "(it runs rnn_tanh, rnn_relu, lstm, gru and the cells of rnnkit.cells: indrnn, peephole_lstm, "
+                "gru_reset_before, layernorm_lstm, layernorm_gru); use backend='reference'")
         tensors = [("input", x)] + [(name, t) for name, t in zip(weights._fields, weights) if t is not None]
         for name, t in tensors:
             if t.device.type != "cpu":
@@ -98,7 +112,6 @@ class FusedKernel(Kernel):
         x = x.contiguous()
         state0 = tuple(s.contiguous() for s in state0)
         w = [None if t is None else t.contiguous() for t in weights]
-        w_ih, w_hh, b_ih, b_hh, w_hr = w
         save = _needs_grad([x, *state0, *w])
         batch, P = state0[0].shape
         # The jitted loops index without bounds checks: refuse inconsistent shapes up front.
@@ -108,6 +121,11 @@ class FusedKernel(Kernel):
                 f"fused kernel: inconsistent shapes: input {tuple(x.shape)}, batch_sizes summing to "
                 f"{int(offsets[-1])} at most {int(bsz.max()) if len(bsz) else 0} per step, "
                 f"states {[tuple(s.shape) for s in state0]}")
+        more = _more_kernels().get(eq)
+        if more is not None:  # the other cell families: module.layer(eq, x, offsets, bsz, state0, weights, ...)
+            return importlib.import_module(f".{more}", __name__).layer(
+                eq, x, offsets, bsz, state0, type(weights)(*w), reverse, save)
+        w_ih, w_hh, b_ih, b_hh, w_hr = w
         if eq is LSTM_EQUATIONS:
             from .lstm import LSTMFunction
             plan = Plan(offsets, bsz, reverse, save, common.whole_loop(batch, P, w_hh.shape[0]))

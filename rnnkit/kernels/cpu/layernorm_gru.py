@@ -1,0 +1,212 @@
+"""The fused layer-normalised GRU: jitted step math, time loops, autograd Function.
+
+The input side ``gx = LN(x W_ih^T; gamma_ih, b_ih)`` is the equations' ``project``, done by
+torch for all steps before the loop (its backward is torch's too).  Per step:
+``WH = h W_hh^T``, then one pass per row normalising WH (XH keeps the normalised rows, RS
+the inverse deviations) into u = gamma_hh XH + b_hh, and r, z, n and h as torch.nn's GRU
+with u for the recurrent side (G keeps r, z, n).  Backward: per step the gate gradients
+(dG = d gx; DU = d u), the layer norm's backward (DWH = d W_hh h) and
+``dh = z dh' + DWH_t W_hh``; after the loop the parameter gradients over all steps.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._jit import njit, sigmoid, tanh, zero_of
+from .common import npy, recurrent_weight_grad
+from .gemm import gemm_nt, zero_rows
+
+# Compiled in each process, not cached on disk: for these kernels numba's cached code computes
+# different last bits than a fresh compile (fresh compiles agree with each other), which would
+# break bitwise determinism between a process that compiled them and one that loaded them.
+# The torch.nn families' kernels do not show this and stay cached.
+from .layernorm_lstm import consts
+
+
+@njit(cache=False)
+def lngru_pointwise(G, WH, o0, b, h, out, XH, RS, gamma_hh, b_hh, k, save):
+    """Rows o0..o0+b: G (gx) -> r, z, n; h updated; WH (rows 0..b) = W_hh h of the step."""
+    H = h.shape[1]
+    G3 = 3 * H
+    zero = zero_of(G)
+    eps, inv3, one = k[0], k[1], k[3]
+    for r in range(b):
+        row = o0 + r
+        wh = WH[r]
+        g = G[row]
+        xh = XH[row] if save else XH[0]
+        s = zero
+        for j in range(G3):
+            s += wh[j]
+        mu = s * inv3
+        v = zero
+        for j in range(G3):
+            dv = wh[j] - mu
+            v += dv * dv
+        rs = one / np.sqrt(v * inv3 + eps)
+        for j in range(G3):
+            xh[j] = (wh[j] - mu) * rs
+        hr = h[r]
+        orow = out[row]
+        for j in range(H):
+            rg = sigmoid(g[j] + gamma_hh[j] * xh[j] + b_hh[j])
+            z = sigmoid(g[H + j] + gamma_hh[H + j] * xh[H + j] + b_hh[H + j])
+            un = gamma_hh[2 * H + j] * xh[2 * H + j] + b_hh[2 * H + j]
+            n = tanh(g[2 * H + j] + rg * un)
+            g[j] = rg
+            g[H + j] = z
+            g[2 * H + j] = n
+            hv = (hr[j] - n) * z + n
+            hr[j] = hv
+            orow[j] = hv
+        if save:
+            RS[row] = rs
+
+
+@njit(cache=False)
+def lngru_forward_loop(G, w_hh, WH, h, out, XH, RS, gamma_hh, b_hh, k, offsets, bsz, reverse, save):
+    T = bsz.shape[0]
+    H = h.shape[1]
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        b = bsz[t]
+        zero_rows(WH, b)
+        gemm_nt(h, 0, w_hh, WH, 0, b, H, 3 * H)
+        lngru_pointwise(G, WH, offsets[t], b, h, out, XH, RS, gamma_hh, b_hh, k, save)
+
+
+@njit(cache=False)
+def lngru_pointwise_bwd(G, XH, RS, out, h0, gamma_hh, b_hh, k, offsets, bsz, t, tp, dout, dh, dG, DU, DWH):
+    """Step t: dG (= d gx), DU (= d u), DWH (= d W_hh h); dh becomes z dh' (DWH W_hh is added after)."""
+    T = bsz.shape[0]
+    H = dh.shape[1]
+    G3 = 3 * H
+    zero = zero_of(G)
+    o0 = offsets[t]
+    for r in range(bsz[t]):
+        row = o0 + r
+        if 0 <= tp < T and r < bsz[tp]:
+            hp = out[offsets[tp] + r]
+        else:
+            hp = h0[r]
+        g = G[row]
+        xh = XH[row]
+        d = dG[row]
+        du = DU[row]
+        dhr = dh[r]
+        dor = dout[row]
+        for j in range(H):
+            rg = g[j]
+            z = g[H + j]
+            n = g[2 * H + j]
+            dy = dhr[j] + dor[j]
+            dn = dy - dy * z
+            dan = dn - dn * n * n
+            un = gamma_hh[2 * H + j] * xh[2 * H + j] + b_hh[2 * H + j]
+            dar = dan * un * (rg - rg * rg)
+            daz = dy * (hp[j] - n) * (z - z * z)
+            d[j] = dar
+            d[H + j] = daz
+            d[2 * H + j] = dan
+            du[j] = dar
+            du[H + j] = daz
+            du[2 * H + j] = dan * rg
+            dhr[j] = dy * z
+        s1 = zero
+        s2 = zero
+        for j in range(G3):
+            dx = du[j] * gamma_hh[j]
+            s1 += dx
+            s2 += dx * xh[j]
+        rs = RS[row]
+        m1 = s1 * k[1]
+        m2 = s2 * k[1]
+        dw = DWH[row]
+        for j in range(G3):
+            dw[j] = rs * (du[j] * gamma_hh[j] - m1 - xh[j] * m2)
+
+
+@njit(cache=False)
+def lngru_backward_loop(G, XH, RS, out, h0, gamma_hh, b_hh, k, w_hh_t, dout, dh, dG, DU, DWH, offsets, bsz,
+                        reverse):
+    T = bsz.shape[0]
+    H = dh.shape[1]
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        tp = t + 1 if reverse else t - 1
+        lngru_pointwise_bwd(G, XH, RS, out, h0, gamma_hh, b_hh, k, offsets, bsz, t, tp, dout, dh, dG, DU, DWH)
+        gemm_nt(DWH, offsets[t], w_hh_t, dh, 0, bsz[t], 3 * H, H)
+
+
+class LayerNormGRUFunction(torch.autograd.Function):
+    """The recurrence of one layer-normalised GRU layer-direction, from gx; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, plan, gx, h0, w_hh, b_hh, gamma_hh):
+        offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
+        N, H = gx.shape[0], h0.shape[1]
+        save = plan.save
+        G = gx.detach().contiguous().clone()  # (N, 3H): gx, then r, z, n
+        h = h0.clone()
+        out = gx.new_empty(N, H)
+        WH = gx.new_empty(h.shape[0], 3 * H)
+        XH = gx.new_empty(N, 3 * H) if save else gx.new_empty(1, 3 * H)
+        RS = gx.new_empty(N) if save else gx.new_empty(1)
+        bh = b_hh if b_hh is not None else gx.new_zeros(3 * H)
+        nG, nWH = npy(G), npy(WH)
+        k = consts(nG.dtype, 3 * H, H)
+        rest = (npy(h), npy(out), npy(XH), npy(RS), npy(gamma_hh), npy(bh), k)
+        if plan.whole:
+            lngru_forward_loop(nG, npy(w_hh), nWH, *rest, offsets, bsz, plan.reverse, save)
+        else:
+            whh_t = w_hh.t()
+            for s in range(T):
+                t = T - 1 - s if plan.reverse else s
+                b, o0 = int(bsz[t]), int(offsets[t])
+                torch.mm(h[:b], whh_t, out=WH[:b])
+                lngru_pointwise(nG, nWH, o0, b, *rest, save)
+        if save:
+            ctx.plan = plan
+            ctx.save_for_backward(h0, w_hh, gamma_hh, bh, out, G, XH, RS)
+        return out, h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dhN):
+        plan = ctx.plan
+        h0, w_hh, gamma_hh, bh, out, G, XH, RS = ctx.saved_tensors
+        offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
+        H = h0.shape[1]
+        dout = dout.contiguous()
+        dh = dhN.contiguous().clone()
+        dG = torch.empty_like(G)
+        DU = torch.empty_like(G)
+        DWH = torch.empty_like(G)
+        k = consts(npy(G).dtype, 3 * H, H)
+        args = (npy(G), npy(XH), npy(RS), npy(out), npy(h0), npy(gamma_hh), npy(bh), k)
+        if plan.whole:
+            lngru_backward_loop(*args, npy(w_hh.t().contiguous()), npy(dout), npy(dh), npy(dG), npy(DU),
+                                npy(DWH), offsets, bsz, plan.reverse)
+        else:
+            ndout, ndh, ndG, nDU, nDWH = npy(dout), npy(dh), npy(dG), npy(DU), npy(DWH)
+            for s in range(T):
+                t = s if plan.reverse else T - 1 - s
+                tp = t + 1 if plan.reverse else t - 1
+                b, o0 = int(bsz[t]), int(offsets[t])
+                lngru_pointwise_bwd(*args, offsets, bsz, t, tp, ndout, ndh, ndG, nDU, nDWH)
+                dh[:b].addmm_(DWH[o0:o0 + b], w_hh)
+        need = ctx.needs_input_grad
+        dw_hh = recurrent_weight_grad(DWH, out, h0, offsets, bsz, plan.reverse) if need[3] else None
+        db_hh = DU.sum(0) if need[4] else None
+        dgamma_hh = (DU * XH).sum(0) if need[5] else None
+        return None, dG if need[1] else None, dh if need[2] else None, dw_hh, db_hh, dgamma_hh
+
+
+def layer(eq, x, offsets, bsz, state0, w, reverse, save):
+    from . import Plan, _call, common
+    h0 = state0[0]
+    gx = eq.project(x, w).contiguous()  # (N, 3H): LN(x W_ih^T; gamma_ih, b_ih), torch's autograd
+    plan = Plan(offsets, bsz, reverse, save, common.whole_loop(h0.shape[0], h0.shape[1], w.w_hh.shape[0]))
+    out, h = _call(LayerNormGRUFunction, plan, gx, h0, w.w_hh, w.b_hh, w.gamma_hh)
+    return out, (h,)

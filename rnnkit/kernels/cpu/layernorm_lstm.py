@@ -1,0 +1,268 @@
+"""The fused layer-normalised LSTM: jitted step math, time loops, autograd Function.
+
+The input side ``gx = LN(x W_ih^T; gamma_ih, b_ih)`` is the equations' ``project``, done by
+torch for all steps before the loop (its backward is torch's too).  Per step:
+``WH = h W_hh^T``, then one pass per row normalising WH (XH keeps the normalised rows, RS
+the inverse deviations), the gates (G keeps them), c, the layer norm of c (CH, RC) and
+h = o tanh(LN(c)).  Backward: per step the gate gradients dG_t (= d gx), the gradient
+through both layer norms (DWH: of W_hh h) and ``dh = DWH_t W_hh``; after the loop the
+parameter gradients as products and column sums over all steps.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...cells.layernorm_lstm import LN_EPS
+from ._jit import njit, sigmoid, tanh, zero_of
+from .common import dummy, npy, recurrent_weight_grad
+from .gemm import gemm_nt, zero_rows
+
+# Compiled in each process, not cached on disk: for these kernels numba's cached code computes
+# different last bits than a fresh compile (fresh compiles agree with each other), which would
+# break bitwise determinism between a process that compiled them and one that loaded them.
+# The torch.nn families' kernels do not show this and stay cached.
+
+
+@njit(cache=False)
+def lnlstm_pointwise(G, WH, o0, b, c, h, out, XH, RS, cs, CH, RC, gamma_hh, b_hh, gamma_c, beta_c,
+                     k, save):
+    """Rows o0..o0+b: G (gx) -> gate activations, with WH = W_hh h of the step (rows 0..b).
+
+    k: constants in the arrays' dtype (eps, 1/(4H), 1/H, 1), so float32 stays float32."""
+    H = c.shape[1]
+    G4 = 4 * H
+    zero = zero_of(G)
+    eps, inv4, inv1, one = k[0], k[1], k[2], k[3]
+    for r in range(b):
+        row = o0 + r
+        wh = WH[r]
+        g = G[row]
+        xh = XH[row] if save else XH[0]
+        s = zero
+        for j in range(G4):
+            s += wh[j]
+        mu = s * inv4
+        v = zero
+        for j in range(G4):
+            dv = wh[j] - mu
+            v += dv * dv
+        rs = one / np.sqrt(v * inv4 + eps)
+        for j in range(G4):
+            xv = (wh[j] - mu) * rs
+            xh[j] = xv
+            g[j] += gamma_hh[j] * xv + b_hh[j]
+        cr = c[r]
+        for j in range(H):
+            i = sigmoid(g[j])
+            f = sigmoid(g[H + j])
+            gv = tanh(g[2 * H + j])
+            g[j] = i
+            g[H + j] = f
+            g[2 * H + j] = gv
+            g[3 * H + j] = sigmoid(g[3 * H + j])
+            cr[j] = f * cr[j] + i * gv
+        s = zero
+        for j in range(H):
+            s += cr[j]
+        mc = s * inv1
+        v = zero
+        for j in range(H):
+            dv = cr[j] - mc
+            v += dv * dv
+        rc = one / np.sqrt(v * inv1 + eps)
+        ch = CH[row] if save else CH[0]
+        hr = h[r]
+        orow = out[row]
+        for j in range(H):
+            chv = (cr[j] - mc) * rc
+            ch[j] = chv
+            hv = g[3 * H + j] * tanh(gamma_c[j] * chv + beta_c[j])
+            hr[j] = hv
+            orow[j] = hv
+        if save:
+            RS[row] = rs
+            RC[row] = rc
+            csr = cs[row]
+            for j in range(H):
+                csr[j] = cr[j]
+
+
+@njit(cache=False)
+def lnlstm_forward_loop(G, w_hh, WH, c, h, out, XH, RS, cs, CH, RC, gamma_hh, b_hh, gamma_c, beta_c,
+                        k, offsets, bsz, reverse, save):
+    T = bsz.shape[0]
+    H = c.shape[1]
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        b = bsz[t]
+        zero_rows(WH, b)
+        gemm_nt(h, 0, w_hh, WH, 0, b, H, 4 * H)
+        lnlstm_pointwise(G, WH, offsets[t], b, c, h, out, XH, RS, cs, CH, RC, gamma_hh, b_hh, gamma_c, beta_c,
+                         k, save)
+
+
+@njit(cache=False)
+def lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, offsets, bsz, t, tp,
+                         k, dout, dh, dc, dG, DCN, DWH):
+    """Step t: dG (gates' pre-activations, = d gx), DCN (d LN(c)), DWH (d W_hh h); dc -> dc of c_{t-1}."""
+    T = bsz.shape[0]
+    H = dc.shape[1]
+    G4 = 4 * H
+    o0 = offsets[t]
+    for r in range(bsz[t]):
+        row = o0 + r
+        if 0 <= tp < T and r < bsz[tp]:
+            cp = cs[offsets[tp] + r]
+        else:
+            cp = c0[r]
+        g = G[row]
+        d = dG[row]
+        ch = CH[row]
+        dcn = DCN[row]
+        dhr = dh[r]
+        dor = dout[row]
+        zero = zero_of(G)
+        s1 = zero
+        s2 = zero
+        for j in range(H):
+            o = g[3 * H + j]
+            tcn = tanh(gamma_c[j] * ch[j] + beta_c[j])
+            dy = dhr[j] + dor[j]
+            d[3 * H + j] = dy * tcn * (o - o * o)
+            dyo = dy * o
+            dn = dyo - dyo * tcn * tcn
+            dcn[j] = dn
+            dch = dn * gamma_c[j]
+            s1 += dch
+            s2 += dch * ch[j]
+        rc = RC[row]
+        m1 = s1 * k[2]
+        m2 = s2 * k[2]
+        dcr = dc[r]
+        for j in range(H):
+            i = g[j]
+            f = g[H + j]
+            gv = g[2 * H + j]
+            dcv = dcr[j] + rc * (dcn[j] * gamma_c[j] - m1 - ch[j] * m2)
+            dci = dcv * i
+            d[j] = dcv * gv * (i - i * i)
+            d[H + j] = dcv * cp[j] * (f - f * f)
+            d[2 * H + j] = dci - dci * gv * gv
+            dcr[j] = dcv * f
+        xh = XH[row]
+        dw = DWH[row]
+        s1 = zero
+        s2 = zero
+        for j in range(G4):
+            dx = d[j] * gamma_hh[j]
+            s1 += dx
+            s2 += dx * xh[j]
+        rs = RS[row]
+        m1 = s1 * k[1]
+        m2 = s2 * k[1]
+        for j in range(G4):
+            dw[j] = rs * (d[j] * gamma_hh[j] - m1 - xh[j] * m2)
+
+
+@njit(cache=False)
+def lnlstm_backward_loop(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, w_hh_t, dout, dh, dc, dG,
+                         k, DCN, DWH, offsets, bsz, reverse):
+    T = bsz.shape[0]
+    H = dc.shape[1]
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        tp = t + 1 if reverse else t - 1
+        b = bsz[t]
+        lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, offsets, bsz, t, tp,
+                             k, dout, dh, dc, dG, DCN, DWH)
+        zero_rows(dh, b)
+        gemm_nt(DWH, offsets[t], w_hh_t, dh, 0, b, 4 * H, H)
+
+
+def consts(dtype, n_gates, H):
+    """(eps, 1/n_gates, 1/H, 1) in the arrays' dtype: the k argument of the jitted steps."""
+    return np.array([LN_EPS, 1.0 / n_gates, 1.0 / H, 1.0], dtype=dtype)
+
+
+class LayerNormLSTMFunction(torch.autograd.Function):
+    """The recurrence of one layer-normalised LSTM layer-direction, from gx; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, plan, gx, h0, c0, w_hh, b_hh, gamma_hh, gamma_c, beta_c):
+        offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
+        N, H = gx.shape[0], c0.shape[1]
+        save = plan.save
+        G = gx.detach().contiguous().clone()  # (N, 4H): gx, then the gate activations
+        h = h0.clone()
+        c = c0.clone()
+        out = gx.new_empty(N, H)
+        WH = gx.new_empty(h.shape[0], 4 * H)
+        XH = gx.new_empty(N, 4 * H) if save else gx.new_empty(1, 4 * H)
+        CH = gx.new_empty(N, H) if save else gx.new_empty(1, H)
+        RS = gx.new_empty(N) if save else gx.new_empty(1)
+        RC = gx.new_empty(N) if save else gx.new_empty(1)
+        cs = gx.new_empty(N, H) if save else dummy(gx)
+        bh = b_hh if b_hh is not None else gx.new_zeros(4 * H)
+        bc = beta_c if beta_c is not None else gx.new_zeros(H)
+        nG, nWH = npy(G), npy(WH)
+        k = consts(nG.dtype, 4 * H, H)
+        state = (npy(c), npy(h), npy(out), npy(XH), npy(RS), npy(cs), npy(CH), npy(RC),
+                 npy(gamma_hh), npy(bh), npy(gamma_c), npy(bc), k)
+        if plan.whole:
+            lnlstm_forward_loop(nG, npy(w_hh), nWH, *state, offsets, bsz, plan.reverse, save)
+        else:
+            whh_t = w_hh.t()
+            for s in range(T):
+                t = T - 1 - s if plan.reverse else s
+                b, o0 = int(bsz[t]), int(offsets[t])
+                torch.mm(h[:b], whh_t, out=WH[:b])
+                lnlstm_pointwise(nG, nWH, o0, b, *state, save)
+        if save:
+            ctx.plan = plan
+            ctx.save_for_backward(h0, c0, w_hh, gamma_hh, gamma_c, bc, out, G, XH, RS, cs, CH, RC)
+        return out, h, c
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dhN, dcN):
+        plan = ctx.plan
+        h0, c0, w_hh, gamma_hh, gamma_c, bc, out, G, XH, RS, cs, CH, RC = ctx.saved_tensors
+        offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
+        dout = dout.contiguous()
+        dh = dhN.contiguous().clone()
+        dc = dcN.contiguous().clone()
+        dG = torch.empty_like(G)
+        DCN = torch.empty_like(CH)
+        DWH = torch.empty_like(G)
+        args = (npy(G), npy(XH), npy(RS), npy(cs), npy(c0), npy(CH), npy(RC), npy(gamma_hh), npy(gamma_c),
+                npy(bc))
+        k = consts(args[0].dtype, 4 * c0.shape[1], c0.shape[1])
+        if plan.whole:
+            lnlstm_backward_loop(*args, npy(w_hh.t().contiguous()), npy(dout), npy(dh), npy(dc), npy(dG),
+                                 k, npy(DCN), npy(DWH), offsets, bsz, plan.reverse)
+        else:
+            ndout, ndh, ndc, ndG, nDCN, nDWH = npy(dout), npy(dh), npy(dc), npy(dG), npy(DCN), npy(DWH)
+            for s in range(T):
+                t = s if plan.reverse else T - 1 - s
+                tp = t + 1 if plan.reverse else t - 1
+                b, o0 = int(bsz[t]), int(offsets[t])
+                lnlstm_pointwise_bwd(*args, offsets, bsz, t, tp, k, ndout, ndh, ndc, ndG, nDCN, nDWH)
+                torch.mm(DWH[o0:o0 + b], w_hh, out=dh[:b])
+        need = ctx.needs_input_grad
+        dw_hh = recurrent_weight_grad(DWH, out, h0, offsets, bsz, plan.reverse) if need[4] else None
+        db_hh = dG.sum(0) if need[5] else None
+        dgamma_hh = (dG * XH).sum(0) if need[6] else None
+        dgamma_c = (DCN * CH).sum(0) if need[7] else None
+        dbeta_c = DCN.sum(0) if need[8] else None
+        return (None, dG if need[1] else None, dh if need[2] else None, dc if need[3] else None,
+                dw_hh, db_hh, dgamma_hh, dgamma_c, dbeta_c)
+
+
+def layer(eq, x, offsets, bsz, state0, w, reverse, save):
+    from . import Plan, _call, common
+    h0, c0 = state0
+    gx = eq.project(x, w).contiguous()  # (N, 4H): LN(x W_ih^T; gamma_ih, b_ih), torch's autograd
+    plan = Plan(offsets, bsz, reverse, save, common.whole_loop(h0.shape[0], h0.shape[1], w.w_hh.shape[0]))
+    out, h, c = _call(LayerNormLSTMFunction, plan, gx, h0, c0, w.w_hh, w.b_hh, w.gamma_hh, w.gamma_c, w.beta_c)
+    return out, (h, c)
