@@ -18,3 +18,7 @@ __all__ = [
     "RNNCell", "LSTMCell", "GRUCell",
     "LayerNormLSTMCell", "LayerNormGRUCell", "PeepholeLSTMCell", "IndRNNCell", "MinGRUCell", "MinLSTMCell",
 ]
+
+# Every cell class by its class name: what `rnnkit train --cell` and `rnnkit verify` enumerate.
+CELLS = {name: globals()[name] for name in sorted(__all__) if name.endswith("Cell")}
+__all__.append("CELLS")

@@ -13,8 +13,8 @@ from typing import NamedTuple, Optional
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import CellBase, CellEquations, State
-from .lstm import check_forget_bias, init_forget_bias
+from ._base import CellEquations, State
+from .lstm import ForgetBiasCell, init_forget_bias
 
 LN_EPS = 1e-5  # layer norm's epsilon, as torch.nn.LayerNorm's and haste's
 
@@ -67,7 +67,7 @@ LAYERNORM_LSTM = CellEquations(
 )
 
 
-class LayerNormLSTMCell(CellBase):
+class LayerNormLSTMCell(ForgetBiasCell):
     r"""An LSTM cell with layer normalisation (Ba et al. 2016), as haste's ``LayerNormLSTM``.
 
     .. math::
@@ -113,19 +113,6 @@ class LayerNormLSTMCell(CellBase):
             c = f.sigmoid() * c + i.sigmoid() * g.tanh()
             h = o.sigmoid() * ln(c, gamma_c, beta_c).tanh()
     """
-
-    _num_chunks = 4
-    _state_arity = 2
-    _repr_options = (("forget_bias", None),)
-    forget_bias = None
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
-                 forget_bias=None):
-        forget_bias = check_forget_bias(forget_bias, bias)
-        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
-        if forget_bias is not None:
-            self.forget_bias = forget_bias
-            init_forget_bias(self)
 
     def _parameter_shapes(self, input_size: int, hidden_size: int, bias: bool) -> dict:
         G = 4 * hidden_size

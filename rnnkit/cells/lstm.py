@@ -73,7 +73,30 @@ def init_forget_bias(cell) -> None:
         cell.bias_hh[H:2 * H].zero_()  # rows of b_hf
 
 
-class LSTMCell(CellBase):
+class ForgetBiasCell(CellBase):
+    """An LSTM-family cell (gates i, f, g, o; state (h, c)) with the keyword-only ``forget_bias``
+    option: after the usual draws, the forget gate's bias rows are set by ``init_forget_bias``,
+    here and on every ``reset_parameters()``."""
+
+    _num_chunks = 4
+    _state_arity = 2
+    _repr_options = (("forget_bias", None),)
+    forget_bias = None  # the class default: reset_parameters() runs inside CellBase.__init__ before it is set
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
+                 forget_bias=None):
+        forget_bias = check_forget_bias(forget_bias, bias)
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
+        if forget_bias is not None:
+            self.forget_bias = forget_bias
+            init_forget_bias(self)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        init_forget_bias(self)
+
+
+class LSTMCell(ForgetBiasCell):
     r"""A long short-term memory cell, as ``torch.nn.LSTMCell``.
 
     .. math::
@@ -102,23 +125,6 @@ class LSTMCell(CellBase):
         c = f.sigmoid() * c + i.sigmoid() * g.tanh()
         h = o.sigmoid() * c.tanh()
     """
-
-    _num_chunks = 4
-    _state_arity = 2
-    _repr_options = (("forget_bias", None),)
-    forget_bias = None  # the class default: reset_parameters() runs inside CellBase.__init__ before it is set
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
-                 forget_bias=None):
-        forget_bias = check_forget_bias(forget_bias, bias)
-        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
-        if forget_bias is not None:
-            self.forget_bias = forget_bias
-            init_forget_bias(self)
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        init_forget_bias(self)
 
     @property
     def equations(self) -> CellEquations:

@@ -9,8 +9,8 @@ from typing import NamedTuple, Optional
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._base import CellBase, CellEquations, State
-from .lstm import check_forget_bias, init_forget_bias
+from ._base import CellEquations, State
+from .lstm import ForgetBiasCell
 
 
 class PeepholeLSTMWeights(NamedTuple):
@@ -54,7 +54,7 @@ PEEPHOLE_LSTM = CellEquations(
 )
 
 
-class PeepholeLSTMCell(CellBase):
+class PeepholeLSTMCell(ForgetBiasCell):
     r"""An LSTM cell with peephole connections (Gers & Schmidhuber 2000).
 
     .. math::
@@ -97,27 +97,10 @@ class PeepholeLSTMCell(CellBase):
             h = (o + weight_co * c).sigmoid() * c.tanh()
     """
 
-    _num_chunks = 4
-    _state_arity = 2
-    _repr_options = (("forget_bias", None),)
-    forget_bias = None
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
-                 forget_bias=None):
-        forget_bias = check_forget_bias(forget_bias, bias)
-        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
-        if forget_bias is not None:
-            self.forget_bias = forget_bias
-            init_forget_bias(self)
-
     def _parameter_shapes(self, input_size: int, hidden_size: int, bias: bool) -> dict:
         H = hidden_size
         return {**super()._parameter_shapes(input_size, hidden_size, bias),
                 "weight_ci": (H,), "weight_cf": (H,), "weight_co": (H,)}
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()  # every parameter U(-1/sqrt(H), 1/sqrt(H)), in registration order
-        init_forget_bias(self)
 
     @property
     def equations(self) -> CellEquations:

@@ -5,7 +5,7 @@ import re
 
 from torch import nn
 
-from .. import cells as cell_module
+from ..cells import CELLS
 from ..layers import GRU, LSTM, RNN
 from ..recurrent import Recurrent
 
@@ -21,12 +21,7 @@ def snake_name(cls_name: str) -> str:
 
 def cell_classes() -> dict:
     """rnnkit.cells' cell classes by snake-case name."""
-    found = {}
-    for name in cell_module.__all__:
-        obj = getattr(cell_module, name)
-        if isinstance(obj, type) and issubclass(obj, nn.Module) and name.endswith("Cell"):
-            found[snake_name(name)] = obj
-    return found
+    return {snake_name(name): cls for name, cls in CELLS.items()}
 
 
 def cell_names() -> list:

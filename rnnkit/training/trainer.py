@@ -85,7 +85,7 @@ def _train(cfg, out, resume, progress, ctx) -> dict:
     if progress:
         progress.start(cfg.steps, step)
     model.train()
-    window = {"loss": 0.0, "tokens": 0, "correct": 0, "examples": 0, "t0": time.perf_counter()}
+    window = _new_window(time.perf_counter())
     try:
         while step < cfg.steps:
             t_step = time.perf_counter()
@@ -112,7 +112,7 @@ def _train(cfg, out, resume, progress, ctx) -> dict:
                 row = {"step": step, "loss": loss / tokens, "accuracy": correct / tokens,
                        "examples_per_sec": window["examples"] / max(now - window["t0"], 1e-9),
                        "seconds": elapsed}
-                window = {"loss": 0.0, "tokens": 0, "correct": 0, "examples": 0, "t0": now}
+                window = _new_window(now)
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 row = row or {"step": step, "seconds": elapsed}
                 if ctx.is_main:
@@ -137,6 +137,11 @@ def _train(cfg, out, resume, progress, ctx) -> dict:
         metrics = _write_outputs(cfg, task, model, history, elapsed, out, ctx)
     ctx.barrier()
     return metrics
+
+
+def _new_window(t0: float) -> dict:
+    """Sums over the steps since the last log line (this rank's), and when they began."""
+    return {"loss": 0.0, "tokens": 0, "correct": 0, "examples": 0, "t0": t0}
 
 
 def _write_outputs(cfg, task, model, history, elapsed, out, ctx) -> dict:

@@ -39,6 +39,15 @@ def dummy(like: Tensor) -> Tensor:
 
 
 @njit
+def prev_row(out, h0, offsets, bsz, tp, r):
+    """Row r of the state a step read, its previous step being tp (t - 1 forward, t + 1 in
+    reverse): that step's output row if sequence r ran then, else the initial state's row."""
+    if 0 <= tp < bsz.shape[0] and r < bsz[tp]:
+        return out[offsets[tp] + r]
+    return h0[r]
+
+
+@njit
 def gather_prev(out, h0, offsets, bsz, reverse, res):
     """res[row of step t] = the state that step t read: the previous step's output, or h0."""
     T = bsz.shape[0]
@@ -47,13 +56,9 @@ def gather_prev(out, h0, offsets, bsz, reverse, res):
         tp = t + 1 if reverse else t - 1
         o0 = offsets[t]
         for r in range(bsz[t]):
-            if 0 <= tp < T and r < bsz[tp]:
-                src = offsets[tp] + r
-                for p in range(P):
-                    res[o0 + r, p] = out[src, p]
-            else:
-                for p in range(P):
-                    res[o0 + r, p] = h0[r, p]
+            src = prev_row(out, h0, offsets, bsz, tp, r)
+            for p in range(P):
+                res[o0 + r, p] = src[p]
 
 
 def prev_states(out: Tensor, h0: Tensor, offsets, bsz, reverse: bool) -> Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ._jit import njit, sigmoid, tanh
-from .common import dummy, linear, npy, recurrent_weight_grad, weight_grad
+from .common import dummy, linear, npy, prev_row, recurrent_weight_grad, weight_grad
 from .gemm import gemm_nt, zero_rows
 
 
@@ -64,15 +64,11 @@ def gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA):
 
     dA receives the recurrent side's gradient [dG_r, dG_z, r dG_n].
     """
-    T = bsz.shape[0]
     H = dh.shape[1]
     o0 = offsets[t]
     for r in range(bsz[t]):
         row = o0 + r
-        if 0 <= tp < T and r < bsz[tp]:
-            hp = out[offsets[tp] + r]
-        else:
-            hp = h0[r]
+        hp = prev_row(out, h0, offsets, bsz, tp, r)
         g = G[row]
         hn = HN[row]
         dgr = dG[row]
@@ -155,7 +151,6 @@ class GRUFunction(torch.autograd.Function):
         plan = ctx.plan
         x, h0, w_ih, w_hh, out, G, HN = ctx.saved_tensors
         offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
-        H = h0.shape[1]
         dout = dout.contiguous()
         dh = dhN.contiguous().clone()
         dG = torch.empty_like(G)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ._jit import njit, sigmoid, tanh
-from .common import linear, npy, recurrent_weight_grad, weight_grad
+from .common import linear, npy, prev_row, recurrent_weight_grad, weight_grad
 from .gemm import gemm_nt, zero_rows
 
 
@@ -66,15 +66,11 @@ def grb_forward_loop(G, w_hrz, w_hn, AN, RH, h, out, offsets, bsz, reverse):
 @njit
 def grb_bwd_zn(G, out, h0, offsets, bsz, t, tp, dout, dh, dG, DAN):
     """dA_z, dA_n of step t (DAN gets dA_n too); dh becomes z dh' (the direct path)."""
-    T = bsz.shape[0]
     H = dh.shape[1]
     o0 = offsets[t]
     for r in range(bsz[t]):
         row = o0 + r
-        if 0 <= tp < T and r < bsz[tp]:
-            hp = out[offsets[tp] + r]
-        else:
-            hp = h0[r]
+        hp = prev_row(out, h0, offsets, bsz, tp, r)
         g = G[row]
         d = dG[row]
         dhr = dh[r]
@@ -95,15 +91,11 @@ def grb_bwd_zn(G, out, h0, offsets, bsz, t, tp, dout, dh, dG, DAN):
 @njit
 def grb_bwd_r(G, out, h0, offsets, bsz, t, tp, DRH, dh, dG):
     """dA_r of step t from d(rh); dh += r d(rh)."""
-    T = bsz.shape[0]
     H = dh.shape[1]
     o0 = offsets[t]
     for r in range(bsz[t]):
         row = o0 + r
-        if 0 <= tp < T and r < bsz[tp]:
-            hp = out[offsets[tp] + r]
-        else:
-            hp = h0[r]
+        hp = prev_row(out, h0, offsets, bsz, tp, r)
         g = G[row]
         d = dG[row]
         drh = DRH[r]

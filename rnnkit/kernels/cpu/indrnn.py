@@ -11,7 +11,7 @@ import torch
 
 from ...cells import INDRNN_RELU
 from ._jit import njit, tanh
-from .common import linear, npy, weight_grad
+from .common import linear, npy, prev_row, weight_grad
 
 
 @njit
@@ -48,10 +48,7 @@ def indrnn_backward_loop(out, h0, u, dout, dh, dA, du, offsets, bsz, reverse, re
         tp = t + 1 if reverse else t - 1
         o0 = offsets[t]
         for r in range(bsz[t]):
-            if 0 <= tp < T and r < bsz[tp]:
-                hp = out[offsets[tp] + r]
-            else:
-                hp = h0[r]
+            hp = prev_row(out, h0, offsets, bsz, tp, r)
             y = out[o0 + r]
             dy = dout[o0 + r]
             dhr = dh[r]

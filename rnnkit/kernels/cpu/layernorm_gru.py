@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ._jit import njit, sigmoid, tanh, zero_of
-from .common import npy, recurrent_weight_grad
+from .common import npy, prev_row, recurrent_weight_grad
 from .gemm import gemm_nt, zero_rows
 
 # Compiled in each process, not cached on disk: for these kernels numba's cached code computes
@@ -79,17 +79,13 @@ def lngru_forward_loop(G, w_hh, WH, h, out, XH, RS, gamma_hh, b_hh, k, offsets, 
 @njit(cache=False)
 def lngru_pointwise_bwd(G, XH, RS, out, h0, gamma_hh, b_hh, k, offsets, bsz, t, tp, dout, dh, dG, DU, DWH):
     """Step t: dG (= d gx), DU (= d u), DWH (= d W_hh h); dh becomes z dh' (DWH W_hh is added after)."""
-    T = bsz.shape[0]
     H = dh.shape[1]
     G3 = 3 * H
     zero = zero_of(G)
     o0 = offsets[t]
     for r in range(bsz[t]):
         row = o0 + r
-        if 0 <= tp < T and r < bsz[tp]:
-            hp = out[offsets[tp] + r]
-        else:
-            hp = h0[r]
+        hp = prev_row(out, h0, offsets, bsz, tp, r)
         g = G[row]
         xh = XH[row]
         d = dG[row]

@@ -15,7 +15,7 @@ import torch
 
 from ...cells.layernorm_lstm import LN_EPS
 from ._jit import njit, sigmoid, tanh, zero_of
-from .common import dummy, npy, recurrent_weight_grad
+from .common import dummy, npy, prev_row, recurrent_weight_grad
 from .gemm import gemm_nt, zero_rows
 
 # Compiled in each process, not cached on disk: for these kernels numba's cached code computes
@@ -106,16 +106,12 @@ def lnlstm_forward_loop(G, w_hh, WH, c, h, out, XH, RS, cs, CH, RC, gamma_hh, b_
 def lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, offsets, bsz, t, tp,
                          k, dout, dh, dc, dG, DCN, DWH):
     """Step t: dG (gates' pre-activations, = d gx), DCN (d LN(c)), DWH (d W_hh h); dc -> dc of c_{t-1}."""
-    T = bsz.shape[0]
     H = dc.shape[1]
     G4 = 4 * H
     o0 = offsets[t]
     for r in range(bsz[t]):
         row = o0 + r
-        if 0 <= tp < T and r < bsz[tp]:
-            cp = cs[offsets[tp] + r]
-        else:
-            cp = c0[r]
+        cp = prev_row(cs, c0, offsets, bsz, tp, r)
         g = G[row]
         d = dG[row]
         ch = CH[row]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ._jit import njit, sigmoid, tanh
-from .common import (dummy, linear, npy, recurrent_weight_grad, weight_grad)
+from .common import dummy, linear, npy, prev_row, recurrent_weight_grad, weight_grad
 from .gemm import gemm_nt, zero_rows
 
 
@@ -76,14 +76,10 @@ def lstm_forward_steps(G, w_hh, w_hr, h, c, m, out, cs, offsets, bsz, reverse, s
 @njit
 def lstm_pointwise_bwd(G, cs, c0, offsets, bsz, t, tp, H, dm, dc, dG):
     """Gate gradients of step t (rows of the step) from dm = d(o tanh c) and the carried dc."""
-    T = bsz.shape[0]
     o0 = offsets[t]
     for r in range(bsz[t]):
         row = o0 + r
-        if 0 <= tp < T and r < bsz[tp]:
-            cp = cs[offsets[tp] + r]
-        else:
-            cp = c0[r]
+        cp = prev_row(cs, c0, offsets, bsz, tp, r)
         g = G[row]
         d = dG[row]
         cr = cs[row]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ._jit import njit, sigmoid, tanh
-from .common import dummy, linear, npy, prev_states, recurrent_weight_grad, weight_grad
+from .common import dummy, linear, npy, prev_row, prev_states, recurrent_weight_grad, weight_grad
 from .gemm import gemm_nt, zero_rows
 
 # Compiled in each process, not cached on disk: for these kernels numba's cached code computes
@@ -64,15 +64,11 @@ def peephole_forward_loop(G, w_hh, c, h, out, cs, wci, wcf, wco, offsets, bsz, r
 @njit(cache=False)
 def peephole_pointwise_bwd(G, cs, c0, wci, wcf, wco, offsets, bsz, t, tp, dout, dh, dc, dG):
     """Gate gradients of step t from dh (carried) + dout and the carried dc (-> dc of c_{t-1})."""
-    T = bsz.shape[0]
     H = dc.shape[1]
     o0 = offsets[t]
     for r in range(bsz[t]):
         row = o0 + r
-        if 0 <= tp < T and r < bsz[tp]:
-            cp = cs[offsets[tp] + r]
-        else:
-            cp = c0[r]
+        cp = prev_row(cs, c0, offsets, bsz, tp, r)
         g = G[row]
         d = dG[row]
         cr = cs[row]
