@@ -99,7 +99,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import export as _export  # noqa: E402
 from . import kernels  # noqa: E402
-from .cells._base import check_size_arg  # noqa: E402
+from .cells._base import CellBase, check_size_arg  # noqa: E402
 from .errors import UnsupportedBackendError  # noqa: E402
 
 MERGES = {
@@ -251,18 +251,20 @@ class Recurrent(nn.Module):
             if steps == 0:
                 raise RuntimeError("Recurrent: expected a sequence of at least one step, got 0 steps")
             batch = input.size(0 if self.batch_first else 1)
-            if lengths is None:
-                lengths_t = torch.full((batch,), steps, dtype=torch.int64)
-            else:
+            total_length, packed = steps, None
+            if lengths is not None:
                 lengths_t = torch.as_tensor(lengths, dtype=torch.int64, device="cpu").reshape(-1)
                 if lengths_t.numel() != batch or bool((lengths_t < 1).any()) or bool((lengths_t > steps).any()):
                     raise ValueError(f"Recurrent: lengths should hold {batch} values in [1, {steps}], "
                                      f"got {lengths_t.tolist()}")
-            total_length = steps
-            packed = pack_padded_sequence(input, lengths_t, batch_first=self.batch_first, enforce_sorted=False)
-        data, batch_sizes_t, sorted_indices, unsorted_indices = packed
-        batch_sizes = batch_sizes_t.tolist()
-        batch = batch_sizes[0]
+                packed = pack_padded_sequence(input, lengths_t, batch_first=self.batch_first, enforce_sorted=False)
+        if packed is None:  # every sequence full length: the time-major rows are the packed layout already
+            data = (input.transpose(0, 1) if self.batch_first else input).reshape(steps * batch, -1)  # (T*B, I)
+            batch_sizes, sorted_indices, unsorted_indices = [batch] * steps, None, None
+        else:
+            data, batch_sizes_t, sorted_indices, unsorted_indices = packed
+            batch_sizes = batch_sizes_t.tolist()
+            batch = batch_sizes[0]
 
         structure = [self._probe(c, size, data) for c, size in zip(self.cells, self._cell_input_sizes)]  # per cell: (arity, per-state trailing shapes)
         state = self._initial_state(hx, is_batched, batch, data, structure)
@@ -307,14 +309,23 @@ class Recurrent(nn.Module):
 
     # ----- pieces -----------------------------------------------------------------------
     def _unpack(self, out, packed, packed_in, total_length, is_batched):
-        result = PackedSequence(out, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
-        if packed_in:
-            return result
-        padded, _ = pad_packed_sequence(result, batch_first=self.batch_first, total_length=total_length)
+        """Packed rows (N, F) back to the caller's layout: a PackedSequence or a padded tensor."""
+        if packed is None:  # full-length sequences: the rows are (T, B) in order
+            padded = out.view(total_length, -1, out.size(-1))  # (T, B, F)
+            if self.batch_first:
+                padded = padded.transpose(0, 1)  # (B, T, F)
+        else:
+            result = PackedSequence(out, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+            if packed_in:
+                return result
+            padded, _ = pad_packed_sequence(result, batch_first=self.batch_first, total_length=total_length)
         return padded if is_batched else padded.squeeze(0 if self.batch_first else 1)
 
     def _probe(self, cell, input_size, data):
         """Call the cell once on a zero row to learn its state's structure, checking what it returns."""
+        if isinstance(cell, CellBase):  # rnnkit's own cells: every state is (B, H); no call needed
+            arity = len(cell.equations.state_names)
+            return arity > 1, ((self.hidden_size,),) * arity
         with torch.no_grad():
             x = data.new_zeros(1, input_size)
             try:

@@ -153,10 +153,14 @@ def test_check_rejects_every_other_recurrence():
     assert SCAN.name == "scan" and isinstance(SCAN, kernels.Kernel)
 
 
-def test_auto_picks_the_scan_for_the_min_cells_only(scan_backend):
+def test_auto_picks_the_sequential_kernel_on_the_cpu_and_the_scan_where_it_cannot_run(scan_backend):
+    """On the CPU the fused sequential loop (rnnkit/kernels/cpu/min_cells.py) is the faster form (no log,
+    exp and log-sum-exp per element); the scan runs what it cannot, e.g. float16 or CUDA tensors."""
     x = torch.randn(3, 4)
-    assert kernels.select("auto", MIN_GRU, x, MinGRUCell(4, 5).cell_weights()) is scan_backend
-    assert kernels.select("auto", MIN_LSTM, x, MinLSTMCell(4, 5).cell_weights()) is scan_backend
+    assert kernels.select("auto", MIN_GRU, x, MinGRUCell(4, 5).cell_weights()).name == "fused"
+    assert kernels.select("auto", MIN_LSTM, x, MinLSTMCell(4, 5).cell_weights()).name == "fused"
+    half = MinGRUCell(4, 5).half()
+    assert kernels.select("auto", MIN_GRU, x.half(), half.cell_weights()) is scan_backend
     lstm = rnnkit.cells.LayerNormLSTMCell(4, 5)
     assert kernels.select("auto", lstm.equations, x, lstm.cell_weights()) is not scan_backend
     assert kernels.select("scan", MIN_GRU, x, MinGRUCell(4, 5).cell_weights()) is scan_backend
@@ -164,8 +168,8 @@ def test_auto_picks_the_scan_for_the_min_cells_only(scan_backend):
 
 @pytest.mark.parametrize("name", MIN_CELLS)
 def test_recurrent_on_the_scan_equals_the_reference_loop(name, scan_backend, monkeypatch):
-    """Layers, directions, lengths, packed input, a given h_0: backend 'scan' (and 'auto', which picks it)
-    against backend 'reference', outputs, final states and gradients."""
+    """Layers, directions, lengths, packed input, a given h_0: backend 'scan' (and 'fused', the sequential
+    kernel 'auto' picks on the CPU) against backend 'reference', outputs, final states and gradients."""
     from cell_cases import CASES
     cls, kwargs, _, _ = CASES[name]
     calls = []
@@ -173,8 +177,8 @@ def test_recurrent_on_the_scan_equals_the_reference_loop(name, scan_backend, mon
     monkeypatch.setattr(scan_backend, "layer", lambda *a: calls.append(1) or original(*a))
     torch.manual_seed(0)
     layers = {b: Recurrent(cls, 4, 5, 2, bidirectional=True, batch_first=True, backend=b, **kwargs)
-              for b in ("scan", "auto", "reference")}
-    for b in ("scan", "auto"):
+              for b in ("scan", "fused", "reference")}
+    for b in ("scan", "fused"):
         layers[b].load_state_dict(layers["reference"].state_dict())
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(3, 6, 4, generator=gen)
@@ -188,8 +192,8 @@ def test_recurrent_on_the_scan_equals_the_reference_loop(name, scan_backend, mon
         loss = (out * out.detach().cos()).sum() + h_n.sum() + packed_out.data.sum() + packed_h.pow(2).sum()
         grads = torch.autograd.grad(loss, [xs] + list(layer.parameters()))
         results[b] = [out, h_n, packed_out.data, packed_h] + list(grads)
-    assert len(calls) == 2 * 2 * 4  # scan and auto, two calls each, four layer-directions per call
-    for b in ("scan", "auto"):
+    assert len(calls) == 2 * 4  # the scan layer: two calls, four layer-directions per call
+    for b in ("scan", "fused"):
         for got, want in zip(results[b], results["reference"]):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 

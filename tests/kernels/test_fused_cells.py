@@ -9,7 +9,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit import kernels
-from rnnkit.cells import GRUCell, IndRNNCell, LayerNormGRUCell, LayerNormLSTMCell, PeepholeLSTMCell
+from rnnkit.cells import (GRUCell, IndRNNCell, LayerNormGRUCell, LayerNormLSTMCell, MinGRUCell, MinLSTMCell,
+                          PeepholeLSTMCell)
 from rnnkit.kernels.cpu import common
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
@@ -31,6 +32,8 @@ CELLS = {
     "gru_reset_before": (GRUCell, dict(reset_after=False), True),
     "layernorm_lstm": (LayerNormLSTMCell, {}, True),
     "layernorm_gru": (LayerNormGRUCell, {}, True),
+    "min_gru": (MinGRUCell, {}, False),
+    "min_lstm": (MinLSTMCell, {}, False),
 }
 LN_CELLS = ("layernorm_lstm", "layernorm_gru")
 

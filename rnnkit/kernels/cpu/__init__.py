@@ -3,7 +3,7 @@
 One module per concern: ``_jit`` (numba options, activations), ``gemm`` (the in-loop
 matrix product), ``common`` (step layout, matrix-product providers), and one module
 per recurrence (``elman``, ``lstm``, ``gru``; for the other cell families ``indrnn``,
-``peephole_lstm``, ``gru_reset_before``, ``layernorm_lstm``, ``layernorm_gru``, each with a
+``peephole_lstm``, ``gru_reset_before``, ``layernorm_lstm``, ``layernorm_gru``, ``min_cells``, each with a
 ``layer`` function, found through ``_more_kernels``) holding its jitted step math, its
 forward/backward time loops and its ``torch.autograd.Function``.
 
@@ -56,11 +56,11 @@ def _have_numba() -> bool:
 @lru_cache(maxsize=1)
 def _more_kernels() -> dict:
     """Recurrence -> the module (in this package) whose ``layer`` runs it."""
-    from ...cells import (GRU_RESET_BEFORE, INDRNN_RELU, INDRNN_TANH, LAYERNORM_GRU, LAYERNORM_LSTM,
-                          PEEPHOLE_LSTM)
+    from ...cells import (GRU_RESET_BEFORE, INDRNN_RELU, INDRNN_TANH, LAYERNORM_GRU, LAYERNORM_LSTM, MIN_GRU,
+                          MIN_LSTM, PEEPHOLE_LSTM)
     return {INDRNN_RELU: "indrnn", INDRNN_TANH: "indrnn", PEEPHOLE_LSTM: "peephole_lstm",
             GRU_RESET_BEFORE: "gru_reset_before", LAYERNORM_LSTM: "layernorm_lstm",
-            LAYERNORM_GRU: "layernorm_gru"}
+            LAYERNORM_GRU: "layernorm_gru", MIN_GRU: "min_cells", MIN_LSTM: "min_cells"}
 
 
 def _needs_grad(tensors) -> bool:
@@ -77,7 +77,7 @@ def _call(function, plan, *args):
 
 class FusedKernel(Kernel):
     """Fused CPU kernels for the Elman (tanh, relu), LSTM (projection or not) and GRU recurrences,
-    and for IndRNN, peephole LSTM, GRU (reset before), layer-norm LSTM and layer-norm GRU;
+    and for IndRNN, peephole LSTM, GRU (reset before), layer-norm LSTM and layer-norm GRU, minGRU and minLSTM;
     float32 and float64, padded or packed, either direction."""
 
     name = "fused"
@@ -87,7 +87,7 @@ class FusedKernel(Kernel):
             raise UnsupportedBackendError(
                 f"backend 'fused' has no kernel for the recurrence {eq.name!r} "
                 "(it runs rnn_tanh, rnn_relu, lstm, gru and the cells of rnnkit.cells: indrnn, peephole_lstm, "
-                "gru_reset_before, layernorm_lstm, layernorm_gru); use backend='reference'")
+                "gru_reset_before, layernorm_lstm, layernorm_gru, min_gru, min_lstm); use backend='reference'")
         tensors = [("input", x)] + [(name, t) for name, t in zip(weights._fields, weights) if t is not None]
         for name, t in tensors:
             if t.device.type != "cpu":

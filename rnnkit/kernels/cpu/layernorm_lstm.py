@@ -104,21 +104,25 @@ def lnlstm_forward_loop(G, w_hh, WH, c, h, out, XH, RS, cs, CH, RC, gamma_hh, b_
 
 @njit(cache=False)
 def lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, offsets, bsz, t, tp,
-                         k, dout, dh, dc, dG, DCN, DWH):
-    """Step t: dG (gates' pre-activations, = d gx), DCN (d LN(c)), DWH (d W_hh h); dc -> dc of c_{t-1}."""
+                         k, dout, dh, dc, dG, dcn, DWH, sums, step_sums):
+    """Step t: dG (gates' pre-activations, = d gx), DWH (d W_hh h); dc -> dc of c_{t-1}.
+
+    dcn: one row of scratch (d LN(c)).  sums (float64, 4 rows of 4H): the column sums over all
+    steps of dG * XH (d gamma_hh), dG (d b_hh), dcn * LN(c) (d gamma_c) and dcn (d beta_c),
+    accumulated here, where the rows are at hand, instead of as products after the loop: over
+    the step's rows in step_sums (the arrays' dtype, so the row loops vectorise), then into sums."""
     H = dc.shape[1]
     G4 = 4 * H
     o0 = offsets[t]
+    zero = zero_of(G)
     for r in range(bsz[t]):
         row = o0 + r
         cp = prev_row(cs, c0, offsets, bsz, tp, r)
         g = G[row]
         d = dG[row]
         ch = CH[row]
-        dcn = DCN[row]
         dhr = dh[r]
         dor = dout[row]
-        zero = zero_of(G)
         s1 = zero
         s2 = zero
         for j in range(H):
@@ -129,6 +133,8 @@ def lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, o
             dyo = dy * o
             dn = dyo - dyo * tcn * tcn
             dcn[j] = dn
+            step_sums[2, j] += dn * ch[j]
+            step_sums[3, j] += dn
             dch = dn * gamma_c[j]
             s1 += dch
             s2 += dch * ch[j]
@@ -159,11 +165,17 @@ def lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, o
         m2 = s2 * k[1]
         for j in range(G4):
             dw[j] = rs * (d[j] * gamma_hh[j] - m1 - xh[j] * m2)
+            step_sums[0, j] += d[j] * xh[j]
+            step_sums[1, j] += d[j]
+    for q in range(4):
+        for j in range(G4):
+            sums[q, j] += step_sums[q, j]
+            step_sums[q, j] = zero
 
 
 @njit(cache=False)
 def lnlstm_backward_loop(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, w_hh_t, dout, dh, dc, dG,
-                         k, DCN, DWH, offsets, bsz, reverse):
+                         k, dcn, DWH, sums, step_sums, offsets, bsz, reverse):
     T = bsz.shape[0]
     H = dc.shape[1]
     for s in range(T):
@@ -171,7 +183,7 @@ def lnlstm_backward_loop(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, w
         tp = t + 1 if reverse else t - 1
         b = bsz[t]
         lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, offsets, bsz, t, tp,
-                             k, dout, dh, dc, dG, DCN, DWH)
+                             k, dout, dh, dc, dG, dcn, DWH, sums, step_sums)
         zero_rows(dh, b)
         gemm_nt(DWH, offsets[t], w_hh_t, dh, 0, b, 4 * H, H)
 
@@ -229,28 +241,33 @@ class LayerNormLSTMFunction(torch.autograd.Function):
         dh = dhN.contiguous().clone()
         dc = dcN.contiguous().clone()
         dG = torch.empty_like(G)
-        DCN = torch.empty_like(CH)
+        dcn = c0.new_empty(c0.shape[1])  # (H,): scratch
         DWH = torch.empty_like(G)
+        sums = np.zeros((4, G.shape[1]), dtype=np.float64)  # column sums, see lnlstm_pointwise_bwd
+        step_sums = np.zeros((4, G.shape[1]), dtype=npy(G).dtype)
         args = (npy(G), npy(XH), npy(RS), npy(cs), npy(c0), npy(CH), npy(RC), npy(gamma_hh), npy(gamma_c),
                 npy(bc))
         k = consts(args[0].dtype, 4 * c0.shape[1], c0.shape[1])
         if plan.whole:
             lnlstm_backward_loop(*args, npy(w_hh.t().contiguous()), npy(dout), npy(dh), npy(dc), npy(dG),
-                                 k, npy(DCN), npy(DWH), offsets, bsz, plan.reverse)
+                                 k, npy(dcn), npy(DWH), sums, step_sums, offsets, bsz, plan.reverse)
         else:
-            ndout, ndh, ndc, ndG, nDCN, nDWH = npy(dout), npy(dh), npy(dc), npy(dG), npy(DCN), npy(DWH)
+            ndout, ndh, ndc, ndG, ndcn, nDWH = npy(dout), npy(dh), npy(dc), npy(dG), npy(dcn), npy(DWH)
             for s in range(T):
                 t = s if plan.reverse else T - 1 - s
                 tp = t + 1 if plan.reverse else t - 1
                 b, o0 = int(bsz[t]), int(offsets[t])
-                lnlstm_pointwise_bwd(*args, offsets, bsz, t, tp, k, ndout, ndh, ndc, ndG, nDCN, nDWH)
+                lnlstm_pointwise_bwd(*args, offsets, bsz, t, tp, k, ndout, ndh, ndc, ndG, ndcn, nDWH, sums,
+                                     step_sums)
                 torch.mm(DWH[o0:o0 + b], w_hh, out=dh[:b])
         need = ctx.needs_input_grad
         dw_hh = recurrent_weight_grad(DWH, out, h0, offsets, bsz, plan.reverse) if need[4] else None
-        db_hh = dG.sum(0) if need[5] else None
-        dgamma_hh = (dG * XH).sum(0) if need[6] else None
-        dgamma_c = (DCN * CH).sum(0) if need[7] else None
-        dbeta_c = DCN.sum(0) if need[8] else None
+        H = c0.shape[1]
+        sums = torch.from_numpy(sums).to(G.dtype)
+        db_hh = sums[1] if need[5] else None
+        dgamma_hh = sums[0] if need[6] else None
+        dgamma_c = sums[2, :H] if need[7] else None
+        dbeta_c = sums[3, :H] if need[8] else None
         return (None, dG if need[1] else None, dh if need[2] else None, dc if need[3] else None,
                 dw_hh, db_hh, dgamma_hh, dgamma_c, dbeta_c)
 
