@@ -143,7 +143,9 @@ class LayerNormGRUFunction(torch.autograd.Function):
         offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
         N, H = gx.shape[0], h0.shape[1]
         save = plan.save
-        G = gx.detach().contiguous().clone()  # (N, 3H): gx, then r, z, n
+        # gx is layer()'s own intermediate, read by nothing else (layer norm's backward keeps its input,
+        # not its output), so the activations are written over it: no copy of (N, 3H).
+        G = gx.detach()  # (N, 3H): gx, then the gate activations
         h = h0.clone()
         out = gx.new_empty(N, H)
         WH = gx.new_empty(h.shape[0], 3 * H)
@@ -202,7 +204,7 @@ class LayerNormGRUFunction(torch.autograd.Function):
 def layer(eq, x, offsets, bsz, state0, w, reverse, save):
     from . import Plan, _call, common
     h0 = state0[0]
-    gx = eq.project(x, w).contiguous()  # (N, 3H): LN(x W_ih^T; gamma_ih, b_ih), torch's autograd
+    gx = eq.project(x, w).contiguous()  # (N, 3H): LN(x W_ih^T; gamma_ih, b_ih); the Function writes over it
     plan = Plan(offsets, bsz, reverse, save, common.whole_loop(h0.shape[0], h0.shape[1], w.w_hh.shape[0]))
     out, h = _call(LayerNormGRUFunction, plan, gx, h0, w.w_hh, w.b_hh, w.gamma_hh)
     return out, (h,)

@@ -115,6 +115,7 @@ def lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, o
     G4 = 4 * H
     o0 = offsets[t]
     zero = zero_of(G)
+    s_gxh, s_g, s_cc, s_c = step_sums[0], step_sums[1], step_sums[2], step_sums[3]
     for r in range(bsz[t]):
         row = o0 + r
         cp = prev_row(cs, c0, offsets, bsz, tp, r)
@@ -133,8 +134,8 @@ def lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, o
             dyo = dy * o
             dn = dyo - dyo * tcn * tcn
             dcn[j] = dn
-            step_sums[2, j] += dn * ch[j]
-            step_sums[3, j] += dn
+            s_cc[j] += dn * ch[j]
+            s_c[j] += dn
             dch = dn * gamma_c[j]
             s1 += dch
             s2 += dch * ch[j]
@@ -165,8 +166,8 @@ def lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, o
         m2 = s2 * k[1]
         for j in range(G4):
             dw[j] = rs * (d[j] * gamma_hh[j] - m1 - xh[j] * m2)
-            step_sums[0, j] += d[j] * xh[j]
-            step_sums[1, j] += d[j]
+            s_gxh[j] += d[j] * xh[j]
+            s_g[j] += d[j]
     for q in range(4):
         for j in range(G4):
             sums[q, j] += step_sums[q, j]
@@ -201,7 +202,9 @@ class LayerNormLSTMFunction(torch.autograd.Function):
         offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
         N, H = gx.shape[0], c0.shape[1]
         save = plan.save
-        G = gx.detach().contiguous().clone()  # (N, 4H): gx, then the gate activations
+        # gx is layer()'s own intermediate, read by nothing else (layer norm's backward keeps its input,
+        # not its output), so the activations are written over it: no copy of (N, 4H).
+        G = gx.detach()  # (N, 4H): gx, then the gate activations
         h = h0.clone()
         c = c0.clone()
         out = gx.new_empty(N, H)
@@ -275,7 +278,7 @@ class LayerNormLSTMFunction(torch.autograd.Function):
 def layer(eq, x, offsets, bsz, state0, w, reverse, save):
     from . import Plan, _call, common
     h0, c0 = state0
-    gx = eq.project(x, w).contiguous()  # (N, 4H): LN(x W_ih^T; gamma_ih, b_ih), torch's autograd
+    gx = eq.project(x, w).contiguous()  # (N, 4H): LN(x W_ih^T; gamma_ih, b_ih); the Function writes over it
     plan = Plan(offsets, bsz, reverse, save, common.whole_loop(h0.shape[0], h0.shape[1], w.w_hh.shape[0]))
     out, h, c = _call(LayerNormLSTMFunction, plan, gx, h0, c0, w.w_hh, w.b_hh, w.gamma_hh, w.gamma_c, w.beta_c)
     return out, (h, c)
