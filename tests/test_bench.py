@@ -29,3 +29,21 @@ def test_transformer_case_runs_both_layers_and_has_its_target_line():
 def test_bench_rejects_unknown_modes(capsys):
     assert main(["bench", "--modes", "lstm9"]) == 2
     assert "unknown mode lstm9" in capsys.readouterr().err
+
+
+def test_issue4_cases_time_the_named_layers_and_have_target_lines():
+    """layernorm_lstm runs rnnkit's LayerNormLSTMCell layer against torch.nn.LSTM; min_gru (the fused
+    kernel, what auto picks on the CPU) and min_gru_scan against rnnkit's fused GRU."""
+    from rnnkit.bench.cases import grid
+    cases = grid([], [], ["fwd+bwd"], ["layernorm_lstm", "min_gru", "min_gru_scan"])
+    assert [c.shape for c in cases if c.mode == "layernorm_lstm"] == [(100, 1, 32, 32), (200, 16, 64, 64),
+                                                                     (100, 32, 256, 256)]
+    assert all(c.shape[0] == 4096 for c in cases if c.mode.startswith("min_gru"))
+    for mode in ("layernorm_lstm", "min_gru", "min_gru_scan"):
+        rk, base = make_runners(Case(mode, (5, 2, 3, 4), "fwd+bwd"))
+        rk(), base()
+    rows = [{"mode": "layernorm_lstm", "pass": "fwd+bwd", "family": "layernorm_lstm", "ratio": 0.7, "key": "a"},
+            {"mode": "min_gru", "pass": "fwd+bwd", "family": "min_gru", "ratio": 0.9, "key": "b"}]
+    lines = summarize(rows)
+    assert any(line.startswith("a: 1.43x the time of torch.nn.LSTM") and line.endswith(": met") for line in lines)
+    assert any(line.startswith("b (fused sequential kernel") and line.endswith("NOT met") for line in lines)

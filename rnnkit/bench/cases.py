@@ -11,9 +11,24 @@ import rnnkit
 SHAPES = [(100, 1, 32, 32), (200, 16, 64, 64), (100, 32, 256, 256), (50, 64, 512, 512)]  # T, B, I, H
 MODES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 DEFAULT_MODES = ["lstm", "gru", "rnn_tanh"]
-EXTRAS = ["lstm_packed", "lstm_bi2", "transformer"]  # run at EXTRA_SHAPES[mode]
-# T, B, I, H; for the Transformer encoder layer: sequence 128, batch 32, d_model 256, 8 heads
-EXTRA_SHAPES = {"lstm_packed": (200, 16, 64, 64), "lstm_bi2": (200, 16, 64, 64), "transformer": (128, 32, 256, 8)}
+EXTRAS = ["lstm_packed", "lstm_bi2", "transformer", "layernorm_lstm", "min_gru", "min_gru_scan"]
+# Each extra at its shapes: T, B, I, H; for the Transformer encoder layer: sequence 128, batch 32,
+# d_model 256, 8 heads.
+EXTRA_SHAPES = {
+    "lstm_packed": [(200, 16, 64, 64)],
+    "lstm_bi2": [(200, 16, 64, 64)],
+    "transformer": [(128, 32, 256, 8)],
+    "layernorm_lstm": [(100, 1, 32, 32), (200, 16, 64, 64), (100, 32, 256, 256)],  # issue 4's sizes
+    "min_gru": [(4096, 16, 64, 64), (4096, 16, 256, 256)],
+    "min_gru_scan": [(4096, 16, 64, 64), (4096, 16, 256, 256)],
+}
+# What rnnkit is timed against, where it is not torch.nn's layer of the same mode.
+BASELINES = {
+    "transformer": "torch.nn.TransformerEncoderLayer",
+    "layernorm_lstm": "torch.nn.LSTM",  # a layer-normalised LSTM against torch's plain one, same sizes
+    "min_gru": "rnnkit.GRU (fused)",  # minGRU (auto: the fused sequential kernel) against rnnkit's GRU
+    "min_gru_scan": "rnnkit.GRU (fused)",  # minGRU on backend="scan" (the log-space parallel scan)
+}
 PASSES = ["fwd", "fwd+bwd"]
 
 
@@ -34,9 +49,13 @@ class Case:
 
     @property
     def family(self) -> str:
-        if self.mode == "transformer":
-            return "transformer"
+        if self.mode in ("transformer", "layernorm_lstm", "min_gru", "min_gru_scan"):
+            return self.mode.replace("_scan", "")
         return "lstm" if self.mode.startswith("lstm") else ("gru" if self.mode == "gru" else "rnn")
+
+    @property
+    def baseline(self) -> str:
+        return BASELINES.get(self.mode, "torch.nn")
 
 
 def build_layer(mode: str, input_size: int, hidden_size: int) -> torch.nn.Module:
@@ -48,19 +67,35 @@ def build_layer(mode: str, input_size: int, hidden_size: int) -> torch.nn.Module
         return rnnkit.GRU(input_size, hidden_size)
     if mode in ("rnn_tanh", "rnn_relu"):
         return rnnkit.RNN(input_size, hidden_size, nonlinearity=mode[4:])
+    if mode == "layernorm_lstm":
+        return rnnkit.Recurrent(rnnkit.cells.LayerNormLSTMCell, input_size, hidden_size)
+    if mode in ("min_gru", "min_gru_scan"):
+        backend = "scan" if mode == "min_gru_scan" else "auto"
+        return rnnkit.Recurrent(rnnkit.cells.MinGRUCell, input_size, hidden_size, backend=backend)
     raise ValueError(f"unknown mode {mode!r}")
+
+
+def build_baseline(mode: str, layer: torch.nn.Module, input_size: int, hidden_size: int) -> torch.nn.Module:
+    """The layer rnnkit's is timed against (see BASELINES): torch.nn's twin by default."""
+    from rnnkit.cli.reference import torch_twin
+
+    if mode == "layernorm_lstm":
+        return torch_twin(rnnkit.LSTM(input_size, hidden_size))
+    if mode in ("min_gru", "min_gru_scan"):
+        return rnnkit.GRU(input_size, hidden_size, backend="fused")
+    return torch_twin(layer)
 
 
 def make_runners(case: Case):
     """(rnnkit_fn, torch_fn, inputs): zero-argument callables running one pass on the same data."""
-    from rnnkit.cli.reference import torch_transformer_layer, torch_twin
+    from rnnkit.cli.reference import torch_transformer_layer
 
     if case.mode == "transformer":
         return transformer_runners(case, torch_transformer_layer)
     T, B, I, H = case.shape
     torch.manual_seed(case.seed)
     layer = build_layer(case.mode, I, H)
-    twin = torch_twin(layer)
+    twin = build_baseline(case.mode, layer, I, H)
     gen = torch.Generator().manual_seed(case.seed + 1)
     x = torch.randn(T, B, I, generator=gen)
     if case.mode == "lstm_packed":
@@ -110,5 +145,5 @@ def transformer_runners(case: Case, build):
 
 def grid(modes, shapes, passes, extras) -> list:
     cases = [Case(m, tuple(s), p) for m in modes for s in shapes for p in passes]
-    cases += [Case(m, EXTRA_SHAPES[m], p) for m in extras for p in passes]
+    cases += [Case(m, shape, p) for m in extras for shape in EXTRA_SHAPES[m] for p in passes]
     return cases

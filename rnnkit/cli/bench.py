@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
         "bench", help="time rnnkit against torch.nn on this machine",
         description="Time torch.nn and rnnkit side by side in one process (interleaved, median of "
                     "repeats, same thread count) and print per mode x shape x pass both times and the "
-                    "ratio torch/rnnkit; write the table as JSON and a bar chart PNG.")
+                    "ratio torch/rnnkit (for the extras, against the layer named in the 'against' column); "
+                    "write the table as JSON and a bar chart PNG.")
     p.add_argument("--modes", default=",".join(DEFAULT_MODES),
                    help=f"comma-separated, from {', '.join(MODES)} (default: %(default)s)")
     p.add_argument("--shapes", default=None,
@@ -29,7 +30,9 @@ def add_parser(sub) -> None:
     p.add_argument("--extras", default=",".join(EXTRAS),
                    help="extra cases: lstm_packed (random lengths) and lstm_bi2 (2 layers, bidirectional) "
                         "at 200,16,64,64; transformer (encoder layer, d_model 256, 8 heads, batch 32, "
-                        "sequence 128); '' for none (default: %(default)s)")
+                        "sequence 128); layernorm_lstm (rnnkit.cells.LayerNormLSTMCell against "
+                        "torch.nn.LSTM); min_gru and min_gru_scan (MinGRUCell at T=4096, fused and on the "
+                        "parallel scan, against rnnkit's fused GRU); '' for none (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=15, help="timed runs of each (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
@@ -62,7 +65,7 @@ def run(args) -> int:
                         threads=args.threads, with_memory=not args.no_memory)
     print()
     print(f"torch {result['torch']}, {result['threads']} threads, median of {args.repeats}; "
-          "ratio = torch time / rnnkit time")
+          "ratio = torch time / rnnkit time (extras: the 'against' layer's time / rnnkit time)")
     print(report.table(result["rows"]))
     print()
     for line in result["summary"]:
