@@ -6,12 +6,9 @@ from __future__ import annotations
 import collections
 import json
 
-import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import rnnkit
 from rnnkit import kernels
 from rnnkit.cli.main import main
 from rnnkit.verify import fuzz

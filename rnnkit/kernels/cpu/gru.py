@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._jit import njit, sigmoid, tanh
+from ._jit import njit, sigmoid, sigmoid_grad, tanh
 from .common import dummy, linear, npy, prev_row, recurrent_weight_grad, weight_grad
 from .gemm import gemm_nt, zero_rows
 
@@ -83,8 +83,8 @@ def gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA):
             dz = d * (hp[j] - n)
             dn = d - d * z
             dan = dn - dn * n * n
-            dar = dan * hn[j] * (rg - rg * rg)
-            daz = dz * (z - z * z)
+            dar = dan * hn[j] * sigmoid_grad(rg)
+            daz = dz * sigmoid_grad(z)
             dgr[j] = dar
             dgr[H + j] = daz
             dgr[2 * H + j] = dan
