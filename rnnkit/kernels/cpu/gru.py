@@ -3,9 +3,11 @@
 Forward: ``G = x W_ih^T + b_ih + (b_hr, b_hz, 0)`` for all steps; per step
 ``A = h W_hh^T + (0, 0, b_hn)``, then r, z, n and h in one pass (G keeps r, z, n and
 HN keeps A's n part, what backward needs).  Backward: per step the gate gradients
-and ``dh = z dh' + dA W_hh``; the weight gradients after the loop as products over
+and ``dh = z dh' + dA_t W_hh``; the weight gradients after the loop as products over
 all steps.  dG (input side) and dA (recurrent side) differ only in the n block
-(dA_n = r dG_n); both are kept whole so each weight gradient is one product.
+(dA_n = r dG_n): dA lives one step at a time in a (B, 3H) scratch, and after the loop, once
+dx, dW_ih and db_ih are taken from dG, dG's n block is multiplied by r in place to become
+dA for dW_hh and db_hh (one (N, 3H) buffer in the backward, not two).
 """
 from __future__ import annotations
 
@@ -62,7 +64,8 @@ def gru_forward_loop(G, w_hh, b_hn, A, HN, h, out, offsets, bsz, reverse, save, 
 def gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA):
     """Gate gradients of step t; dh becomes z * dh' (the direct path; dA W_hh is added after).
 
-    dA receives the recurrent side's gradient [dG_r, dG_z, r dG_n].
+    dA (scratch, row r for the step's row r) receives the recurrent side's gradient
+    [dG_r, dG_z, r dG_n].
     """
     H = dh.shape[1]
     o0 = offsets[t]
@@ -72,7 +75,7 @@ def gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA):
         g = G[row]
         hn = HN[row]
         dgr = dG[row]
-        da = dA[row]
+        da = dA[r]
         dhr = dh[r]
         dor = dout[row]
         for j in range(H):
@@ -102,7 +105,7 @@ def gru_backward_loop(G, HN, out, h0, w_hh_t, dout, dh, dG, dA, offsets, bsz, re
         t = s if reverse else T - 1 - s
         tp = t + 1 if reverse else t - 1
         gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA)
-        gemm_nt(dA, offsets[t], w_hh_t, dh, 0, bsz[t], 3 * H, H)
+        gemm_nt(dA, 0, w_hh_t, dh, 0, bsz[t], 3 * H, H)
 
 
 class GRUFunction(torch.autograd.Function):
@@ -151,10 +154,11 @@ class GRUFunction(torch.autograd.Function):
         plan = ctx.plan
         x, h0, w_ih, w_hh, out, G, HN = ctx.saved_tensors
         offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
+        H = h0.shape[1]
         dout = dout.contiguous()
         dh = dhN.contiguous().clone()
         dG = torch.empty_like(G)
-        dA = torch.empty_like(G)
+        dA = G.new_empty(dh.shape[0], 3 * H)  # (B, 3H): one step's recurrent-side gradient
         w_hh_t = w_hh.t().contiguous()  # (H, 3H)
         args = (npy(G), npy(HN), npy(out), npy(h0))
         if plan.whole:
@@ -167,14 +171,14 @@ class GRUFunction(torch.autograd.Function):
                 tp = t + 1 if plan.reverse else t - 1
                 b, o0 = int(bsz[t]), int(offsets[t])
                 gru_pointwise_bwd(*args, offsets, bsz, t, tp, ndout, ndh, ndG, ndA)
-                dh[:b].addmm_(dA[o0:o0 + b], w_hh)
+                dh[:b].addmm_(dA[:b], w_hh)
         need = ctx.needs_input_grad
         dx = linear(dG, w_ih.t()) if need[1] else None
         dw_ih = weight_grad(dG, x) if need[3] else None
-        dw_hh = db_hh = None
-        if need[4]:
-            dw_hh = recurrent_weight_grad(dA, out, h0, offsets, bsz, plan.reverse)
-        if need[6]:
-            db_hh = dA.sum(0)
         db_ih = dG.sum(0) if need[5] else None
+        dw_hh = db_hh = None
+        if need[4] or need[6]:
+            dG[:, 2 * H:] *= G[:, :H]  # dG_n -> dA_n = r dG_n: dG is now dA
+            dw_hh = recurrent_weight_grad(dG, out, h0, offsets, bsz, plan.reverse) if need[4] else None
+            db_hh = dG.sum(0) if need[6] else None
         return None, dx, dh if need[2] else None, dw_ih, dw_hh, db_ih, db_hh
