@@ -106,7 +106,8 @@ def run(modes, shapes, passes, extras, repeats=15, warmup=2, threads=None, with_
             mem = ""
             if row.get("torch_peak_mb") is not None:
                 mem = f"  peak MB torch {row['torch_peak_mb']:.1f} rnnkit {row['rnnkit_peak_mb']:.1f}"
-            progress(f"{case.key:<42} torch {row['torch_ms']:9.3f} ms  rnnkit {row['rnnkit_ms']:9.3f} ms  "
+            against = "torch" if case.baseline.startswith("torch") else case.baseline
+            progress(f"{case.key:<42} {against} {row['torch_ms']:9.3f} ms  rnnkit {row['rnnkit_ms']:9.3f} ms  "
                      f"ratio {row['ratio']:5.2f}{mem}")
     summary = summarize(rows)
     per_step = {}
