@@ -171,11 +171,4 @@ def _const_of_ov(ref, value):
     return impl
 
 
-@njit
-def sigmoid_grad(s):
-    """sigmoid'(a) from s = sigmoid(a): s (1 - s), as torch's sigmoid_backward forms it.  For s near 1,
-    1 - s is exact where s - s*s would round s*s to ulp(1) and lose the small difference."""
-    return s * (const_of(s, 1) - s)
-
-
 import numpy as np  # noqa: E402  (used inside the jitted implementations above)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ._jit import njit, sigmoid, sigmoid_grad, tanh
+from ._jit import njit, sigmoid, tanh
 from .common import dummy, linear, npy, prev_row, recurrent_weight_grad, weight_grad
 from .gemm import gemm_nt, zero_rows
 
@@ -86,8 +86,8 @@ def gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA):
             dz = d * (hp[j] - n)
             dn = d - d * z
             dan = dn - dn * n * n
-            dar = dan * hn[j] * sigmoid_grad(rg)
-            daz = dz * sigmoid_grad(z)
+            dar = dan * hn[j] * (rg - rg * rg)
+            daz = dz * (z - z * z)
             dgr[j] = dar
             dgr[H + j] = daz
             dgr[2 * H + j] = dan
@@ -169,7 +169,7 @@ class GRUFunction(torch.autograd.Function):
             for s in range(T):
                 t = s if plan.reverse else T - 1 - s
                 tp = t + 1 if plan.reverse else t - 1
-                b, o0 = int(bsz[t]), int(offsets[t])
+                b = int(bsz[t])
                 gru_pointwise_bwd(*args, offsets, bsz, t, tp, ndout, ndh, ndG, ndA)
                 dh[:b].addmm_(dA[:b], w_hh)
         need = ctx.needs_input_grad

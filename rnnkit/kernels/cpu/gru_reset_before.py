@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._jit import njit, sigmoid, sigmoid_grad, tanh
+from ._jit import njit, sigmoid, tanh
 from .common import linear, npy, prev_row, recurrent_weight_grad, weight_grad
 from .gemm import gemm_nt, zero_rows
 
@@ -82,7 +82,7 @@ def grb_bwd_zn(G, out, h0, offsets, bsz, t, tp, dout, dh, dG, DAN):
             dy = dhr[j] + dor[j]
             dn = dy - dy * z
             dan = dn - dn * n * n
-            d[H + j] = dy * (hp[j] - n) * sigmoid_grad(z)
+            d[H + j] = dy * (hp[j] - n) * (z - z * z)
             d[2 * H + j] = dan
             dan_r[j] = dan
             dhr[j] = dy * z
@@ -102,7 +102,7 @@ def grb_bwd_r(G, out, h0, offsets, bsz, t, tp, DRH, dh, dG):
         dhr = dh[r]
         for j in range(H):
             rg = g[j]
-            d[j] = drh[j] * hp[j] * sigmoid_grad(rg)
+            d[j] = drh[j] * hp[j] * (rg - rg * rg)
             dhr[j] += drh[j] * rg
 
 

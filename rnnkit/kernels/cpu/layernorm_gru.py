@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._jit import njit, sigmoid, sigmoid_grad, tanh, zero_of
+from ._jit import njit, sigmoid, tanh, zero_of
 from .common import npy, prev_row, recurrent_weight_grad
 from .gemm import gemm_nt, zero_rows
 
@@ -100,8 +100,8 @@ def lngru_pointwise_bwd(G, XH, RS, out, h0, gamma_hh, b_hh, k, offsets, bsz, t, 
             dn = dy - dy * z
             dan = dn - dn * n * n
             un = gamma_hh[2 * H + j] * xh[2 * H + j] + b_hh[2 * H + j]
-            dar = dan * un * sigmoid_grad(rg)
-            daz = dy * (hp[j] - n) * sigmoid_grad(z)
+            dar = dan * un * (rg - rg * rg)
+            daz = dy * (hp[j] - n) * (z - z * z)
             d[j] = dar
             d[H + j] = daz
             d[2 * H + j] = dan

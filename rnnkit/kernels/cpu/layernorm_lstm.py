@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ...cells.layernorm_lstm import LN_EPS
-from ._jit import njit, sigmoid, sigmoid_grad, tanh, zero_of
+from ._jit import njit, sigmoid, tanh, zero_of
 from .common import dummy, npy, prev_row, recurrent_weight_grad
 from .gemm import gemm_nt, zero_rows
 
@@ -130,7 +130,7 @@ def lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, o
             o = g[3 * H + j]
             tcn = tanh(gamma_c[j] * ch[j] + beta_c[j])
             dy = dhr[j] + dor[j]
-            d[3 * H + j] = dy * tcn * sigmoid_grad(o)
+            d[3 * H + j] = dy * tcn * (o - o * o)
             dyo = dy * o
             dn = dyo - dyo * tcn * tcn
             dcn[j] = dn
@@ -149,8 +149,8 @@ def lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, o
             gv = g[2 * H + j]
             dcv = dcr[j] + rc * (dcn[j] * gamma_c[j] - m1 - ch[j] * m2)
             dci = dcv * i
-            d[j] = dcv * gv * sigmoid_grad(i)
-            d[H + j] = dcv * cp[j] * sigmoid_grad(f)
+            d[j] = dcv * gv * (i - i * i)
+            d[H + j] = dcv * cp[j] * (f - f * f)
             d[2 * H + j] = dci - dci * gv * gv
             dcr[j] = dcv * f
         xh = XH[row]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._jit import njit, sigmoid, sigmoid_grad, tanh
+from ._jit import njit, sigmoid, tanh
 from .common import dummy, linear, npy, prev_row, recurrent_weight_grad, weight_grad
 from .gemm import gemm_nt, zero_rows
 
@@ -95,10 +95,10 @@ def lstm_pointwise_bwd(G, cs, c0, offsets, bsz, t, tp, H, dm, dc, dG):
             dmo = dmv * o
             dcv = dcr[j] + (dmo - dmo * tc * tc)
             dci = dcv * i
-            d[j] = dcv * gv * sigmoid_grad(i)
-            d[H + j] = dcv * cp[j] * sigmoid_grad(f)
+            d[j] = dcv * gv * (i - i * i)
+            d[H + j] = dcv * cp[j] * (f - f * f)
             d[2 * H + j] = dci - dci * gv * gv
-            d[3 * H + j] = dmv * tc * sigmoid_grad(o)
+            d[3 * H + j] = dmv * tc * (o - o * o)
             dcr[j] = dcv * f
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ...cells import MIN_LSTM
-from ._jit import const_of, njit, sigmoid, sigmoid_grad
+from ._jit import const_of, njit, sigmoid
 from .common import linear, npy, prev_row, weight_grad
 
 
@@ -74,7 +74,7 @@ def min_gru_row_bwd(g, hp, dy, dhr, dg, H):
         omz = sigmoid(-kz)
         s = sigmoid(kh)
         gt = g_of(kh, s)
-        slope = const_of(s, 1) if kh >= 0 else sigmoid_grad(s)  # g'(k_h)
+        slope = const_of(s, 1) if kh >= 0 else s - s * s  # g'(k_h)
         dg[j] = z * omz * dv * (gt - hp[j])
         dg[H + j] = dv * z * slope
         dhr[j] = dv * omz
@@ -92,7 +92,7 @@ def min_lstm_row_bwd(g, hp, dy, dhr, dg, H):
         ip = sigmoid(d)
         s = sigmoid(kh)
         gt = g_of(kh, s)
-        slope = const_of(s, 1) if kh >= 0 else sigmoid_grad(s)
+        slope = const_of(s, 1) if kh >= 0 else s - s * s
         dd = fp * ip * dv * (gt - hp[j])  # through f' = sigmoid(-d) and i' = sigmoid(d)
         dg[j] = -dd * sigmoid(-kf)  # d logsigmoid(k) / dk = sigmoid(-k)
         dg[H + j] = dd * sigmoid(-ki)

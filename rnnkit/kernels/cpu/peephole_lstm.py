@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._jit import njit, sigmoid, sigmoid_grad, tanh
+from ._jit import njit, sigmoid, tanh
 from .common import dummy, linear, npy, prev_row, prev_states, recurrent_weight_grad, weight_grad
 from .gemm import gemm_nt, zero_rows
 
@@ -82,11 +82,11 @@ def peephole_pointwise_bwd(G, cs, c0, wci, wcf, wco, offsets, bsz, t, tp, dout, 
             o = g[3 * H + j]
             tc = tanh(cr[j])
             dy = dhr[j] + dor[j]
-            dao = dy * tc * sigmoid_grad(o)
+            dao = dy * tc * (o - o * o)
             dyo = dy * o
             dcv = dcr[j] + (dyo - dyo * tc * tc) + dao * wco[j]
-            dai = dcv * gv * sigmoid_grad(i)
-            daf = dcv * cp[j] * sigmoid_grad(f)
+            dai = dcv * gv * (i - i * i)
+            daf = dcv * cp[j] * (f - f * f)
             dci = dcv * i
             d[j] = dai
             d[H + j] = daf
