@@ -1,7 +1,8 @@
 """minGRU (Feng, Tung, Ahmed, Bengio & Hajimirsadeghi 2024, "Were RNNs All We Needed?"), in its
 log-space variant: the update gate and the candidate depend on x_t alone, so a whole sequence
-runs as a parallel scan over time (rnnkit/kernels/parallel_scan.py, backend "scan"), while the
-cell's forward steps one token at a time (streaming) with the same results.
+runs as a parallel scan over time (rnnkit/kernels/parallel_scan.py, backend "scan") or, on the CPU,
+as one input product and an elementwise loop (rnnkit/kernels/cpu/min_cells.py, what "auto" runs
+there), while the cell's forward steps one token at a time (streaming) with the same results.
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ class MinGRUCell(CellBase):
     No recurrent weights: h enters only through the interpolation, so the recurrence is
     linear in h with coefficients known before the loop.  ``Recurrent(MinGRUCell, ...)``
     can therefore run a whole sequence as a parallel scan in log space (backend "scan",
-    rnnkit/kernels/parallel_scan.py); this forward is the step-by-step (streaming) form.
+    rnnkit/kernels/parallel_scan.py) or, on the CPU, as one product and an elementwise loop
+    (the fused kernel "auto" picks there); this forward is the step-by-step (streaming) form.
 
     Gate order z, h~: ``weight_ih`` is (2H, H_in), rows W_z then W_h.
 

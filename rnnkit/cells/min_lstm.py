@@ -1,7 +1,9 @@
 """minLSTM (Feng, Tung, Ahmed, Bengio & Hajimirsadeghi 2024, "Were RNNs All We Needed?"), in its
 log-space variant: forget and input gates depend on x_t alone and are normalised to sum to one, so
 a whole sequence runs as a parallel scan over time (rnnkit/kernels/parallel_scan.py, backend
-"scan"), while the cell's forward steps one token at a time (streaming) with the same results.
+"scan") or, on the CPU, as one input product and an elementwise loop (rnnkit/kernels/cpu/min_cells.py,
+what "auto" runs there), while the cell's forward steps one token at a time (streaming) with the
+same results.
 """
 from __future__ import annotations
 
@@ -70,7 +72,8 @@ class MinLSTMCell(CellBase):
     There is no cell state c and no recurrent weight: the state is h alone and the
     recurrence is linear in h with coefficients known before the loop.
     ``Recurrent(MinLSTMCell, ...)`` can therefore run a whole sequence as a parallel scan in
-    log space (backend "scan", rnnkit/kernels/parallel_scan.py); this forward is the
+    log space (backend "scan", rnnkit/kernels/parallel_scan.py) or, on the CPU, as one product
+    and an elementwise loop (the fused kernel "auto" picks there); this forward is the
     step-by-step (streaming) form.  f' and i' are computed from log f and log i
     (f' = sigmoid(log f - log i)), which equals f / (f + i) and stays defined when both
     gates underflow.
