@@ -174,7 +174,13 @@ class RNNBase(nn.Module):
     def layer_weights(self, layer: int, direction: int) -> CellWeights:
         """The parameters of one layer-direction, as the cell equations name them."""
         suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-        get = lambda stem: getattr(self, stem + suffix, None)  # noqa: E731
+        params = self._parameters
+
+        def get(stem):
+            # the registered Parameter (a dict lookup, called per layer-direction and call); getattr
+            # for a weight a parametrization or weight norm has replaced
+            p = params.get(stem + suffix)
+            return p if p is not None else getattr(self, stem + suffix, None)
         return CellWeights(get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"),
                            get("weight_hr"))
 
