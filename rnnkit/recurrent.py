@@ -311,7 +311,7 @@ class Recurrent(nn.Module):
     def _unpack(self, out, packed, packed_in, total_length, is_batched):
         """Packed rows (N, F) back to the caller's layout: a PackedSequence or a padded tensor."""
         if packed is None:  # full-length sequences: the rows are (T, B) in order
-            padded = out.view(total_length, -1, out.size(-1))  # (T, B, F)
+            padded = out.reshape(total_length, -1, out.size(-1))  # (T, B, F)
             if self.batch_first:
                 padded = padded.transpose(0, 1)  # (B, T, F)
         else:
