@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ._jit import njit, tanh
-from .common import linear, npy, recurrent_weight_grad, weight_grad
+from .common import input_grads, linear, npy, recurrent_weight_grad
 from .gemm import gemm_nt, zero_rows
 
 
@@ -121,8 +121,7 @@ class ElmanFunction(torch.autograd.Function):
                 elman_pointwise_bwd(nout, ndout, ndh, ndA, o0, b, plan.relu)
                 torch.mm(dA[o0:o0 + b], w_hh, out=dh[:b])
         need = ctx.needs_input_grad
-        dx = linear(dA, w_ih.t()) if need[1] else None
-        dw_ih = weight_grad(dA, x) if need[3] else None
+        dx, dw_ih = input_grads(dA, x, w_ih, need[1], need[3])
         dw_hh = recurrent_weight_grad(dA, out, h0, offsets, bsz, plan.reverse) if need[4] else None
         db = dA.sum(0) if (need[5] or need[6]) else None
         return (None, dx, dh if need[2] else None, dw_ih, dw_hh,

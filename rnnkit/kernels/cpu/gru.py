@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ._jit import njit, sigmoid, tanh
-from .common import dummy, linear, npy, prev_row, recurrent_weight_grad, weight_grad
+from .common import dummy, input_grads, linear, npy, prev_row, recurrent_weight_grad
 from .gemm import gemm_nt, zero_rows
 
 
@@ -173,8 +173,7 @@ class GRUFunction(torch.autograd.Function):
                 gru_pointwise_bwd(*args, offsets, bsz, t, tp, ndout, ndh, ndG, ndA)
                 dh[:b].addmm_(dA[:b], w_hh)
         need = ctx.needs_input_grad
-        dx = linear(dG, w_ih.t()) if need[1] else None
-        dw_ih = weight_grad(dG, x) if need[3] else None
+        dx, dw_ih = input_grads(dG, x, w_ih, need[1], need[3])
         db_ih = dG.sum(0) if need[5] else None
         dw_hh = db_hh = None
         if need[4] or need[6]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ._jit import njit, sigmoid, tanh
-from .common import linear, npy, prev_row, recurrent_weight_grad, weight_grad
+from .common import input_grads, linear, npy, prev_row, recurrent_weight_grad, weight_grad
 from .gemm import gemm_nt, zero_rows
 
 
@@ -179,8 +179,7 @@ class GRUResetBeforeFunction(torch.autograd.Function):
                 grb_bwd_r(nG, nout, nh0, offsets, bsz, t, tp, nDRH, ndh, ndG)
                 dh[:b].addmm_(dG[o0:o0 + b, :2 * H], w_hrz)
         need = ctx.needs_input_grad
-        dx = linear(dG, w_ih.t()) if need[1] else None
-        dw_ih = weight_grad(dG, x) if need[3] else None
+        dx, dw_ih = input_grads(dG, x, w_ih, need[1], need[3])
         dw_hh = None
         if need[4]:
             dw_hh = torch.cat([recurrent_weight_grad(dG[:, :2 * H], out, h0, offsets, bsz, plan.reverse),

@@ -11,7 +11,7 @@ import torch
 
 from ...cells import INDRNN_RELU
 from ._jit import njit, tanh
-from .common import linear, npy, prev_row, weight_grad
+from .common import input_grads, linear, npy, prev_row
 
 
 @njit
@@ -90,8 +90,7 @@ class IndRNNFunction(torch.autograd.Function):
         indrnn_backward_loop(npy(out), npy(h0), npy(u), npy(dout), npy(dh), npy(dA), npy(du),
                              plan.offsets, plan.bsz, plan.reverse, plan.relu)
         need = ctx.needs_input_grad
-        dx = linear(dA, w_ih.t()) if need[1] else None
-        dw_ih = weight_grad(dA, x) if need[3] else None
+        dx, dw_ih = input_grads(dA, x, w_ih, need[1], need[3])
         db = dA.sum(0) if need[5] else None
         return None, dx, dh if need[2] else None, dw_ih, du if need[4] else None, db
 

@@ -25,7 +25,7 @@ import torch
 
 from ...cells import MIN_LSTM
 from ._jit import const_of, njit, sigmoid
-from .common import linear, npy, prev_row, weight_grad
+from .common import input_grads, linear, npy, prev_row
 
 
 @njit
@@ -157,8 +157,7 @@ class MinCellFunction(torch.autograd.Function):
         min_backward_loop(npy(G), npy(out), npy(h0), npy(dout), npy(dh), npy(dG),
                           plan.offsets, plan.bsz, plan.reverse, ctx.lstm)
         need = ctx.needs_input_grad
-        dx = linear(dG, w_ih.t()) if need[2] else None
-        dw_ih = weight_grad(dG, x) if need[4] else None
+        dx, dw_ih = input_grads(dG, x, w_ih, need[2], need[4])
         db = dG.sum(0) if ctx.has_bias and need[5] else None
         return None, None, dx, dh if need[3] else None, dw_ih, db
 

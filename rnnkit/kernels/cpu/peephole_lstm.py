@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ._jit import njit, sigmoid, tanh
-from .common import dummy, linear, npy, prev_row, prev_states, recurrent_weight_grad, weight_grad
+from .common import dummy, input_grads, linear, npy, prev_row, prev_states, recurrent_weight_grad
 from .gemm import gemm_nt, zero_rows
 
 # Compiled in each process, not cached on disk: for these kernels numba's cached code computes
@@ -160,8 +160,7 @@ class PeepholeLSTMFunction(torch.autograd.Function):
                 peephole_pointwise_bwd(*args, offsets, bsz, t, tp, ndout, ndh, ndc, ndG)
                 torch.mm(dG[o0:o0 + b], w_hh, out=dh[:b])
         need = ctx.needs_input_grad
-        dx = linear(dG, w_ih.t()) if need[1] else None
-        dw_ih = weight_grad(dG, x) if need[4] else None
+        dx, dw_ih = input_grads(dG, x, w_ih, need[1], need[4])
         dw_hh = recurrent_weight_grad(dG, out, h0, offsets, bsz, plan.reverse) if need[5] else None
         db = dG.sum(0) if (need[6] or need[7]) else None
         dw_ci = dw_cf = dw_co = None
