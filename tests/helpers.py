@@ -92,3 +92,22 @@ def max_diff(xs, ys):
         assert a.shape == b.shape, (a.shape, b.shape)
         worst = max(worst, (a - b).abs().max().item() if a.numel() else 0.0)
     return worst
+
+
+def hand_loop(layer, x, directions):
+    """The user's own loop over layer.cells (time-major x (T, B, I), full length): outputs and final states
+    (each stacked over layers and directions), what Recurrent must equal."""
+    finals = []
+    for k in range(layer.num_layers):
+        outs = []
+        for d in range(directions):
+            cell = layer.cells[k * directions + d]
+            steps = range(x.size(0) - 1, -1, -1) if d else range(x.size(0))
+            h, seq = None, [None] * x.size(0)
+            for t in steps:
+                h = cell(x[t], h)
+                seq[t] = h[0] if isinstance(h, tuple) else h
+            outs.append(torch.stack(seq))
+            finals.append(h if isinstance(h, tuple) else (h,))
+        x = torch.cat(outs, -1)
+    return x, tuple(torch.stack(s) for s in zip(*finals))

@@ -7,6 +7,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import rnnkit
 from rnnkit.recurrent import Recurrent
 
+from helpers import hand_loop
+
 
 class TinyLSTM(nn.Module):
     """A user's cell with a tuple state, written without rnnkit: what people write by hand."""
@@ -23,24 +25,6 @@ class TinyLSTM(nn.Module):
         i, f, g, o = self.lin(torch.cat([x, h], 1)).chunk(4, 1)
         c = f.sigmoid() * c + i.sigmoid() * g.tanh() * self.scale
         return o.sigmoid() * c.tanh(), c
-
-
-def hand_loop(layer, x, directions):
-    """The user's own loop over layer.cells (time-major x (T, B, I)): outputs and final states."""
-    finals = []
-    for k in range(layer.num_layers):
-        outs = []
-        for d in range(directions):
-            cell = layer.cells[k * directions + d]
-            steps = range(x.size(0) - 1, -1, -1) if d else range(x.size(0))
-            h, seq = None, [None] * x.size(0)
-            for t in steps:
-                h = cell(x[t], h)
-                seq[t] = h[0] if isinstance(h, tuple) else h
-            outs.append(torch.stack(seq))
-            finals.append(h if isinstance(h, tuple) else (h,))
-        x = torch.cat(outs, -1)
-    return x, tuple(torch.stack(s) for s in zip(*finals))
 
 
 @pytest.mark.parametrize("cell", [TinyLSTM, nn.GRUCell, rnnkit.LSTMCell, rnnkit.GRUCell, rnnkit.RNNCell])

@@ -8,7 +8,7 @@ import platform
 import torch
 
 from . import memory
-from .cases import Case, grid, make_runners
+from .cases import BASELINES, Case, grid, make_runners
 from .timing import time_pair
 
 # Targets of issue 3 (ratio = torch time / rnnkit time).
@@ -16,7 +16,6 @@ TARGETS = {"lstm": (1.0, 0.8), "gru": (2.0, 1.0), "rnn": (2.0, 1.0)}  # (geometr
 # Issue 4: a layer-normalised LSTM's forward+backward within 1.5x torch.nn.LSTM's time; minGRU
 # training faster than rnnkit's fused GRU (ratio = GRU time / minGRU time > 1).
 LAYERNORM_LSTM_MAX_SLOWDOWN = 1.5
-NO_MEMORY = ("transformer", "layernorm_lstm", "min_gru", "min_gru_scan")  # peak memory: the torch.nn grid only
 
 
 def run_case(case: Case, repeats: int, warmup: int) -> dict:
@@ -97,7 +96,8 @@ def run(modes, shapes, passes, extras, repeats=15, warmup=2, threads=None, with_
     rows = []
     for case in grid(modes, shapes, passes, extras):
         row = run_case(case, repeats, warmup)
-        if with_memory and case.pass_ == "fwd+bwd" and case.mode not in NO_MEMORY:
+        # peak memory against torch.nn's twin only, not for the cases timed against another layer
+        if with_memory and case.pass_ == "fwd+bwd" and case.mode not in BASELINES:
             for impl in ("torch", "rnnkit"):
                 peak = memory.measure(impl, case.mode, case.shape, threads)
                 row[f"{impl}_peak_mb"] = None if peak is None else peak / 2**20

@@ -28,3 +28,8 @@ class Kernel:
     def layer(self, eq: CellEquations, x: Tensor, batch_sizes: Sequence[int], state0: State,
               weights: CellWeights, reverse: bool) -> tuple[Tensor, State]:
         raise NotImplementedError
+
+
+def named_tensors(x: Tensor, weights: CellWeights) -> list:
+    """[(name, tensor)] of a call's input and its present weights: what a backend's ``check`` inspects."""
+    return [("input", x)] + [(name, t) for name, t in zip(weights._fields, weights) if t is not None]

@@ -34,7 +34,7 @@ from torch import Tensor
 from ..cells.min_gru import MIN_GRU, min_gru_log_terms
 from ..cells.min_lstm import MIN_LSTM, min_lstm_log_terms
 from ..errors import UnsupportedBackendError
-from .base import Kernel
+from .base import Kernel, named_tensors
 
 LOG_TERMS = {MIN_GRU: min_gru_log_terms, MIN_LSTM: min_lstm_log_terms}  # by identity of the equations
 
@@ -80,7 +80,7 @@ class ParallelScanKernel(Kernel):
             raise UnsupportedBackendError(
                 f"backend 'scan' runs only recurrences whose gates depend on the input alone "
                 f"(min_gru, min_lstm); it has no scan for {eq.name!r}: use backend='reference' (or 'auto')")
-        tensors = [("input", x)] + [(name, t) for name, t in zip(weights._fields, weights) if t is not None]
+        tensors = named_tensors(x, weights)
         for name, t in tensors:
             if not t.is_floating_point():
                 raise UnsupportedBackendError(

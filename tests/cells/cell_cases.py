@@ -130,19 +130,3 @@ def hx_arg(state):
     return state[0] if len(state) == 1 else tuple(state)
 
 
-def hand_loop(layer, x, directions):
-    """The user's own loop over layer.cells (time-major x (T, B, I), full length): outputs, final states."""
-    finals = []
-    for k in range(layer.num_layers):
-        outs = []
-        for d in range(directions):
-            cell = layer.cells[k * directions + d]
-            steps = range(x.size(0) - 1, -1, -1) if d else range(x.size(0))
-            h, seq = None, [None] * x.size(0)
-            for t in steps:
-                h = cell(x[t], h)
-                seq[t] = h[0] if isinstance(h, tuple) else h
-            outs.append(torch.stack(seq))
-            finals.append(as_state(h))
-        x = torch.cat(outs, -1)
-    return x, tuple(torch.stack(s) for s in zip(*finals))

@@ -6,8 +6,8 @@ import torch
 from torch.autograd import gradcheck
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from cell_cases import CASES, as_state, hand_loop, hx_arg, make_cell
-from helpers import TOL
+from cell_cases import CASES, as_state, hx_arg, make_cell
+from helpers import TOL, hand_loop
 from rnnkit.recurrent import Recurrent
 
 DTYPES = [torch.float32, torch.float64]

@@ -24,7 +24,7 @@ import torch
 
 from ...cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS
 from ...errors import UnsupportedBackendError
-from ..base import Kernel
+from ..base import Kernel, named_tensors
 
 DTYPES = (torch.float32, torch.float64)
 
@@ -88,7 +88,7 @@ class FusedKernel(Kernel):
                 f"backend 'fused' has no kernel for the recurrence {eq.name!r} "
                 "(it runs rnn_tanh, rnn_relu, lstm, gru and the cells of rnnkit.cells: indrnn, peephole_lstm, "
                 "gru_reset_before, layernorm_lstm, layernorm_gru, min_gru, min_lstm); use backend='reference'")
-        tensors = [("input", x)] + [(name, t) for name, t in zip(weights._fields, weights) if t is not None]
+        tensors = named_tensors(x, weights)
         for name, t in tensors:
             if t.device.type != "cpu":
                 raise UnsupportedBackendError(

@@ -10,12 +10,12 @@ with u for the recurrent side (G keeps r, z, n).  Backward: per step the gate gr
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ._jit import njit, sigmoid, tanh, zero_of
 from .common import npy, prev_row, recurrent_weight_grad
 from .gemm import gemm_nt, zero_rows
+from .layer_norm import norm_row, norm_row_bwd
 
 # Compiled in each process, not cached on disk: for these kernels numba's cached code computes
 # different last bits than a fresh compile (fresh compiles agree with each other), which would
@@ -36,17 +36,7 @@ def lngru_pointwise(G, WH, o0, b, h, out, XH, RS, gamma_hh, b_hh, k, save):
         wh = WH[r]
         g = G[row]
         xh = XH[row] if save else XH[0]
-        s = zero
-        for j in range(G3):
-            s += wh[j]
-        mu = s * inv3
-        v = zero
-        for j in range(G3):
-            dv = wh[j] - mu
-            v += dv * dv
-        rs = one / np.sqrt(v * inv3 + eps)
-        for j in range(G3):
-            xh[j] = (wh[j] - mu) * rs
+        rs = norm_row(wh, xh, G3, inv3, eps, one, zero)
         hr = h[r]
         orow = out[row]
         for j in range(H):
@@ -109,18 +99,7 @@ def lngru_pointwise_bwd(G, XH, RS, out, h0, gamma_hh, b_hh, k, offsets, bsz, t, 
             du[H + j] = daz
             du[2 * H + j] = dan * rg
             dhr[j] = dy * z
-        s1 = zero
-        s2 = zero
-        for j in range(G3):
-            dx = du[j] * gamma_hh[j]
-            s1 += dx
-            s2 += dx * xh[j]
-        rs = RS[row]
-        m1 = s1 * k[1]
-        m2 = s2 * k[1]
-        dw = DWH[row]
-        for j in range(G3):
-            dw[j] = rs * (du[j] * gamma_hh[j] - m1 - xh[j] * m2)
+        norm_row_bwd(du, gamma_hh, xh, RS[row], DWH[row], G3, k[1], zero)
 
 
 @njit(cache=False)

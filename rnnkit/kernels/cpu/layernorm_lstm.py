@@ -17,6 +17,7 @@ from ...cells.layernorm_lstm import LN_EPS
 from ._jit import njit, sigmoid, tanh, zero_of
 from .common import dummy, npy, prev_row, recurrent_weight_grad
 from .gemm import gemm_nt, zero_rows
+from .layer_norm import norm_row, norm_row_bwd
 
 # Compiled in each process, not cached on disk: for these kernels numba's cached code computes
 # different last bits than a fresh compile (fresh compiles agree with each other), which would
@@ -39,19 +40,9 @@ def lnlstm_pointwise(G, WH, o0, b, c, h, out, XH, RS, cs, CH, RC, gamma_hh, b_hh
         wh = WH[r]
         g = G[row]
         xh = XH[row] if save else XH[0]
-        s = zero
+        rs = norm_row(wh, xh, G4, inv4, eps, one, zero)
         for j in range(G4):
-            s += wh[j]
-        mu = s * inv4
-        v = zero
-        for j in range(G4):
-            dv = wh[j] - mu
-            v += dv * dv
-        rs = one / np.sqrt(v * inv4 + eps)
-        for j in range(G4):
-            xv = (wh[j] - mu) * rs
-            xh[j] = xv
-            g[j] += gamma_hh[j] * xv + b_hh[j]
+            g[j] += gamma_hh[j] * xh[j] + b_hh[j]
         cr = c[r]
         for j in range(H):
             i = sigmoid(g[j])
@@ -62,22 +53,12 @@ def lnlstm_pointwise(G, WH, o0, b, c, h, out, XH, RS, cs, CH, RC, gamma_hh, b_hh
             g[2 * H + j] = gv
             g[3 * H + j] = sigmoid(g[3 * H + j])
             cr[j] = f * cr[j] + i * gv
-        s = zero
-        for j in range(H):
-            s += cr[j]
-        mc = s * inv1
-        v = zero
-        for j in range(H):
-            dv = cr[j] - mc
-            v += dv * dv
-        rc = one / np.sqrt(v * inv1 + eps)
         ch = CH[row] if save else CH[0]
+        rc = norm_row(cr, ch, H, inv1, eps, one, zero)
         hr = h[r]
         orow = out[row]
         for j in range(H):
-            chv = (cr[j] - mc) * rc
-            ch[j] = chv
-            hv = g[3 * H + j] * tanh(gamma_c[j] * chv + beta_c[j])
+            hv = g[3 * H + j] * tanh(gamma_c[j] * ch[j] + beta_c[j])
             hr[j] = hv
             orow[j] = hv
         if save:
@@ -124,8 +105,6 @@ def lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, o
         ch = CH[row]
         dhr = dh[r]
         dor = dout[row]
-        s1 = zero
-        s2 = zero
         for j in range(H):
             o = g[3 * H + j]
             tcn = tanh(gamma_c[j] * ch[j] + beta_c[j])
@@ -136,36 +115,21 @@ def lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, o
             dcn[j] = dn
             s_cc[j] += dn * ch[j]
             s_c[j] += dn
-            dch = dn * gamma_c[j]
-            s1 += dch
-            s2 += dch * ch[j]
-        rc = RC[row]
-        m1 = s1 * k[2]
-        m2 = s2 * k[2]
+        norm_row_bwd(dcn, gamma_c, ch, RC[row], dcn, H, k[2], zero)  # dcn: d LN(c) -> d c, in place
         dcr = dc[r]
         for j in range(H):
             i = g[j]
             f = g[H + j]
             gv = g[2 * H + j]
-            dcv = dcr[j] + rc * (dcn[j] * gamma_c[j] - m1 - ch[j] * m2)
+            dcv = dcr[j] + dcn[j]
             dci = dcv * i
             d[j] = dcv * gv * (i - i * i)
             d[H + j] = dcv * cp[j] * (f - f * f)
             d[2 * H + j] = dci - dci * gv * gv
             dcr[j] = dcv * f
         xh = XH[row]
-        dw = DWH[row]
-        s1 = zero
-        s2 = zero
+        norm_row_bwd(d, gamma_hh, xh, RS[row], DWH[row], G4, k[1], zero)
         for j in range(G4):
-            dx = d[j] * gamma_hh[j]
-            s1 += dx
-            s2 += dx * xh[j]
-        rs = RS[row]
-        m1 = s1 * k[1]
-        m2 = s2 * k[1]
-        for j in range(G4):
-            dw[j] = rs * (d[j] * gamma_hh[j] - m1 - xh[j] * m2)
             s_gxh[j] += d[j] * xh[j]
             s_g[j] += d[j]
     for q in range(4):

@@ -20,7 +20,7 @@ import torch
 
 from ...cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS
 from ...errors import UnsupportedBackendError
-from ..base import Kernel
+from ..base import Kernel, named_tensors
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _CELLS = {id(ELMAN_TANH): "elman", id(ELMAN_RELU): "elman", id(LSTM_EQUATIONS): "lstm",
@@ -41,7 +41,7 @@ class CudaFusedKernel(Kernel):
             raise UnsupportedBackendError(
                 f"backend 'fused_cuda' has no kernel for the recurrence {eq.name!r} "
                 "(it runs rnn_tanh, rnn_relu, lstm and gru); use backend='reference'")
-        tensors = [("input", x)] + [(name, t) for name, t in zip(weights._fields, weights) if t is not None]
+        tensors = named_tensors(x, weights)
         for name, t in tensors:
             if t.device.type != "cuda":
                 raise UnsupportedBackendError(
