@@ -24,10 +24,12 @@ INPUT, HIDDEN, PROJ, STEPS, BATCH = 5, 6, 4, 6, 4
 LENGTHS = [6, 4, 4, 1]  # packed sequences: shrinking batch, a length shared, a length-1 sequence
 
 
-@pytest.fixture(params=["loop", "step"])
+@pytest.fixture(params=["loop", "step", "split"])
 def strategy(request, monkeypatch):
-    """"loop": the whole time loop in one jitted call; "step": per-step BLAS products + jitted math."""
+    """"loop": the whole time loop in one jitted call; "step": per-step BLAS products + jitted math;
+    "split": the batch split across threads, here as far as it goes (one row per chunk)."""
     monkeypatch.setattr(common, "WHOLE_LOOP_MAX_FLOPS", 1e12 if request.param == "loop" else -1.0)
+    monkeypatch.setattr(common, "thread_parts", (lambda batch: batch) if request.param == "split" else (lambda batch: 1))
     return request.param
 
 

@@ -30,13 +30,20 @@ DTYPES = (torch.float32, torch.float64)
 
 
 class Plan:
-    """What the Functions need to know besides tensors: the packed layout and the strategy."""
+    """What the Functions need to know besides tensors: the packed layout and the strategy.
 
-    __slots__ = ("offsets", "bsz", "steps", "reverse", "save", "whole", "relu")
+    ``chunks`` (when not None) is ``common.row_chunks``'s split of the batch rows across
+    ``parts`` threads, each running the whole time loop on its rows; else ``whole`` says
+    whether one jitted call runs the loop or each step's product goes to torch's BLAS.
+    """
 
-    def __init__(self, offsets, bsz, reverse, save, whole, relu=False):
+    __slots__ = ("offsets", "bsz", "steps", "reverse", "save", "whole", "relu", "chunks", "parts")
+
+    def __init__(self, offsets, bsz, reverse, save, whole, relu=False, chunks=None):
         self.offsets, self.bsz, self.steps = offsets, bsz, len(bsz)
         self.reverse, self.save, self.whole, self.relu = reverse, save, whole, relu
+        self.chunks = chunks
+        self.parts = 1 if chunks is None else len(chunks[0]) - 1
 
 
 @lru_cache(maxsize=64)
@@ -46,6 +53,15 @@ def _layout(batch_sizes: tuple):
     offsets.setflags(write=False)
     bsz.setflags(write=False)
     return offsets, bsz
+
+
+@lru_cache(maxsize=64)
+def _chunks(batch_sizes: tuple, parts: int):
+    from .common import row_chunks
+    chunks = row_chunks(*_layout(batch_sizes), parts)
+    for a in chunks:
+        a.setflags(write=False)
+    return None if len(chunks[0]) <= 2 else chunks
 
 
 @lru_cache(maxsize=1)
@@ -126,20 +142,22 @@ class FusedKernel(Kernel):
             return importlib.import_module(f".{more}", __name__).layer(
                 eq, x, offsets, bsz, state0, type(weights)(*w), reverse, save)
         w_ih, w_hh, b_ih, b_hh, w_hr = w
+        parts = common.thread_parts(batch)
+        chunks = _chunks(tuple(batch_sizes), parts) if parts > 1 else None
         if eq is LSTM_EQUATIONS:
             from .lstm import LSTMFunction
-            plan = Plan(offsets, bsz, reverse, save, common.whole_loop(batch, P, w_hh.shape[0]))
+            plan = Plan(offsets, bsz, reverse, save, common.whole_loop(batch, P, w_hh.shape[0]), chunks=chunks)
             out, h, c = _call(LSTMFunction, plan, x, state0[0], state0[1], w_ih, w_hh, b_ih, b_hh, w_hr)
             return out, (h, c)
         if eq is GRU_EQUATIONS:
             from .gru import GRUFunction
-            plan = Plan(offsets, bsz, reverse, save, common.whole_loop(batch, P, w_hh.shape[0]))
+            plan = Plan(offsets, bsz, reverse, save, common.whole_loop(batch, P, w_hh.shape[0]), chunks=chunks)
             out, h = _call(GRUFunction, plan, x, state0[0], w_ih, w_hh, b_ih, b_hh)
             return out, (h,)
         if eq is ELMAN_TANH or eq is ELMAN_RELU:
             from .elman import ElmanFunction
             plan = Plan(offsets, bsz, reverse, save, common.whole_loop(batch, P, w_hh.shape[0]),
-                        relu=eq is ELMAN_RELU)
+                        relu=eq is ELMAN_RELU, chunks=chunks)
             out, h = _call(ElmanFunction, plan, x, state0[0], w_ih, w_hh, b_ih, b_hh)
             return out, (h,)
         raise UnsupportedBackendError(f"backend 'fused' has no kernel for the recurrence {eq.name!r}")

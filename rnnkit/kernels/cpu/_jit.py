@@ -13,10 +13,19 @@ float64 results agree with torch's to ~1e-15.
 """
 from __future__ import annotations
 
+import os
+
 import numba
 from numba import types
 from llvmlite import ir
 from numba.extending import intrinsic, overload
+
+# The row-parallel kernels (``parallel=True``) run on OpenMP: once torch is imported, numba's omp
+# layer binds to the libgomp torch already loaded, so both share one thread pool.  Another pool
+# (tbb, workqueue) would fight torch's OpenMP workers, which spin for milliseconds after each of
+# torch's parallel ops: measured, a 2-thread kernel then ran slower than on one thread.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 # No nnan/ninf: inf arithmetic stays IEEE; the rest lets loops vectorise (reductions too).
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}

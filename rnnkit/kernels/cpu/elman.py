@@ -8,9 +8,10 @@ after the loop as products over all steps.
 from __future__ import annotations
 
 import torch
+from numba import prange
 
 from ._jit import njit, tanh
-from .common import input_grads, linear, npy, recurrent_weight_grad
+from .common import input_grads, linear, npy, recurrent_weight_grad, run_parallel
 from .gemm import gemm_nt, zero_rows
 
 
@@ -45,6 +46,14 @@ def elman_forward_loop(G, w_hh, h, out, offsets, bsz, reverse, relu):
         elman_pointwise(G, o0, b, h, out, relu)
 
 
+@njit(parallel=True)
+def elman_forward_chunks(G, w_hh, h, out, cuts, offs, sizes, reverse, relu):
+    """The whole forward loop, batch rows split across threads (``common.row_chunks``)."""
+    for k in prange(cuts.shape[0] - 1):
+        lo, hi = cuts[k], cuts[k + 1]
+        elman_forward_loop(G, w_hh, h[lo:hi], out, offs[k], sizes[k], reverse, relu)
+
+
 @njit
 def elman_pointwise_bwd(out, dout, dh, dA, o0, b, relu):
     H = dh.shape[1]
@@ -76,6 +85,13 @@ def elman_backward_loop(out, w_hh_t, dout, dh, dA, offsets, bsz, reverse, relu):
         gemm_nt(dA, o0, w_hh_t, dh, 0, b, H, H)
 
 
+@njit(parallel=True)
+def elman_backward_chunks(out, w_hh_t, dout, dh, dA, cuts, offs, sizes, reverse, relu):
+    for k in prange(cuts.shape[0] - 1):
+        lo, hi = cuts[k], cuts[k + 1]
+        elman_backward_loop(out, w_hh_t, dout, dh[lo:hi], dA, offs[k], sizes[k], reverse, relu)
+
+
 class ElmanFunction(torch.autograd.Function):
     """One Elman layer-direction over packed input; see the module docstring."""
 
@@ -87,7 +103,9 @@ class ElmanFunction(torch.autograd.Function):
         h = h0.clone()
         out = x.new_empty(x.shape[0], h0.shape[1])
         nG, nh, nout = npy(G), npy(h), npy(out)
-        if plan.whole:
+        if plan.chunks is not None:
+            run_parallel(elman_forward_chunks, plan.parts, nG, npy(w_hh), nh, nout, *plan.chunks, plan.reverse, relu)
+        elif plan.whole:
             elman_forward_loop(nG, npy(w_hh), nh, nout, offsets, bsz, plan.reverse, relu)
         else:
             whh_t = w_hh.t()
@@ -111,7 +129,10 @@ class ElmanFunction(torch.autograd.Function):
         dh = dhN.contiguous().clone()
         dA = torch.empty_like(out)
         nout, ndout, ndh, ndA = npy(out), npy(dout), npy(dh), npy(dA)
-        if plan.whole:
+        if plan.chunks is not None:
+            run_parallel(elman_backward_chunks, plan.parts, nout, npy(w_hh.t().contiguous()), ndout, ndh, ndA,
+                         *plan.chunks, plan.reverse, plan.relu)
+        elif plan.whole:
             elman_backward_loop(nout, npy(w_hh.t().contiguous()), ndout, ndh, ndA, offsets, bsz,
                                 plan.reverse, plan.relu)
         else:

@@ -12,9 +12,10 @@ dA for dW_hh and db_hh (one (N, 3H) buffer in the backward, not two).
 from __future__ import annotations
 
 import torch
+from numba import prange
 
 from ._jit import njit, sigmoid, tanh
-from .common import dummy, input_grads, linear, npy, prev_row, recurrent_weight_grad
+from .common import dummy, input_grads, linear, npy, prev_row, recurrent_weight_grad, run_parallel
 from .gemm import gemm_nt, zero_rows
 
 
@@ -58,6 +59,14 @@ def gru_forward_loop(G, w_hh, b_hn, A, HN, h, out, offsets, bsz, reverse, save, 
                 for j in range(H):
                     A[r, 2 * H + j] += b_hn[j]
         gru_pointwise(G, A, HN, o0, b, H, h, out, save)
+
+
+@njit(parallel=True)
+def gru_forward_chunks(G, w_hh, b_hn, A, HN, h, out, cuts, offs, sizes, reverse, save, has_bias):
+    """The whole forward loop, batch rows split across threads (``common.row_chunks``)."""
+    for k in prange(cuts.shape[0] - 1):
+        lo, hi = cuts[k], cuts[k + 1]
+        gru_forward_loop(G, w_hh, b_hn, A[lo:hi], HN, h[lo:hi], out, offs[k], sizes[k], reverse, save, has_bias)
 
 
 @njit
@@ -108,6 +117,13 @@ def gru_backward_loop(G, HN, out, h0, w_hh_t, dout, dh, dG, dA, offsets, bsz, re
         gemm_nt(dA, 0, w_hh_t, dh, 0, bsz[t], 3 * H, H)
 
 
+@njit(parallel=True)
+def gru_backward_chunks(G, HN, out, h0, w_hh_t, dout, dh, dG, dA, cuts, offs, sizes, reverse):
+    for k in prange(cuts.shape[0] - 1):
+        lo, hi = cuts[k], cuts[k + 1]
+        gru_backward_loop(G, HN, out, h0[lo:hi], w_hh_t, dout, dh[lo:hi], dG, dA[lo:hi], offs[k], sizes[k], reverse)
+
+
 class GRUFunction(torch.autograd.Function):
     """One GRU layer-direction over packed input; see the module docstring."""
 
@@ -129,7 +145,10 @@ class GRUFunction(torch.autograd.Function):
         A = x.new_empty(h.shape[0], 3 * H)
         HN = x.new_empty(x.shape[0], H) if plan.save else dummy(x)
         nG, nA, nHN, nh, nout = npy(G), npy(A), npy(HN), npy(h), npy(out)
-        if plan.whole:
+        if plan.chunks is not None:
+            run_parallel(gru_forward_chunks, plan.parts, nG, npy(w_hh), npy(b_hn), nA, nHN, nh, nout, *plan.chunks,
+                         plan.reverse, plan.save, has_bias)
+        elif plan.whole:
             gru_forward_loop(nG, npy(w_hh), npy(b_hn), nA, nHN, nh, nout, offsets, bsz,
                              plan.reverse, plan.save, has_bias)
         else:
@@ -161,7 +180,11 @@ class GRUFunction(torch.autograd.Function):
         dA = G.new_empty(dh.shape[0], 3 * H)  # (B, 3H): one step's recurrent-side gradient
         w_hh_t = w_hh.t().contiguous()  # (H, 3H)
         args = (npy(G), npy(HN), npy(out), npy(h0))
-        if plan.whole:
+        if plan.chunks is not None:
+            nG, nHN, nout, nh0 = args
+            run_parallel(gru_backward_chunks, plan.parts, nG, nHN, nout, nh0, npy(w_hh_t), npy(dout), npy(dh),
+                         npy(dG), npy(dA), *plan.chunks, plan.reverse)
+        elif plan.whole:
             gru_backward_loop(*args, npy(w_hh_t), npy(dout), npy(dh), npy(dG),
                               npy(dA), offsets, bsz, plan.reverse)
         else:

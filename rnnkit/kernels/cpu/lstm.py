@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import torch
 
+from numba import prange
+
 from ._jit import njit, sigmoid, tanh
-from .common import dummy, input_grads, linear, npy, prev_row, recurrent_weight_grad, weight_grad
+from .common import dummy, input_grads, linear, npy, prev_row, recurrent_weight_grad, run_parallel, weight_grad
 from .gemm import gemm_nt, zero_rows
 
 
@@ -71,6 +73,15 @@ def lstm_forward_steps(G, w_hh, w_hr, h, c, m, out, cs, offsets, bsz, reverse, s
         for r in range(b):
             for p in range(P):
                 out[o0 + r, p] = h[r, p]
+
+
+@njit(parallel=True)
+def lstm_forward_chunks(G, w_hh, w_hr, h, c, m, out, cs, cuts, offs, sizes, reverse, save, proj):
+    """The whole forward loop, batch rows split across threads (``common.row_chunks``)."""
+    for k in prange(cuts.shape[0] - 1):
+        lo, hi = cuts[k], cuts[k + 1]
+        lstm_forward_steps(G, w_hh, w_hr, h[lo:hi], c[lo:hi], m[lo:hi], out, cs, offs[k], sizes[k],
+                           reverse, save, proj, 0, sizes.shape[1], True)
 
 
 @njit
@@ -133,6 +144,14 @@ def lstm_backward_loop(G, cs, c0, w_hh_t, w_hr_t, dout, dh, dc, dm, dG, dHs, off
         gemm_nt(dG, o0, w_hh_t, dh, 0, b, 4 * H, P)
 
 
+@njit(parallel=True)
+def lstm_backward_chunks(G, cs, c0, w_hh_t, w_hr_t, dout, dh, dc, dm, dG, dHs, cuts, offs, sizes, reverse, proj):
+    for k in prange(cuts.shape[0] - 1):
+        lo, hi = cuts[k], cuts[k + 1]
+        lstm_backward_loop(G, cs, c0[lo:hi], w_hh_t, w_hr_t, dout, dh[lo:hi], dc[lo:hi], dm[lo:hi], dG, dHs,
+                           offs[k], sizes[k], reverse, proj)
+
+
 class LSTMFunction(torch.autograd.Function):
     """One LSTM layer-direction over packed input; see the module docstring."""
 
@@ -150,7 +169,9 @@ class LSTMFunction(torch.autograd.Function):
         whr = w_hr if proj else dummy(x)
         args = [npy(G), npy(w_hh), npy(whr), npy(h), npy(c), npy(m), npy(out), npy(cs),
                 offsets, bsz, plan.reverse, plan.save, proj]
-        if plan.whole:
+        if plan.chunks is not None:
+            run_parallel(lstm_forward_chunks, plan.parts, *args[:8], *plan.chunks, plan.reverse, plan.save, proj)
+        elif plan.whole:
             lstm_forward_steps(*args, 0, T, True)
         else:
             whh_t = w_hh.t()
@@ -182,11 +203,14 @@ class LSTMFunction(torch.autograd.Function):
         dG = torch.empty_like(G)
         dm = x.new_empty(dh.shape[0], H) if proj else dh
         dHs = x.new_empty(x.shape[0], P) if proj else dummy(x)
-        if plan.whole:
+        if plan.whole or plan.chunks is not None:
             whr_t = w_hr.t().contiguous() if proj else dummy(x)
-            lstm_backward_loop(npy(G), npy(cs), npy(c0), npy(w_hh.t().contiguous()), npy(whr_t),
-                               npy(dout), npy(dh), npy(dc), npy(dm), npy(dG), npy(dHs),
-                               offsets, bsz, plan.reverse, proj)
+            args = (npy(G), npy(cs), npy(c0), npy(w_hh.t().contiguous()), npy(whr_t),
+                    npy(dout), npy(dh), npy(dc), npy(dm), npy(dG), npy(dHs))
+            if plan.chunks is not None:
+                run_parallel(lstm_backward_chunks, plan.parts, *args, *plan.chunks, plan.reverse, proj)
+            else:
+                lstm_backward_loop(*args, offsets, bsz, plan.reverse, proj)
         else:
             nG, ncs, nc0, ndout, ndh, ndc, ndm, ndG, ndHs = (
                 npy(G), npy(cs), npy(c0), npy(dout), npy(dh), npy(dc), npy(dm), npy(dG), npy(dHs))
