@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from functools import lru_cache
 from typing import Optional
 
 import torch
@@ -34,6 +35,13 @@ _SHAPES_DOC = """
                    reading the first step, not output[-1]
     =============  ======================================================
 """
+
+
+@lru_cache(maxsize=None)
+def _weight_names(layer: int, direction: int) -> tuple:
+    """torch.nn's parameter names of one layer-direction, in CellWeights' order."""
+    suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+    return tuple(stem + suffix for stem in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
 
 
 class RNNBase(nn.Module):
@@ -173,16 +181,11 @@ class RNNBase(nn.Module):
 
     def layer_weights(self, layer: int, direction: int) -> CellWeights:
         """The parameters of one layer-direction, as the cell equations name them."""
-        suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
         params = self._parameters
-
-        def get(stem):
-            # the registered Parameter (a dict lookup, called per layer-direction and call); getattr
-            # for a weight a parametrization or weight norm has replaced
-            p = params.get(stem + suffix)
-            return p if p is not None else getattr(self, stem + suffix, None)
-        return CellWeights(get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"),
-                           get("weight_hr"))
+        # the registered Parameter (a dict lookup, called per layer-direction and call); getattr
+        # for a weight a parametrization or weight norm has replaced
+        return CellWeights(*[p if (p := params.get(name)) is not None else getattr(self, name, None)
+                             for name in _weight_names(layer, direction)])
 
     # ----- the one forward --------------------------------------------------------------
     def forward(self, input, hx=None):

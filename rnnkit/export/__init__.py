@@ -33,8 +33,10 @@ from torch.nn.utils.rnn import PackedSequence
 def _in_onnx_export() -> bool:
     # torch.onnx is imported by whoever exports; until then no export can be running
     # (importing it here would cost the first forward seconds).
+    # The TorchScript-based exporter runs the model under jit tracing: checking that first is
+    # cheap, is_in_onnx_export() costs ~10 us, paid by every forward call.
     onnx = sys.modules.get("torch.onnx")
-    return onnx is not None and bool(onnx.is_in_onnx_export())
+    return onnx is not None and torch.jit.is_tracing() and bool(onnx.is_in_onnx_export())
 
 
 def exporting() -> bool:

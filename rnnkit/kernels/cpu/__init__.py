@@ -52,13 +52,13 @@ def _layout(batch_sizes: tuple):
     offsets, bsz = layout(batch_sizes)
     offsets.setflags(write=False)
     bsz.setflags(write=False)
-    return offsets, bsz
+    return offsets, bsz, int(bsz.max()) if len(bsz) else 0
 
 
 @lru_cache(maxsize=64)
 def _chunks(batch_sizes: tuple, parts: int):
     from .common import row_chunks
-    chunks = row_chunks(*_layout(batch_sizes), parts)
+    chunks = row_chunks(*_layout(batch_sizes)[:2], parts)
     for a in chunks:
         a.setflags(write=False)
     return None if len(chunks[0]) <= 2 else chunks
@@ -104,8 +104,12 @@ class FusedKernel(Kernel):
                 f"backend 'fused' has no kernel for the recurrence {eq.name!r} "
                 "(it runs rnn_tanh, rnn_relu, lstm, gru and the cells of rnnkit.cells: indrnn, peephole_lstm, "
                 "gru_reset_before, layernorm_lstm, layernorm_gru, min_gru, min_lstm); use backend='reference'")
-        tensors = named_tensors(x, weights)
-        for name, t in tensors:
+        dtype = x.dtype
+        if (dtype in DTYPES and _have_numba()
+                and all(t is None or (t.is_cpu and t.dtype == dtype and t.layout == torch.strided)
+                        for t in (x, *weights))):
+            return  # the common case, checked cheaply: it is paid on every call
+        for name, t in named_tensors(x, weights):
             if t.device.type != "cpu":
                 raise UnsupportedBackendError(
                     f"backend 'fused' runs on the CPU only, got {name} on {t.device}; "
@@ -124,18 +128,19 @@ class FusedKernel(Kernel):
 
     def layer(self, eq, x, batch_sizes, state0, weights, reverse):
         from . import common
-        offsets, bsz = _layout(tuple(batch_sizes))
+        key = tuple(batch_sizes)
+        offsets, bsz, most = _layout(key)
         x = x.contiguous()
         state0 = tuple(s.contiguous() for s in state0)
         w = [None if t is None else t.contiguous() for t in weights]
         save = _needs_grad([x, *state0, *w])
         batch, P = state0[0].shape
         # The jitted loops index without bounds checks: refuse inconsistent shapes up front.
-        if (len(bsz) == 0 or x.dim() != 2 or x.shape[0] != int(offsets[-1]) or batch != int(bsz.max())
+        if (len(bsz) == 0 or x.dim() != 2 or x.shape[0] != int(offsets[-1]) or batch != most
                 or any(s.dim() != 2 or s.shape[0] != batch for s in state0)):
             raise ValueError(
                 f"fused kernel: inconsistent shapes: input {tuple(x.shape)}, batch_sizes summing to "
-                f"{int(offsets[-1])} at most {int(bsz.max()) if len(bsz) else 0} per step, "
+                f"{int(offsets[-1])} at most {most} per step, "
                 f"states {[tuple(s.shape) for s in state0]}")
         more = _more_kernels().get(eq)
         if more is not None:  # the other cell families: module.layer(eq, x, offsets, bsz, state0, weights, ...)
@@ -143,7 +148,7 @@ class FusedKernel(Kernel):
                 eq, x, offsets, bsz, state0, type(weights)(*w), reverse, save)
         w_ih, w_hh, b_ih, b_hh, w_hr = w
         parts = common.thread_parts(batch)
-        chunks = _chunks(tuple(batch_sizes), parts) if parts > 1 else None
+        chunks = _chunks(key, parts) if parts > 1 else None
         if eq is LSTM_EQUATIONS:
             from .lstm import LSTMFunction
             plan = Plan(offsets, bsz, reverse, save, common.whole_loop(batch, P, w_hh.shape[0]), chunks=chunks)
