@@ -14,7 +14,7 @@ from rnnkit import kernels
 from rnnkit.cells import (ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS, CellEquations,
                           CellWeights)
 from rnnkit.errors import UnsupportedBackendError
-from rnnkit.kernels.cpu import common
+from rnnkit.kernels.cpu import blocks, common
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 MODES = ["rnn_tanh", "rnn_relu", "lstm", "lstm_proj", "gru"]
@@ -26,9 +26,13 @@ LENGTHS = [6, 4, 4, 1]  # packed sequences: shrinking batch, a length shared, a 
 
 @pytest.fixture(params=["loop", "step", "split"])
 def strategy(request, monkeypatch):
-    """"loop": the whole time loop in one jitted call; "step": per-step BLAS products + jitted math;
-    "split": the batch split across threads, here as far as it goes (one row per chunk)."""
+    """"loop": the whole time loop in one jitted call, its backward in 3 blocks of steps;
+    "step": per-step BLAS products + jitted math, the backward one step per block;
+    "split": the batch split across threads, here as far as it goes (one row per chunk), one block."""
     monkeypatch.setattr(common, "WHOLE_LOOP_MAX_FLOPS", 1e12 if request.param == "loop" else -1.0)
+    if request.param != "split":
+        monkeypatch.setattr(blocks, "MIN_BLOCK_BYTES", 1)
+        monkeypatch.setattr(blocks, "MAX_BLOCKS", 3 if request.param == "loop" else 10 ** 9)
     monkeypatch.setattr(common, "thread_parts", (lambda batch: batch) if request.param == "split" else (lambda batch: 1))
     return request.param
 

@@ -105,42 +105,55 @@ def prev_row(out, h0, offsets, bsz, tp, r):
 
 
 @njit
-def gather_prev(out, h0, offsets, bsz, reverse, res):
-    """res[row of step t] = the state that step t read: the previous step's output, or h0."""
-    T = bsz.shape[0]
+def gather_prev(out, h0, offsets, bsz, reverse, res, ta, tb):
+    """res[row of step t - offsets[ta]] = the state step t read (the previous step's output, or h0),
+    for the steps ta..tb-1."""
     P = out.shape[1]
-    for t in range(T):
+    base = offsets[ta]
+    for t in range(ta, tb):
         tp = t + 1 if reverse else t - 1
-        o0 = offsets[t]
+        o0 = offsets[t] - base
         for r in range(bsz[t]):
             src = prev_row(out, h0, offsets, bsz, tp, r)
             for p in range(P):
                 res[o0 + r, p] = src[p]
 
 
-def prev_states(out: Tensor, h0: Tensor, offsets, bsz, reverse: bool) -> Tensor:
-    res = torch.empty_like(out)
-    gather_prev(npy(out), npy(h0), offsets, bsz, reverse, npy(res))
+def prev_states(out: Tensor, h0: Tensor, offsets, bsz, reverse: bool, ta: int = 0, tb: int | None = None) -> Tensor:
+    """(rows of steps ta..tb-1, P): the state each of those rows read."""
+    tb = len(bsz) if tb is None else tb
+    res = out.new_empty(int(offsets[tb] - offsets[ta]), out.shape[1])
+    gather_prev(npy(out), npy(h0), offsets, bsz, reverse, npy(res), ta, tb)
     return res
 
 
-def recurrent_weight_grad(dA: Tensor, out: Tensor, h0: Tensor, offsets, bsz, reverse: bool) -> Tensor:
-    """dA.T @ H_prev, H_prev holding the state each step read (the previous step's output or h0).
+def recurrent_weight_grad(dA: Tensor, out: Tensor, h0: Tensor, offsets, bsz, reverse: bool,
+                          ta: int = 0, tb: int | None = None, into: Tensor | None = None) -> Tensor:
+    """dA.T @ H_prev (added to ``into`` when given), dA holding the rows of steps ta..tb-1 and
+    H_prev the state each of them read (the previous step's output or h0).
 
     With one batch size throughout (padded input) H_prev is the output shifted by one step,
-    so two products on views do it without materialising H_prev; packed input gathers it.
+    so products on views do it without materialising H_prev; packed input gathers it.
     """
-    B, N = int(bsz[0]), out.shape[0]
+    T = len(bsz)
+    tb = T if tb is None else tb
+    B = int(bsz[0])
     if int(bsz[-1]) != B:
-        return weight_grad(dA, prev_states(out, h0, offsets, bsz, reverse))
-    if reverse:
-        first, rest, prev = dA[N - B:], dA[:N - B], out[B:]
-    else:
-        first, rest, prev = dA[:B], dA[B:], out[:N - B]
-    res = weight_grad(first, h0)
-    if N > B:
-        res += weight_grad(rest, prev)
-    return res
+        return _acc(into, dA, prev_states(out, h0, offsets, bsz, reverse, ta, tb))
+    lo, hi = ta * B, tb * B
+    if reverse:  # step t read step t+1's output; the last step read h0
+        if tb == T:
+            into = _acc(into, dA[hi - lo - B:], h0)
+            dA, hi = dA[:hi - lo - B], hi - B
+        return _acc(into, dA, out[lo + B:hi + B]) if hi > lo else into
+    if ta == 0:  # the first step read h0
+        into = _acc(into, dA[:B], h0)
+        dA, lo = dA[B:], B
+    return _acc(into, dA, out[lo - B:hi - B]) if hi > lo else into
+
+
+def _acc(into, a: Tensor, b: Tensor) -> Tensor:
+    return torch.mm(a.t(), b) if into is None else into.addmm_(a.t(), b)
 
 
 def linear(x: Tensor, w: Tensor, b=None, b2=None) -> Tensor:

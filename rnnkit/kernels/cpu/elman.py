@@ -3,7 +3,7 @@
 Forward: ``G = x W_ih^T + (b_ih + b_hh)`` for all steps; per step ``G_t += h W_hh^T``
 and ``h = act(G_t)`` (written to the output, which is all backward needs).
 Backward: per step ``dA = dh' act'(h')`` and ``dh = dA W_hh``; the weight gradients
-after the loop as products over all steps.
+and dx as products over each block of steps (blocks.py).
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 from numba import prange
 
 from ._jit import njit, tanh
-from .common import input_grads, linear, npy, recurrent_weight_grad, run_parallel
+from .blocks import Blocks, GradSums
+from .common import linear, npy, run_parallel
 from .gemm import gemm_nt, zero_rows
 
 
@@ -55,13 +56,14 @@ def elman_forward_chunks(G, w_hh, h, out, cuts, offs, sizes, reverse, relu):
 
 
 @njit
-def elman_pointwise_bwd(out, dout, dh, dA, o0, b, relu):
+def elman_pointwise_bwd(out, dout, dh, dA, o0, b, relu, base):
+    """dA = (dh + dout) act'(h) for the rows o0..o0+b; dout and dA hold the rows from ``base`` on."""
     H = dh.shape[1]
     for r in range(b):
         y = out[o0 + r]
-        dy = dout[o0 + r]
+        dy = dout[o0 - base + r]
         dhr = dh[r]
-        da = dA[o0 + r]
+        da = dA[o0 - base + r]
         if relu:
             for j in range(H):
                 d = dhr[j] + dy[j]
@@ -73,23 +75,24 @@ def elman_pointwise_bwd(out, dout, dh, dA, o0, b, relu):
 
 
 @njit
-def elman_backward_loop(out, w_hh_t, dout, dh, dA, offsets, bsz, reverse, relu):
+def elman_backward_loop(out, w_hh_t, dout, dh, dA, offsets, bsz, reverse, relu, s0, s1, base):
+    """Backward steps s0..s1-1 (one block, see blocks.py)."""
     T = bsz.shape[0]
     H = dh.shape[1]
-    for s in range(T):
+    for s in range(s0, s1):
         t = s if reverse else T - 1 - s
         b = bsz[t]
         o0 = offsets[t]
-        elman_pointwise_bwd(out, dout, dh, dA, o0, b, relu)
+        elman_pointwise_bwd(out, dout, dh, dA, o0, b, relu, base)
         zero_rows(dh, b)
-        gemm_nt(dA, o0, w_hh_t, dh, 0, b, H, H)
+        gemm_nt(dA, o0 - base, w_hh_t, dh, 0, b, H, H)
 
 
 @njit(parallel=True)
-def elman_backward_chunks(out, w_hh_t, dout, dh, dA, cuts, offs, sizes, reverse, relu):
+def elman_backward_chunks(out, w_hh_t, dout, dh, dA, cuts, offs, sizes, reverse, relu, s0, s1, base):
     for k in prange(cuts.shape[0] - 1):
         lo, hi = cuts[k], cuts[k + 1]
-        elman_backward_loop(out, w_hh_t, dout, dh[lo:hi], dA, offs[k], sizes[k], reverse, relu)
+        elman_backward_loop(out, w_hh_t, dout, dh[lo:hi], dA, offs[k], sizes[k], reverse, relu, s0, s1, base)
 
 
 class ElmanFunction(torch.autograd.Function):
@@ -125,25 +128,28 @@ class ElmanFunction(torch.autograd.Function):
         plan = ctx.plan
         x, h0, w_ih, w_hh, out = ctx.saved_tensors
         offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
-        dout = dout.contiguous()
         dh = dhN.contiguous().clone()
-        dA = torch.empty_like(out)
-        nout, ndout, ndh, ndA = npy(out), npy(dout), npy(dh), npy(dA)
-        if plan.chunks is not None:
-            run_parallel(elman_backward_chunks, plan.parts, nout, npy(w_hh.t().contiguous()), ndout, ndh, ndA,
-                         *plan.chunks, plan.reverse, plan.relu)
-        elif plan.whole:
-            elman_backward_loop(nout, npy(w_hh.t().contiguous()), ndout, ndh, ndA, offsets, bsz,
-                                plan.reverse, plan.relu)
-        else:
-            for s in range(T):
-                t = s if plan.reverse else T - 1 - s
-                b, o0 = int(bsz[t]), int(offsets[t])
-                elman_pointwise_bwd(nout, ndout, ndh, ndA, o0, b, plan.relu)
-                torch.mm(dA[o0:o0 + b], w_hh, out=dh[:b])
         need = ctx.needs_input_grad
-        dx, dw_ih = input_grads(dA, x, w_ih, need[1], need[3])
-        dw_hh = recurrent_weight_grad(dA, out, h0, offsets, bsz, plan.reverse) if need[4] else None
-        db = dA.sum(0) if (need[5] or need[6]) else None
-        return (None, dx, dh if need[2] else None, dw_ih, dw_hh,
-                db if need[5] else None, db if need[6] else None)
+        sums = GradSums(x, w_ih, out, h0, plan, (need[1], need[3], need[5] or need[6], need[4]))
+        blocks = Blocks(plan, out.shape[1], out.element_size())
+        dA_all = out.new_empty(blocks.rows, out.shape[1])  # (rows of a block, H)
+        w_hh_t = npy(w_hh.t().contiguous())
+        nout, ndh = npy(out), npy(dh)
+        for s0, s1, ta, tb, lo, hi in blocks.ranges:
+            dA = dA_all[:hi - lo]
+            ndout, ndA = npy(blocks.dout(dout, lo, hi)), npy(dA)
+            if plan.chunks is not None:
+                run_parallel(elman_backward_chunks, plan.parts, nout, w_hh_t, ndout, ndh, ndA, *plan.chunks,
+                             plan.reverse, plan.relu, s0, s1, lo)
+            elif plan.whole:
+                elman_backward_loop(nout, w_hh_t, ndout, ndh, ndA, offsets, bsz, plan.reverse, plan.relu, s0, s1, lo)
+            else:
+                for s in range(s0, s1):
+                    t = s if plan.reverse else T - 1 - s
+                    b, o0 = int(bsz[t]), int(offsets[t])
+                    elman_pointwise_bwd(nout, ndout, ndh, ndA, o0, b, plan.relu, lo)
+                    torch.mm(dA[o0 - lo:o0 - lo + b], w_hh, out=dh[:b])
+            sums.input_side(dA, lo, hi)
+            sums.recurrent_side(dA, ta, tb)
+        return (None, sums.dx, dh if need[2] else None, sums.dw_ih, sums.dw_hh,
+                sums.db if need[5] else None, sums.db if need[6] else None)

@@ -3,11 +3,11 @@
 Forward: ``G = x W_ih^T + b_ih + (b_hr, b_hz, 0)`` for all steps; per step
 ``A = h W_hh^T + (0, 0, b_hn)``, then r, z, n and h in one pass (G keeps r, z, n and
 HN keeps A's n part, what backward needs).  Backward: per step the gate gradients
-and ``dh = z dh' + dA_t W_hh``; the weight gradients after the loop as products over
-all steps.  dG (input side) and dA (recurrent side) differ only in the n block
-(dA_n = r dG_n): dA lives one step at a time in a (B, 3H) scratch, and after the loop, once
-dx, dW_ih and db_ih are taken from dG, dG's n block is multiplied by r in place to become
-dA for dW_hh and db_hh (one (N, 3H) buffer in the backward, not two).
+and ``dh = z dh' + dA_t W_hh``; the weight gradients and dx as products over each
+block of steps (blocks.py).  dG (input side) and dA (recurrent side) differ only in the n block
+(dA_n = r dG_n): dA lives one step at a time in a (B, 3H) scratch, and after each block of
+steps (blocks.py), once dx, dW_ih and db_ih are taken from the block's dG, its n block is
+multiplied by r in place to become dA for dW_hh and db_hh.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import torch
 from numba import prange
 
 from ._jit import njit, sigmoid, tanh
-from .common import dummy, input_grads, linear, npy, prev_row, recurrent_weight_grad, run_parallel
+from .blocks import Blocks, GradSums
+from .common import dummy, linear, npy, prev_row, run_parallel
 from .gemm import gemm_nt, zero_rows
 
 
@@ -70,11 +71,11 @@ def gru_forward_chunks(G, w_hh, b_hn, A, HN, h, out, cuts, offs, sizes, reverse,
 
 
 @njit
-def gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA):
+def gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA, base):
     """Gate gradients of step t; dh becomes z * dh' (the direct path; dA W_hh is added after).
 
-    dA (scratch, row r for the step's row r) receives the recurrent side's gradient
-    [dG_r, dG_z, r dG_n].
+    dG and dout hold the rows from ``base`` on (one block, see blocks.py); dA (scratch, row r
+    for the step's row r) receives the recurrent side's gradient [dG_r, dG_z, r dG_n].
     """
     H = dh.shape[1]
     o0 = offsets[t]
@@ -83,10 +84,10 @@ def gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA):
         hp = prev_row(out, h0, offsets, bsz, tp, r)
         g = G[row]
         hn = HN[row]
-        dgr = dG[row]
+        dgr = dG[row - base]
         da = dA[r]
         dhr = dh[r]
-        dor = dout[row]
+        dor = dout[row - base]
         for j in range(H):
             rg = g[j]
             z = g[H + j]
@@ -107,21 +108,23 @@ def gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA):
 
 
 @njit
-def gru_backward_loop(G, HN, out, h0, w_hh_t, dout, dh, dG, dA, offsets, bsz, reverse):
+def gru_backward_loop(G, HN, out, h0, w_hh_t, dout, dh, dG, dA, offsets, bsz, reverse, s0, s1, base):
+    """Backward steps s0..s1-1 (one block, see blocks.py)."""
     T = bsz.shape[0]
     H = dh.shape[1]
-    for s in range(T):
+    for s in range(s0, s1):
         t = s if reverse else T - 1 - s
         tp = t + 1 if reverse else t - 1
-        gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA)
+        gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA, base)
         gemm_nt(dA, 0, w_hh_t, dh, 0, bsz[t], 3 * H, H)
 
 
 @njit(parallel=True)
-def gru_backward_chunks(G, HN, out, h0, w_hh_t, dout, dh, dG, dA, cuts, offs, sizes, reverse):
+def gru_backward_chunks(G, HN, out, h0, w_hh_t, dout, dh, dG, dA, cuts, offs, sizes, reverse, s0, s1, base):
     for k in prange(cuts.shape[0] - 1):
         lo, hi = cuts[k], cuts[k + 1]
-        gru_backward_loop(G, HN, out, h0[lo:hi], w_hh_t, dout, dh[lo:hi], dG, dA[lo:hi], offs[k], sizes[k], reverse)
+        gru_backward_loop(G, HN, out, h0[lo:hi], w_hh_t, dout, dh[lo:hi], dG, dA[lo:hi], offs[k], sizes[k],
+                          reverse, s0, s1, base)
 
 
 class GRUFunction(torch.autograd.Function):
@@ -174,33 +177,32 @@ class GRUFunction(torch.autograd.Function):
         x, h0, w_ih, w_hh, out, G, HN = ctx.saved_tensors
         offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
         H = h0.shape[1]
-        dout = dout.contiguous()
         dh = dhN.contiguous().clone()
-        dG = torch.empty_like(G)
-        dA = G.new_empty(dh.shape[0], 3 * H)  # (B, 3H): one step's recurrent-side gradient
-        w_hh_t = w_hh.t().contiguous()  # (H, 3H)
-        args = (npy(G), npy(HN), npy(out), npy(h0))
-        if plan.chunks is not None:
-            nG, nHN, nout, nh0 = args
-            run_parallel(gru_backward_chunks, plan.parts, nG, nHN, nout, nh0, npy(w_hh_t), npy(dout), npy(dh),
-                         npy(dG), npy(dA), *plan.chunks, plan.reverse)
-        elif plan.whole:
-            gru_backward_loop(*args, npy(w_hh_t), npy(dout), npy(dh), npy(dG),
-                              npy(dA), offsets, bsz, plan.reverse)
-        else:
-            ndout, ndh, ndG, ndA = npy(dout), npy(dh), npy(dG), npy(dA)
-            for s in range(T):
-                t = s if plan.reverse else T - 1 - s
-                tp = t + 1 if plan.reverse else t - 1
-                b = int(bsz[t])
-                gru_pointwise_bwd(*args, offsets, bsz, t, tp, ndout, ndh, ndG, ndA)
-                dh[:b].addmm_(dA[:b], w_hh)
         need = ctx.needs_input_grad
-        dx, dw_ih = input_grads(dG, x, w_ih, need[1], need[3])
-        db_ih = dG.sum(0) if need[5] else None
-        dw_hh = db_hh = None
-        if need[4] or need[6]:
-            dG[:, 2 * H:] *= G[:, :H]  # dG_n -> dA_n = r dG_n: dG is now dA
-            dw_hh = recurrent_weight_grad(dG, out, h0, offsets, bsz, plan.reverse) if need[4] else None
-            db_hh = dG.sum(0) if need[6] else None
-        return None, dx, dh if need[2] else None, dw_ih, dw_hh, db_ih, db_hh
+        sums = GradSums(x, w_ih, out, h0, plan, (need[1], need[3], need[5], need[4], need[6]))
+        blocks = Blocks(plan, G.shape[1], G.element_size())
+        dG_all = G.new_empty(blocks.rows, 3 * H)  # (rows of a block, 3H)
+        dA = G.new_empty(dh.shape[0], 3 * H)  # (B, 3H): one step's recurrent-side gradient
+        args = (npy(G), npy(HN), npy(out), npy(h0))
+        w_hh_t = npy(w_hh.t().contiguous())  # (H, 3H)
+        ndh, ndA = npy(dh), npy(dA)
+        for s0, s1, ta, tb, lo, hi in blocks.ranges:
+            dG = dG_all[:hi - lo]
+            ndout, ndG = npy(blocks.dout(dout, lo, hi)), npy(dG)
+            if plan.chunks is not None:
+                run_parallel(gru_backward_chunks, plan.parts, *args, w_hh_t, ndout, ndh, ndG, ndA, *plan.chunks,
+                             plan.reverse, s0, s1, lo)
+            elif plan.whole:
+                gru_backward_loop(*args, w_hh_t, ndout, ndh, ndG, ndA, offsets, bsz, plan.reverse, s0, s1, lo)
+            else:
+                for s in range(s0, s1):
+                    t = s if plan.reverse else T - 1 - s
+                    tp = t + 1 if plan.reverse else t - 1
+                    b = int(bsz[t])
+                    gru_pointwise_bwd(*args, offsets, bsz, t, tp, ndout, ndh, ndG, ndA, lo)
+                    dh[:b].addmm_(dA[:b], w_hh)
+            sums.input_side(dG, lo, hi)
+            if need[4] or need[6]:
+                dG[:, 2 * H:] *= G[lo:hi, :H]  # dG_n -> dA_n = r dG_n: dG is now dA
+                sums.recurrent_side(dG, ta, tb)
+        return None, sums.dx, dh if need[2] else None, sums.dw_ih, sums.dw_hh, sums.db, sums.db_hh

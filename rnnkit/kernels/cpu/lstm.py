@@ -4,8 +4,9 @@ Forward: one product ``G = x W_ih^T + (b_ih + b_hh)`` for all steps; per step
 ``G_t += h W_hh^T`` then one pass computing the gates in place (G keeps the
 activations i, f, g, o for backward), c, and h (``h = (o tanh c) W_hr^T`` with a
 projection).  Backward: per step the gate gradients dG_t and ``dh = dG_t W_hh``;
-after the loop the weight gradients are single products over all steps
-(dW_ih = dG^T x, dW_hh = dG^T H_prev, dW_hr = dH^T M) and dx = dG W_ih.
+the weight gradients and dx are products over many steps (dW_ih = dG^T x,
+dW_hh = dG^T H_prev, dW_hr = dH^T M, dx = dG W_ih), taken per block of steps (blocks.py)
+so that dG exists for one block at a time.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import torch
 from numba import prange
 
 from ._jit import njit, sigmoid, tanh
-from .common import dummy, input_grads, linear, npy, prev_row, recurrent_weight_grad, run_parallel, weight_grad
+from .blocks import Blocks, GradSums
+from .common import dummy, linear, npy, prev_row, run_parallel
 from .gemm import gemm_nt, zero_rows
 
 
@@ -85,14 +87,15 @@ def lstm_forward_chunks(G, w_hh, w_hr, h, c, m, out, cs, cuts, offs, sizes, reve
 
 
 @njit
-def lstm_pointwise_bwd(G, cs, c0, offsets, bsz, t, tp, H, dm, dc, dG):
-    """Gate gradients of step t (rows of the step) from dm = d(o tanh c) and the carried dc."""
+def lstm_pointwise_bwd(G, cs, c0, offsets, bsz, t, tp, H, dm, dc, dG, base):
+    """Gate gradients of step t (rows of the step) from dm = d(o tanh c) and the carried dc;
+    dG holds the rows from ``base`` on (one block, see blocks.py)."""
     o0 = offsets[t]
     for r in range(bsz[t]):
         row = o0 + r
         cp = prev_row(cs, c0, offsets, bsz, tp, r)
         g = G[row]
-        d = dG[row]
+        d = dG[row - base]
         cr = cs[row]
         dmr = dm[r]
         dcr = dc[r]
@@ -115,7 +118,7 @@ def lstm_pointwise_bwd(G, cs, c0, offsets, bsz, t, tp, H, dm, dc, dG):
 
 @njit
 def add_rows(dh, dout, o0, b, dHs, keep):
-    """dh[:b] += dout[o0:o0+b]; with keep, also dHs[o0:o0+b] = dh[:b]."""
+    """dh[:b] += dout[o0:o0+b]; with keep, also dHs[o0:o0+b] = dh[:b] (o0 counts from the block's first row)."""
     P = dh.shape[1]
     for r in range(b):
         for p in range(P):
@@ -126,30 +129,33 @@ def add_rows(dh, dout, o0, b, dHs, keep):
 
 
 @njit
-def lstm_backward_loop(G, cs, c0, w_hh_t, w_hr_t, dout, dh, dc, dm, dG, dHs, offsets, bsz, reverse, proj):
+def lstm_backward_loop(G, cs, c0, w_hh_t, w_hr_t, dout, dh, dc, dm, dG, dHs, offsets, bsz, reverse, proj,
+                       s0, s1, base):
+    """Backward steps s0..s1-1; dout, dG and dHs hold the rows from ``base`` on (one block, see blocks.py)."""
     T = bsz.shape[0]
     H = c0.shape[1]
     P = dh.shape[1]
-    for s in range(T):
+    for s in range(s0, s1):
         t = s if reverse else T - 1 - s
         tp = t + 1 if reverse else t - 1
         b = bsz[t]
         o0 = offsets[t]
-        add_rows(dh, dout, o0, b, dHs, proj)
+        add_rows(dh, dout, o0 - base, b, dHs, proj)
         if proj:
             zero_rows(dm, b)
             gemm_nt(dh, 0, w_hr_t, dm, 0, b, P, H)
-        lstm_pointwise_bwd(G, cs, c0, offsets, bsz, t, tp, H, dm, dc, dG)
+        lstm_pointwise_bwd(G, cs, c0, offsets, bsz, t, tp, H, dm, dc, dG, base)
         zero_rows(dh, b)
-        gemm_nt(dG, o0, w_hh_t, dh, 0, b, 4 * H, P)
+        gemm_nt(dG, o0 - base, w_hh_t, dh, 0, b, 4 * H, P)
 
 
 @njit(parallel=True)
-def lstm_backward_chunks(G, cs, c0, w_hh_t, w_hr_t, dout, dh, dc, dm, dG, dHs, cuts, offs, sizes, reverse, proj):
+def lstm_backward_chunks(G, cs, c0, w_hh_t, w_hr_t, dout, dh, dc, dm, dG, dHs, cuts, offs, sizes, reverse, proj,
+                         s0, s1, base):
     for k in prange(cuts.shape[0] - 1):
         lo, hi = cuts[k], cuts[k + 1]
         lstm_backward_loop(G, cs, c0[lo:hi], w_hh_t, w_hr_t, dout, dh[lo:hi], dc[lo:hi], dm[lo:hi], dG, dHs,
-                           offs[k], sizes[k], reverse, proj)
+                           offs[k], sizes[k], reverse, proj, s0, s1, base)
 
 
 class LSTMFunction(torch.autograd.Function):
@@ -197,39 +203,42 @@ class LSTMFunction(torch.autograd.Function):
         offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
         H, P = c0.shape[1], h0.shape[1]
         proj = w_hr is not None
-        dout = dout.contiguous()
         dh = dhN.contiguous().clone()
         dc = dcN.contiguous().clone()
-        dG = torch.empty_like(G)
-        dm = x.new_empty(dh.shape[0], H) if proj else dh
-        dHs = x.new_empty(x.shape[0], P) if proj else dummy(x)
-        if plan.whole or plan.chunks is not None:
-            whr_t = w_hr.t().contiguous() if proj else dummy(x)
-            args = (npy(G), npy(cs), npy(c0), npy(w_hh.t().contiguous()), npy(whr_t),
-                    npy(dout), npy(dh), npy(dc), npy(dm), npy(dG), npy(dHs))
-            if plan.chunks is not None:
-                run_parallel(lstm_backward_chunks, plan.parts, *args, *plan.chunks, plan.reverse, proj)
-            else:
-                lstm_backward_loop(*args, offsets, bsz, plan.reverse, proj)
-        else:
-            nG, ncs, nc0, ndout, ndh, ndc, ndm, ndG, ndHs = (
-                npy(G), npy(cs), npy(c0), npy(dout), npy(dh), npy(dc), npy(dm), npy(dG), npy(dHs))
-            for s in range(T):
-                t = s if plan.reverse else T - 1 - s
-                tp = t + 1 if plan.reverse else t - 1
-                b, o0 = int(bsz[t]), int(offsets[t])
-                add_rows(ndh, ndout, o0, b, ndHs, proj)
-                if proj:
-                    torch.mm(dh[:b], w_hr, out=dm[:b])
-                lstm_pointwise_bwd(nG, ncs, nc0, offsets, bsz, t, tp, H, ndm, ndc, ndG)
-                torch.mm(dG[o0:o0 + b], w_hh, out=dh[:b])
         need = ctx.needs_input_grad
-        dx, dw_ih = input_grads(dG, x, w_ih, need[1], need[4])
-        dw_hh = recurrent_weight_grad(dG, out, h0, offsets, bsz, plan.reverse) if need[5] else None
-        db = dG.sum(0) if (need[6] or need[7]) else None
+        sums = GradSums(x, w_ih, out, h0, plan, (need[1], need[4], need[6] or need[7], need[5]))
+        blocks = Blocks(plan, G.shape[1], G.element_size())
+        dG_all = G.new_empty(blocks.rows, 4 * H)  # (rows of a block, 4H)
+        dm = x.new_empty(dh.shape[0], H) if proj else dh
+        dHs_all = x.new_empty(blocks.rows, P) if proj else dummy(x)  # (rows of a block, P): dh, for dW_hr
+        whr_t = npy(w_hr.t().contiguous() if proj else dummy(x))
+        whh_t = npy(w_hh.t().contiguous())
+        nG, ncs, nc0, ndh, ndc, ndm = npy(G), npy(cs), npy(c0), npy(dh), npy(dc), npy(dm)
         dw_hr = None
-        if proj and need[8]:
-            M = G[:, 3 * H:] * torch.tanh(cs)  # (N, H): o tanh(c), what W_hr multiplied
-            dw_hr = weight_grad(dHs, M)
-        return (None, dx, dh if need[2] else None, dc if need[3] else None, dw_ih, dw_hh,
-                db if need[6] else None, db if need[7] else None, dw_hr)
+        for s0, s1, ta, tb, lo, hi in blocks.ranges:
+            dG = dG_all[:hi - lo]
+            dHs = dHs_all[:hi - lo] if proj else dHs_all
+            ndout, ndG, ndHs = npy(blocks.dout(dout, lo, hi)), npy(dG), npy(dHs)
+            if plan.chunks is not None:
+                run_parallel(lstm_backward_chunks, plan.parts, nG, ncs, nc0, whh_t, whr_t, ndout, ndh, ndc, ndm,
+                             ndG, ndHs, *plan.chunks, plan.reverse, proj, s0, s1, lo)
+            elif plan.whole:
+                lstm_backward_loop(nG, ncs, nc0, whh_t, whr_t, ndout, ndh, ndc, ndm, ndG, ndHs,
+                                   offsets, bsz, plan.reverse, proj, s0, s1, lo)
+            else:
+                for s in range(s0, s1):
+                    t = s if plan.reverse else T - 1 - s
+                    tp = t + 1 if plan.reverse else t - 1
+                    b, o0 = int(bsz[t]), int(offsets[t])
+                    add_rows(ndh, ndout, o0 - lo, b, ndHs, proj)
+                    if proj:
+                        torch.mm(dh[:b], w_hr, out=dm[:b])
+                    lstm_pointwise_bwd(nG, ncs, nc0, offsets, bsz, t, tp, H, ndm, ndc, ndG, lo)
+                    torch.mm(dG[o0 - lo:o0 - lo + b], w_hh, out=dh[:b])
+            sums.input_side(dG, lo, hi)
+            sums.recurrent_side(dG, ta, tb)
+            if proj and need[8]:
+                M = G[lo:hi, 3 * H:] * torch.tanh(cs[lo:hi])  # (rows, H): o tanh(c), what W_hr multiplied
+                dw_hr = torch.mm(dHs.t(), M) if dw_hr is None else dw_hr.addmm_(dHs.t(), M)
+        return (None, sums.dx, dh if need[2] else None, dc if need[3] else None, sums.dw_ih, sums.dw_hh,
+                sums.db if need[6] else None, sums.db if need[7] else None, dw_hr)

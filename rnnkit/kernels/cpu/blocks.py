@@ -1,0 +1,89 @@
+"""The backward time loop in blocks of steps, so that gate gradients never exist for all steps at once.
+
+A fused backward computes per step the gate gradients dG (the step's rows, G wide); the
+weight and input gradients are products over all steps: dx = dG W_ih, dW_ih = dG^T x,
+db = sum dG, dW_hh = dA^T H_prev (dA: dG's recurrent side).  Holding dG for all N rows costs
+N x G numbers, for a GRU more than all that torch.nn keeps for its backward.  ``Blocks``
+cuts the backward's steps into a few blocks of contiguous packed rows; the kernels run one
+block at a time into a block-sized dG (rows indexed from the block's first row) and
+``GradSums`` takes the products per block and sums them: still a few large products, and dG of
+one block only.  The output gradient is read one block at a time as well, so an expanded one
+(the gradient of ``out.sum()``) is made contiguous a block at a time, not whole.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .common import recurrent_weight_grad
+
+MAX_BLOCKS = 8
+MIN_BLOCK_BYTES = 1 << 18  # below this a block's products lose more to per-call cost than dG's memory is worth
+
+
+class Blocks:
+    """Backward step ranges: ``ranges`` holds (s0, s1, ta, tb, lo, hi) per block, in backward order.
+
+    Backward step s runs time step t = T-1-s (t = s for the reverse direction); the block's
+    time steps are ta..tb-1 and its packed rows lo..hi-1.
+    """
+
+    __slots__ = ("ranges", "rows")
+
+    def __init__(self, plan, width: int, itemsize: int):
+        offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
+        N = int(offsets[-1])
+        least = max(math.ceil(N / MAX_BLOCKS), math.ceil(MIN_BLOCK_BYTES / (width * itemsize)))
+        self.ranges = []
+        s0 = 0
+        while s0 < T:
+            s1, rows = s0, 0
+            while s1 < T and rows < least:
+                rows += int(bsz[T - 1 - s1 if not plan.reverse else s1])
+                s1 += 1
+            ta, tb = (s0, s1) if plan.reverse else (T - s1, T - s0)
+            self.ranges.append((s0, s1, ta, tb, int(offsets[ta]), int(offsets[tb])))
+            s0 = s1
+        self.rows = max(hi - lo for *_, lo, hi in self.ranges)
+
+    def dout(self, dout: Tensor, lo: int, hi: int) -> Tensor:
+        """The output gradient's rows lo..hi-1, contiguous (a view when dout already is)."""
+        return dout[lo:hi].contiguous()
+
+
+class GradSums:
+    """dx, dW_ih and db (input side), dW_hh and db_hh (recurrent side) summed over the blocks.
+
+    ``need`` = (dx, dW_ih, db, dW_hh[, db_hh]) wanted; the sums not wanted stay None.  db_hh is
+    for a recurrence whose recurrent-side gradient differs from the input side's (the GRU's).
+    """
+
+    def __init__(self, x: Tensor, w_ih: Tensor, out: Tensor, h0: Tensor, plan, need):
+        self.x, self.w_ih, self.out, self.h0, self.plan = x, w_ih, out, h0, plan
+        need_x, self.need_w_ih, self.need_b, self.need_w_hh, *rest = need
+        self.need_b_hh = bool(rest and rest[0])
+        self.dx = x.new_empty(x.shape) if need_x else None
+        self.dw_ih = self.db = self.dw_hh = self.db_hh = None
+
+    def input_side(self, dG: Tensor, lo: int, hi: int) -> None:
+        if self.dx is not None:
+            torch.mm(dG, self.w_ih, out=self.dx[lo:hi])  # (rows, I)
+        if self.need_w_ih:
+            self.dw_ih = _add_mm(self.dw_ih, dG, self.x[lo:hi])
+        if self.need_b:
+            self.db = dG.sum(0) if self.db is None else self.db.add_(dG.sum(0))
+
+    def recurrent_side(self, dA: Tensor, ta: int, tb: int) -> None:
+        if self.need_w_hh:
+            p = self.plan
+            self.dw_hh = recurrent_weight_grad(dA, self.out, self.h0, p.offsets, p.bsz, p.reverse, ta, tb,
+                                               into=self.dw_hh)
+        if self.need_b_hh:
+            self.db_hh = dA.sum(0) if self.db_hh is None else self.db_hh.add_(dA.sum(0))
+
+
+def _add_mm(acc, a: Tensor, b: Tensor) -> Tensor:
+    """acc + a^T b (a^T b when acc is None)."""
+    return torch.mm(a.t(), b) if acc is None else acc.addmm_(a.t(), b)
