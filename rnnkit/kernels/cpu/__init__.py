@@ -147,7 +147,9 @@ class FusedKernel(Kernel):
             return importlib.import_module(f".{more}", __name__).layer(
                 eq, x, offsets, bsz, state0, type(weights)(*w), reverse, save)
         w_ih, w_hh, b_ih, b_hh, w_hr = w
-        parts = common.thread_parts(batch)
+        # Rows split across threads in float32 only: each split kernel is one more compilation
+        # (~5 s on first use), and float64 runs are for checking, where speed matters less.
+        parts = common.thread_parts(batch) if x.dtype == torch.float32 else 1
         chunks = _chunks(key, parts) if parts > 1 else None
         if eq is LSTM_EQUATIONS:
             from .lstm import LSTMFunction
