@@ -92,7 +92,16 @@ def npy(t: Tensor) -> np.ndarray:
 
 
 def dummy(like: Tensor) -> Tensor:
-    return like.new_zeros(1, 1)
+    """A (1, 1) stand-in for an array a kernel takes but does not touch in this configuration
+    (never written: kernels write such arrays only when the configuration uses them); one per dtype,
+    since allocating it per call showed in the per-call cost at small sizes."""
+    d = _DUMMIES.get(like.dtype)
+    if d is None:
+        d = _DUMMIES[like.dtype] = torch.zeros(1, 1, dtype=like.dtype)
+    return d
+
+
+_DUMMIES: dict = {}
 
 
 @njit
