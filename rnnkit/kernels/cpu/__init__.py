@@ -1,19 +1,23 @@
 """The "fused" backend: rnnkit's own CPU kernels (numba-compiled time loops + BLAS products).
 
 One module per concern: ``_jit`` (numba options, activations), ``gemm`` (the in-loop
-matrix product), ``common`` (step layout, matrix-product providers), and one module
-per recurrence (``elman``, ``lstm``, ``gru``; for the other cell families ``indrnn``,
-``peephole_lstm``, ``gru_reset_before``, ``layernorm_lstm``, ``layernorm_gru``, ``min_cells``, each with a
-``layer`` function, found through ``_more_kernels``) holding its jitted step math, its
-forward/backward time loops and its ``torch.autograd.Function``.
+matrix product), ``common`` (step layout, the batch split, matrix-product providers),
+``blocks`` (the backward in blocks of steps), and one module per recurrence (``elman``, ``lstm``,
+``gru``; for the other cell families ``indrnn``, ``peephole_lstm``, ``gru_reset_before``,
+``layernorm_lstm``, ``layernorm_gru``, ``min_cells``, each with a ``layer`` function, found
+through ``_more_kernels``) holding its jitted step math, its forward/backward time loops and its
+``torch.autograd.Function``.
 
 Nothing here imports numba until a fused kernel first runs, so ``import rnnkit`` stays
 cheap; compiled code is cached on disk by numba (``cache=True``).
 
-Strategy per layer-direction, chosen from the sizes (``common.whole_loop``): when one
-step's recurrent product is small, the whole time loop (products included) runs in
-one jitted call; otherwise each step's product goes to torch's BLAS on all threads
-and a jitted call does the step's pointwise math.  Both use the same step functions.
+Strategy per layer-direction (Elman, LSTM, GRU): in float32, a batch of at least 8 rows is
+split across torch's threads (``common.row_chunks``), each thread running the whole time loop
+on its rows in one jitted call (numba's OpenMP layer, sharing torch's thread pool).  Otherwise,
+chosen from the sizes (``common.whole_loop``): when one step's recurrent product is small, the
+whole time loop (products included) runs in one jitted call; else each step's product goes to
+torch's BLAS on all threads and a jitted call does the step's pointwise math.  All use the
+same step functions.
 """
 from __future__ import annotations
 

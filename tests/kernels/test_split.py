@@ -1,0 +1,53 @@
+"""The fused kernels' work splits: batch rows across threads (common.row_chunks) and backward
+steps into blocks (blocks.Blocks). Both must cover every row-step exactly once."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rnnkit.kernels.cpu import Plan, blocks, common
+
+LAYOUTS = {
+    "padded": [16] * 7,
+    "packed": [13, 13, 11, 8, 8, 5, 2, 1],
+    "one row": [1] * 5,
+}
+
+
+@pytest.mark.parametrize("sizes", LAYOUTS.values(), ids=LAYOUTS.keys())
+@pytest.mark.parametrize("parts", [1, 2, 3, 16])
+def test_row_chunks_cover_every_row_step_once(sizes, parts):
+    offsets, bsz = common.layout(sizes)
+    cuts, offs, chunk_sizes = common.row_chunks(offsets, bsz, parts)
+    assert cuts[0] == 0 and cuts[-1] == bsz[0] and np.all(np.diff(cuts) > 0) and len(cuts) <= parts + 1
+    seen = np.zeros(int(offsets[-1]), dtype=int)
+    for k in range(len(cuts) - 1):
+        for t in range(len(bsz)):
+            rows = offs[k, t] + np.arange(chunk_sizes[k, t])
+            assert np.all(rows - offsets[t] + 0 >= cuts[k]) and np.all(rows - offsets[t] < cuts[k + 1])
+            seen[rows] += 1
+    assert np.all(seen == 1)
+
+
+def test_row_chunks_balance_packed_work():
+    offsets, bsz = common.layout([16] * 10 + [8] * 90)  # rows 0-7 run 100 steps, rows 8-15 only 10
+    cuts, _, chunk_sizes = common.row_chunks(offsets, bsz, 2)
+    work = chunk_sizes.sum(1)
+    assert cuts[1] < 8 and abs(int(work[0]) - int(work[1])) <= 100
+
+
+@pytest.mark.parametrize("sizes", LAYOUTS.values(), ids=LAYOUTS.keys())
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("min_bytes", [1, 64, 1 << 40])
+def test_blocks_cover_every_step_once_in_backward_order(monkeypatch, sizes, reverse, min_bytes):
+    monkeypatch.setattr(blocks, "MIN_BLOCK_BYTES", min_bytes)
+    offsets, bsz = common.layout(sizes)
+    plan = Plan(offsets, bsz, reverse, True, True)
+    b = blocks.Blocks(plan, width=4, itemsize=4)
+    T = len(bsz)
+    steps = [s for s0, s1, *_ in b.ranges for s in range(s0, s1)]
+    assert steps == list(range(T))
+    assert len(b.ranges) <= blocks.MAX_BLOCKS
+    for s0, s1, ta, tb, lo, hi in b.ranges:
+        ts = sorted(s if reverse else T - 1 - s for s in range(s0, s1))
+        assert ts == list(range(ta, tb)) and (lo, hi) == (offsets[ta], offsets[tb]) and hi - lo <= b.rows
