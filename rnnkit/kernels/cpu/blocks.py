@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from .common import recurrent_weight_grad
+from .common import add_mm, add_sum, recurrent_weight_grad
 
 MAX_BLOCKS = 8
 MIN_BLOCK_BYTES = 1 << 18  # below this a block's products lose more to per-call cost than dG's memory is worth
@@ -48,7 +48,8 @@ class Blocks:
             s0 = s1
         self.rows = max(hi - lo for *_, lo, hi in self.ranges)
 
-    def dout(self, dout: Tensor, lo: int, hi: int) -> Tensor:
+    @staticmethod
+    def dout(dout: Tensor, lo: int, hi: int) -> Tensor:
         """The output gradient's rows lo..hi-1, contiguous (a view when dout already is)."""
         return dout[lo:hi].contiguous()
 
@@ -71,9 +72,9 @@ class GradSums:
         if self.dx is not None:
             torch.mm(dG, self.w_ih, out=self.dx[lo:hi])  # (rows, I)
         if self.need_w_ih:
-            self.dw_ih = _add_mm(self.dw_ih, dG, self.x[lo:hi])
+            self.dw_ih = add_mm(self.dw_ih, dG, self.x[lo:hi])
         if self.need_b:
-            self.db = dG.sum(0) if self.db is None else self.db.add_(dG.sum(0))
+            self.db = add_sum(self.db, dG)
 
     def recurrent_side(self, dA: Tensor, ta: int, tb: int) -> None:
         if self.need_w_hh:
@@ -81,9 +82,4 @@ class GradSums:
             self.dw_hh = recurrent_weight_grad(dA, self.out, self.h0, p.offsets, p.bsz, p.reverse, ta, tb,
                                                into=self.dw_hh)
         if self.need_b_hh:
-            self.db_hh = dA.sum(0) if self.db_hh is None else self.db_hh.add_(dA.sum(0))
-
-
-def _add_mm(acc, a: Tensor, b: Tensor) -> Tensor:
-    """acc + a^T b (a^T b when acc is None)."""
-    return torch.mm(a.t(), b) if acc is None else acc.addmm_(a.t(), b)
+            self.db_hh = add_sum(self.db_hh, dA)

@@ -148,21 +148,27 @@ def recurrent_weight_grad(dA: Tensor, out: Tensor, h0: Tensor, offsets, bsz, rev
     tb = T if tb is None else tb
     B = int(bsz[0])
     if int(bsz[-1]) != B:
-        return _acc(into, dA, prev_states(out, h0, offsets, bsz, reverse, ta, tb))
+        return add_mm(into, dA, prev_states(out, h0, offsets, bsz, reverse, ta, tb))
     lo, hi = ta * B, tb * B
     if reverse:  # step t read step t+1's output; the last step read h0
         if tb == T:
-            into = _acc(into, dA[hi - lo - B:], h0)
+            into = add_mm(into, dA[hi - lo - B:], h0)
             dA, hi = dA[:hi - lo - B], hi - B
-        return _acc(into, dA, out[lo + B:hi + B]) if hi > lo else into
+        return add_mm(into, dA, out[lo + B:hi + B]) if hi > lo else into
     if ta == 0:  # the first step read h0
-        into = _acc(into, dA[:B], h0)
+        into = add_mm(into, dA[:B], h0)
         dA, lo = dA[B:], B
-    return _acc(into, dA, out[lo - B:hi - B]) if hi > lo else into
+    return add_mm(into, dA, out[lo - B:hi - B]) if hi > lo else into
 
 
-def _acc(into, a: Tensor, b: Tensor) -> Tensor:
-    return torch.mm(a.t(), b) if into is None else into.addmm_(a.t(), b)
+def add_mm(acc, a: Tensor, b: Tensor) -> Tensor:
+    """acc + a^T b, in place (a^T b when acc is None): a gradient summed over blocks of rows."""
+    return torch.mm(a.t(), b) if acc is None else acc.addmm_(a.t(), b)
+
+
+def add_sum(acc, a: Tensor) -> Tensor:
+    """acc + a.sum(0), in place (a.sum(0) when acc is None): a bias gradient summed over blocks."""
+    return a.sum(0) if acc is None else acc.add_(a.sum(0))
 
 
 def linear(x: Tensor, w: Tensor, b=None, b2=None) -> Tensor:

@@ -16,7 +16,7 @@ from numba import prange
 
 from ._jit import njit, sigmoid, tanh
 from .blocks import Blocks, GradSums
-from .common import dummy, linear, npy, prev_row, run_parallel
+from .common import add_mm, dummy, linear, npy, prev_row, run_parallel
 from .gemm import gemm_nt, zero_rows
 
 
@@ -239,6 +239,6 @@ class LSTMFunction(torch.autograd.Function):
             sums.recurrent_side(dG, ta, tb)
             if proj and need[8]:
                 M = G[lo:hi, 3 * H:] * torch.tanh(cs[lo:hi])  # (rows, H): o tanh(c), what W_hr multiplied
-                dw_hr = torch.mm(dHs.t(), M) if dw_hr is None else dw_hr.addmm_(dHs.t(), M)
+                dw_hr = add_mm(dw_hr, dHs, M)
         return (None, sums.dx, dh if need[2] else None, dc if need[3] else None, sums.dw_ih, sums.dw_hh,
                 sums.db if need[6] else None, sums.db if need[7] else None, dw_hr)
