@@ -14,7 +14,7 @@ from rnnkit import kernels
 from rnnkit.cells import (ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS, CellEquations,
                           CellWeights)
 from rnnkit.errors import UnsupportedBackendError
-from rnnkit.kernels.cpu import blocks, common
+from rnnkit.kernels.cpu import blocks, common, split
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 MODES = ["rnn_tanh", "rnn_relu", "lstm", "lstm_proj", "gru"]
@@ -33,7 +33,7 @@ def strategy(request, monkeypatch):
     if request.param != "split":
         monkeypatch.setattr(blocks, "MIN_BLOCK_BYTES", 1)
         monkeypatch.setattr(blocks, "MAX_BLOCKS", 3 if request.param == "loop" else 10 ** 9)
-    monkeypatch.setattr(common, "thread_parts", (lambda batch: batch) if request.param == "split" else (lambda batch: 1))
+    monkeypatch.setattr(split, "thread_parts", (lambda batch: batch) if request.param == "split" else (lambda batch: 1))
     return request.param
 
 

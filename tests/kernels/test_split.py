@@ -1,11 +1,13 @@
-"""The fused kernels' work splits: batch rows across threads (common.row_chunks) and backward
+"""The fused kernels' work splits: batch rows across threads (split.row_chunks) and backward
 steps into blocks (blocks.Blocks). Both must cover every row-step exactly once."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from rnnkit.kernels.cpu import Plan, blocks, common
+import rnnkit
+from rnnkit.kernels.cpu import Plan, blocks, common, split
 
 LAYOUTS = {
     "padded": [16] * 7,
@@ -18,7 +20,7 @@ LAYOUTS = {
 @pytest.mark.parametrize("parts", [1, 2, 3, 16])
 def test_row_chunks_cover_every_row_step_once(sizes, parts):
     offsets, bsz = common.layout(sizes)
-    cuts, offs, chunk_sizes = common.row_chunks(offsets, bsz, parts)
+    cuts, offs, chunk_sizes = split.row_chunks(offsets, bsz, parts)
     assert cuts[0] == 0 and cuts[-1] == bsz[0] and np.all(np.diff(cuts) > 0) and len(cuts) <= parts + 1
     seen = np.zeros(int(offsets[-1]), dtype=int)
     for k in range(len(cuts) - 1):
@@ -31,7 +33,7 @@ def test_row_chunks_cover_every_row_step_once(sizes, parts):
 
 def test_row_chunks_balance_packed_work():
     offsets, bsz = common.layout([16] * 10 + [8] * 90)  # rows 0-7 run 100 steps, rows 8-15 only 10
-    cuts, _, chunk_sizes = common.row_chunks(offsets, bsz, 2)
+    cuts, _, chunk_sizes = split.row_chunks(offsets, bsz, 2)
     work = chunk_sizes.sum(1)
     assert cuts[1] < 8 and abs(int(work[0]) - int(work[1])) <= 100
 
@@ -51,3 +53,23 @@ def test_blocks_cover_every_step_once_in_backward_order(monkeypatch, sizes, reve
     for s0, s1, ta, tb, lo, hi in b.ranges:
         ts = sorted(s if reverse else T - 1 - s for s in range(s0, s1))
         assert ts == list(range(ta, tb)) and (lo, hi) == (offsets[ta], offsets[tb]) and hi - lo <= b.rows
+
+
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("rows_split", [False, True], ids=["one thread", "rows split"])
+def test_expanded_output_gradient_over_blocks(monkeypatch, mode, rows_split):
+    """The gradient of out.sum() is an expanded tensor: each block copies its rows into one
+    reused buffer (and the split threads read it) without disturbing the other blocks' results."""
+    monkeypatch.setattr(blocks, "MIN_BLOCK_BYTES", 1)
+    monkeypatch.setattr(blocks, "MAX_BLOCKS", 3)
+    monkeypatch.setattr(split, "thread_parts", (lambda batch: 2) if rows_split else (lambda batch: 1))
+    cls = {"rnn_tanh": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[mode]
+    grads = []
+    for backend in ("reference", "fused"):
+        torch.manual_seed(0)
+        layer = cls(5, 8, backend=backend)
+        x = torch.randn(7, 8, 5, requires_grad=True)
+        layer(x)[0].sum().backward()
+        grads.append([x.grad, *(p.grad for p in layer.parameters())])
+    for got, expected in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

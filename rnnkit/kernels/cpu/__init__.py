@@ -12,7 +12,7 @@ Nothing here imports numba until a fused kernel first runs, so ``import rnnkit``
 cheap; compiled code is cached on disk by numba (``cache=True``).
 
 Strategy per layer-direction (Elman, LSTM, GRU): in float32, a batch of at least 8 rows is
-split across torch's threads (``common.row_chunks``), each thread running the whole time loop
+split across torch's threads (``split.row_chunks``), each thread running the whole time loop
 on its rows in one jitted call (numba's OpenMP layer, sharing torch's thread pool).  Otherwise,
 chosen from the sizes (``common.whole_loop``): when one step's recurrent product is small, the
 whole time loop (products included) runs in one jitted call; else each step's product goes to
@@ -36,16 +36,17 @@ DTYPES = (torch.float32, torch.float64)
 class Plan:
     """What the Functions need to know besides tensors: the packed layout and the strategy.
 
-    ``chunks`` (when not None) is ``common.row_chunks``'s split of the batch rows across
-    ``parts`` threads, each running the whole time loop on its rows; else ``whole`` says
-    whether one jitted call runs the loop or each step's product goes to torch's BLAS.
+    ``whole``: one jitted call runs the time loop (``split.run_rows``), else each step's product
+    goes to torch's BLAS.  ``chunks`` (when not None) is ``split.row_chunks``'s split of the batch
+    rows across ``parts`` threads, each running the whole loop on its rows (so ``whole`` holds).
     """
 
     __slots__ = ("offsets", "bsz", "steps", "reverse", "save", "whole", "relu", "chunks", "parts")
 
     def __init__(self, offsets, bsz, reverse, save, whole, relu=False, chunks=None):
         self.offsets, self.bsz, self.steps = offsets, bsz, len(bsz)
-        self.reverse, self.save, self.whole, self.relu = reverse, save, whole, relu
+        self.reverse, self.save, self.relu = reverse, save, relu
+        self.whole = whole or chunks is not None
         self.chunks = chunks
         self.parts = 1 if chunks is None else len(chunks[0]) - 1
 
@@ -61,7 +62,7 @@ def _layout(batch_sizes: tuple):
 
 @lru_cache(maxsize=64)
 def _chunks(batch_sizes: tuple, parts: int):
-    from .common import row_chunks
+    from .split import row_chunks
     chunks = row_chunks(*_layout(batch_sizes)[:2], parts)
     for a in chunks:
         a.setflags(write=False)
@@ -131,7 +132,7 @@ class FusedKernel(Kernel):
             raise UnsupportedBackendError("backend 'fused' needs numba (pip install numba)")
 
     def layer(self, eq, x, batch_sizes, state0, weights, reverse):
-        from . import common
+        from . import common, split
         key = tuple(batch_sizes)
         offsets, bsz, most = _layout(key)
         x = x.contiguous()
@@ -153,7 +154,7 @@ class FusedKernel(Kernel):
         w_ih, w_hh, b_ih, b_hh, w_hr = w
         # Rows split across threads in float32 only: each split kernel is one more compilation
         # (~5 s on first use), and float64 runs are for checking, where speed matters less.
-        parts = common.thread_parts(batch) if x.dtype == torch.float32 else 1
+        parts = split.thread_parts(batch) if x.dtype == torch.float32 else 1
         chunks = _chunks(key, parts) if parts > 1 else None
         if eq is LSTM_EQUATIONS:
             from .lstm import LSTMFunction

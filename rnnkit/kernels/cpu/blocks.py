@@ -30,7 +30,7 @@ class Blocks:
     time steps are ta..tb-1 and its packed rows lo..hi-1.
     """
 
-    __slots__ = ("ranges", "rows")
+    __slots__ = ("ranges", "rows", "_dout")
 
     def __init__(self, plan, width: int, itemsize: int):
         offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
@@ -47,11 +47,17 @@ class Blocks:
             self.ranges.append((s0, s1, ta, tb, int(offsets[ta]), int(offsets[tb])))
             s0 = s1
         self.rows = max(hi - lo for *_, lo, hi in self.ranges)
+        self._dout = None
 
-    @staticmethod
-    def dout(dout: Tensor, lo: int, hi: int) -> Tensor:
-        """The output gradient's rows lo..hi-1, contiguous (a view when dout already is)."""
-        return dout[lo:hi].contiguous()
+    def dout(self, dout: Tensor, lo: int, hi: int) -> Tensor:
+        """The output gradient's rows lo..hi-1, contiguous: a view when dout already is, else a copy
+        into one block-sized buffer that every block reuses."""
+        rows = dout[lo:hi]
+        if rows.is_contiguous():
+            return rows
+        if self._dout is None:
+            self._dout = dout.new_empty(self.rows, dout.shape[1])  # (rows of a block, P)
+        return self._dout[:hi - lo].copy_(rows)
 
 
 class GradSums:

@@ -1,13 +1,11 @@
 """Helpers shared by the fused CPU recurrences: step layout, views, matrix-product providers."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from torch import Tensor
 
-from ._jit import njit
+from ._jit import helper, njit
 
 # Per-step work (2*b*k*n flops of the recurrent product) below which the whole time loop
 # runs inside numba (no per-step dispatch); above it each step's product goes to torch's
@@ -30,62 +28,6 @@ def whole_loop(b: int, k: int, n: int) -> bool:
     return 2.0 * b * k * n <= WHOLE_LOOP_MAX_FLOPS
 
 
-# Rows per thread below which splitting the batch across threads does not pay (the in-loop
-# product works on blocks of 4 rows).
-MIN_CHUNK_ROWS = 4
-
-
-def row_chunks(offsets: np.ndarray, bsz: np.ndarray, parts: int):
-    """Split the batch rows into ``parts`` contiguous ranges, each run by its own thread through
-    the whole time loop: the rows of a recurrence never mix, so no step needs a barrier.
-
-    Returns (cuts (parts+1,), offsets (parts, T+1), sizes (parts, T)): chunk k holds rows
-    cuts[k]..cuts[k+1], and its step t has sizes[k, t] rows starting at packed row offsets[k, t].
-    Packed rows are sorted by length, longest first, so the cuts balance row-steps, not rows;
-    they fall on multiples of 4 where they can (the in-loop product's block).
-    """
-    B = int(bsz[0])
-    lengths = (bsz[None, :] > np.arange(B)[:, None]).sum(1)  # (B,): steps each row runs
-    work = np.cumsum(lengths)
-    cuts = [0]
-    for k in range(1, parts):
-        cut = int(np.searchsorted(work, work[-1] * k / parts)) + 1
-        rounded = (cut + 2) // 4 * 4
-        cut = rounded if cuts[-1] < rounded < B else cut
-        if not cuts[-1] < cut < B:
-            break
-        cuts.append(cut)
-    cuts.append(B)
-    cuts = np.asarray(cuts, dtype=np.int64)
-    lo, hi = cuts[:-1, None], cuts[1:, None]
-    return cuts, offsets[None, :] + lo, np.clip(bsz[None, :] - lo, 0, hi - lo)
-
-
-def thread_parts(batch: int) -> int:
-    """How many threads split a batch of ``batch`` rows: torch's thread count, capped by numba's
-    and by the rows (1: no split)."""
-    import numba
-    if _launched_in[0] not in (None, os.getpid()):
-        # numba's GNU-OpenMP layer terminates a process forked after it ran; stay serial there.
-        return 1
-    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, batch // MIN_CHUNK_ROWS))
-
-
-_launched_in = [None]  # the process that first ran a parallel kernel
-
-
-def run_parallel(kernel, parts: int, *args) -> None:
-    """kernel(*args) on ``parts`` numba threads, or all it has (restoring the caller's numba thread count)."""
-    import numba
-    _launched_in[0] = _launched_in[0] or os.getpid()
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(parts, numba.config.NUMBA_NUM_THREADS))
-    try:
-        kernel(*args)
-    finally:
-        numba.set_num_threads(before)
-
-
 def npy(t: Tensor) -> np.ndarray:
     """A numpy view sharing ``t``'s memory (t must be contiguous, on the CPU)."""
     return t.detach().numpy()
@@ -104,7 +46,7 @@ def dummy(like: Tensor) -> Tensor:
 _DUMMIES: dict = {}
 
 
-@njit
+@helper
 def prev_row(out, h0, offsets, bsz, tp, r):
     """Row r of the state a step read, its previous step being tp (t - 1 forward, t + 1 in
     reverse): that step's output row if sequence r ran then, else the initial state's row."""

@@ -8,12 +8,12 @@ and dx as products over each block of steps (blocks.py).
 from __future__ import annotations
 
 import torch
-from numba import prange
 
 from ._jit import njit, tanh
 from .blocks import Blocks, GradSums
-from .common import linear, npy, run_parallel
+from .common import linear, npy
 from .gemm import gemm_nt, zero_rows
+from .split import run_rows
 
 
 @njit
@@ -36,8 +36,10 @@ def elman_pointwise(G, o0, b, h, out, relu):
 
 
 @njit
-def elman_forward_loop(G, w_hh, h, out, offsets, bsz, reverse, relu):
+def elman_forward_loop(offsets, bsz, lo, hi, G, w_hh, h, out, reverse, relu):
+    """The forward time loop over the batch rows lo..hi (laid out by offsets, bsz; see split.py)."""
     T = bsz.shape[0]
+    h = h[lo:hi]
     H = h.shape[1]
     for s in range(T):
         t = T - 1 - s if reverse else s
@@ -45,14 +47,6 @@ def elman_forward_loop(G, w_hh, h, out, offsets, bsz, reverse, relu):
         o0 = offsets[t]
         gemm_nt(h, 0, w_hh, G, o0, b, H, H)
         elman_pointwise(G, o0, b, h, out, relu)
-
-
-@njit(parallel=True)
-def elman_forward_chunks(G, w_hh, h, out, cuts, offs, sizes, reverse, relu):
-    """The whole forward loop, batch rows split across threads (``common.row_chunks``)."""
-    for k in prange(cuts.shape[0] - 1):
-        lo, hi = cuts[k], cuts[k + 1]
-        elman_forward_loop(G, w_hh, h[lo:hi], out, offs[k], sizes[k], reverse, relu)
 
 
 @njit
@@ -75,9 +69,10 @@ def elman_pointwise_bwd(out, dout, dh, dA, o0, b, relu, base):
 
 
 @njit
-def elman_backward_loop(out, w_hh_t, dout, dh, dA, offsets, bsz, reverse, relu, s0, s1, base):
-    """Backward steps s0..s1-1 (one block, see blocks.py)."""
+def elman_backward_loop(offsets, bsz, lo, hi, out, w_hh_t, dout, dh, dA, reverse, relu, s0, s1, base):
+    """Backward steps s0..s1-1 (one block, see blocks.py) over the batch rows lo..hi."""
     T = bsz.shape[0]
+    dh = dh[lo:hi]
     H = dh.shape[1]
     for s in range(s0, s1):
         t = s if reverse else T - 1 - s
@@ -86,13 +81,6 @@ def elman_backward_loop(out, w_hh_t, dout, dh, dA, offsets, bsz, reverse, relu, 
         elman_pointwise_bwd(out, dout, dh, dA, o0, b, relu, base)
         zero_rows(dh, b)
         gemm_nt(dA, o0 - base, w_hh_t, dh, 0, b, H, H)
-
-
-@njit(parallel=True)
-def elman_backward_chunks(out, w_hh_t, dout, dh, dA, cuts, offs, sizes, reverse, relu, s0, s1, base):
-    for k in prange(cuts.shape[0] - 1):
-        lo, hi = cuts[k], cuts[k + 1]
-        elman_backward_loop(out, w_hh_t, dout, dh[lo:hi], dA, offs[k], sizes[k], reverse, relu, s0, s1, base)
 
 
 class ElmanFunction(torch.autograd.Function):
@@ -106,10 +94,8 @@ class ElmanFunction(torch.autograd.Function):
         h = h0.clone()
         out = x.new_empty(x.shape[0], h0.shape[1])
         nG, nh, nout = npy(G), npy(h), npy(out)
-        if plan.chunks is not None:
-            run_parallel(elman_forward_chunks, plan.parts, nG, npy(w_hh), nh, nout, *plan.chunks, plan.reverse, relu)
-        elif plan.whole:
-            elman_forward_loop(nG, npy(w_hh), nh, nout, offsets, bsz, plan.reverse, relu)
+        if plan.whole:
+            run_rows(elman_forward_loop, plan, nG, npy(w_hh), nh, nout, plan.reverse, relu)
         else:
             whh_t = w_hh.t()
             for s in range(T):
@@ -138,11 +124,8 @@ class ElmanFunction(torch.autograd.Function):
         for s0, s1, ta, tb, lo, hi in blocks.ranges:
             dA = dA_all[:hi - lo]
             ndout, ndA = npy(blocks.dout(dout, lo, hi)), npy(dA)
-            if plan.chunks is not None:
-                run_parallel(elman_backward_chunks, plan.parts, nout, w_hh_t, ndout, ndh, ndA, *plan.chunks,
-                             plan.reverse, plan.relu, s0, s1, lo)
-            elif plan.whole:
-                elman_backward_loop(nout, w_hh_t, ndout, ndh, ndA, offsets, bsz, plan.reverse, plan.relu, s0, s1, lo)
+            if plan.whole:
+                run_rows(elman_backward_loop, plan, nout, w_hh_t, ndout, ndh, ndA, plan.reverse, plan.relu, s0, s1, lo)
             else:
                 for s in range(s0, s1):
                     t = s if plan.reverse else T - 1 - s

@@ -10,7 +10,7 @@ The sums start from a zero of the arrays' dtype, so one source serves float32 an
 """
 from __future__ import annotations
 
-from ._jit import njit, zero_of
+from ._jit import helper, zero_of
 
 
 # Elements of w per tile of columns of ``out`` (rows of w): 128 KiB in float32, so that the tile
@@ -20,7 +20,7 @@ from ._jit import njit, zero_of
 TILE_ELEMENTS = 32768
 
 
-@njit
+@helper
 def gemm_nt(a, a0, w, out, o0, b, k, n):
     zero = zero_of(out)
     tile = max(8, TILE_ELEMENTS // max(k, 1))
@@ -28,7 +28,7 @@ def gemm_nt(a, a0, w, out, o0, b, k, n):
         _gemm_nt_tile(a, a0, w, out, o0, b, k, j0, min(j0 + tile, n), zero)
 
 
-@njit
+@helper
 def _gemm_nt_tile(a, a0, w, out, o0, b, k, j_begin, n, zero):
     r = 0
     while r + 4 <= b:
@@ -93,7 +93,7 @@ def _gemm_nt_tile(a, a0, w, out, o0, b, k, j_begin, n, zero):
         r += 1
 
 
-@njit
+@helper
 def zero_rows(out, b):
     n = out.shape[1]
     for r in range(b):

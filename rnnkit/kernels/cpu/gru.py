@@ -12,12 +12,12 @@ multiplied by r in place to become dA for dW_hh and db_hh.
 from __future__ import annotations
 
 import torch
-from numba import prange
 
 from ._jit import njit, sigmoid, tanh
 from .blocks import Blocks, GradSums
-from .common import dummy, linear, npy, prev_row, run_parallel
+from .common import dummy, linear, npy, prev_row
 from .gemm import gemm_nt, zero_rows
+from .split import run_rows
 
 
 @njit
@@ -46,8 +46,11 @@ def gru_pointwise(G, A, HN, o0, b, H, h, out, save):
 
 
 @njit
-def gru_forward_loop(G, w_hh, b_hn, A, HN, h, out, offsets, bsz, reverse, save, has_bias):
+def gru_forward_loop(offsets, bsz, lo, hi, G, w_hh, b_hn, A, HN, h, out, reverse, save, has_bias):
+    """The forward time loop over the batch rows lo..hi (laid out by offsets, bsz; see split.py)."""
     T = bsz.shape[0]
+    A = A[lo:hi]
+    h = h[lo:hi]
     H = h.shape[1]
     for s in range(T):
         t = T - 1 - s if reverse else s
@@ -60,14 +63,6 @@ def gru_forward_loop(G, w_hh, b_hn, A, HN, h, out, offsets, bsz, reverse, save, 
                 for j in range(H):
                     A[r, 2 * H + j] += b_hn[j]
         gru_pointwise(G, A, HN, o0, b, H, h, out, save)
-
-
-@njit(parallel=True)
-def gru_forward_chunks(G, w_hh, b_hn, A, HN, h, out, cuts, offs, sizes, reverse, save, has_bias):
-    """The whole forward loop, batch rows split across threads (``common.row_chunks``)."""
-    for k in prange(cuts.shape[0] - 1):
-        lo, hi = cuts[k], cuts[k + 1]
-        gru_forward_loop(G, w_hh, b_hn, A[lo:hi], HN, h[lo:hi], out, offs[k], sizes[k], reverse, save, has_bias)
 
 
 @njit
@@ -108,23 +103,18 @@ def gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA, bas
 
 
 @njit
-def gru_backward_loop(G, HN, out, h0, w_hh_t, dout, dh, dG, dA, offsets, bsz, reverse, s0, s1, base):
-    """Backward steps s0..s1-1 (one block, see blocks.py)."""
+def gru_backward_loop(offsets, bsz, lo, hi, G, HN, out, h0, w_hh_t, dout, dh, dG, dA, reverse, s0, s1, base):
+    """Backward steps s0..s1-1 (one block, see blocks.py) over the batch rows lo..hi."""
     T = bsz.shape[0]
+    h0 = h0[lo:hi]
+    dh = dh[lo:hi]
+    dA = dA[lo:hi]
     H = dh.shape[1]
     for s in range(s0, s1):
         t = s if reverse else T - 1 - s
         tp = t + 1 if reverse else t - 1
         gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dh, dG, dA, base)
         gemm_nt(dA, 0, w_hh_t, dh, 0, bsz[t], 3 * H, H)
-
-
-@njit(parallel=True)
-def gru_backward_chunks(G, HN, out, h0, w_hh_t, dout, dh, dG, dA, cuts, offs, sizes, reverse, s0, s1, base):
-    for k in prange(cuts.shape[0] - 1):
-        lo, hi = cuts[k], cuts[k + 1]
-        gru_backward_loop(G, HN, out, h0[lo:hi], w_hh_t, dout, dh[lo:hi], dG, dA[lo:hi], offs[k], sizes[k],
-                          reverse, s0, s1, base)
 
 
 class GRUFunction(torch.autograd.Function):
@@ -148,12 +138,9 @@ class GRUFunction(torch.autograd.Function):
         A = x.new_empty(h.shape[0], 3 * H)
         HN = x.new_empty(x.shape[0], H) if plan.save else dummy(x)
         nG, nA, nHN, nh, nout = npy(G), npy(A), npy(HN), npy(h), npy(out)
-        if plan.chunks is not None:
-            run_parallel(gru_forward_chunks, plan.parts, nG, npy(w_hh), npy(b_hn), nA, nHN, nh, nout, *plan.chunks,
-                         plan.reverse, plan.save, has_bias)
-        elif plan.whole:
-            gru_forward_loop(nG, npy(w_hh), npy(b_hn), nA, nHN, nh, nout, offsets, bsz,
-                             plan.reverse, plan.save, has_bias)
+        if plan.whole:
+            run_rows(gru_forward_loop, plan, nG, npy(w_hh), npy(b_hn), nA, nHN, nh, nout, plan.reverse, plan.save,
+                     has_bias)
         else:
             whh_t = w_hh.t()
             b_a = torch.cat([b_hn.new_zeros(2 * H), b_hn])  # b_hr, b_hz are already in G
@@ -189,11 +176,8 @@ class GRUFunction(torch.autograd.Function):
         for s0, s1, ta, tb, lo, hi in blocks.ranges:
             dG = dG_all[:hi - lo]
             ndout, ndG = npy(blocks.dout(dout, lo, hi)), npy(dG)
-            if plan.chunks is not None:
-                run_parallel(gru_backward_chunks, plan.parts, *args, w_hh_t, ndout, ndh, ndG, ndA, *plan.chunks,
-                             plan.reverse, s0, s1, lo)
-            elif plan.whole:
-                gru_backward_loop(*args, w_hh_t, ndout, ndh, ndG, ndA, offsets, bsz, plan.reverse, s0, s1, lo)
+            if plan.whole:
+                run_rows(gru_backward_loop, plan, *args, w_hh_t, ndout, ndh, ndG, ndA, plan.reverse, s0, s1, lo)
             else:
                 for s in range(s0, s1):
                     t = s if plan.reverse else T - 1 - s

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from numba import prange
-
 from ._jit import njit, sigmoid, tanh
 from .blocks import Blocks, GradSums
-from .common import add_mm, dummy, linear, npy, prev_row, run_parallel
+from .common import add_mm, dummy, linear, npy, prev_row
 from .gemm import gemm_nt, zero_rows
+from .split import run_rows
 
 
 @njit
@@ -54,10 +53,14 @@ def lstm_pointwise(G, o0, b, H, c, cs, m, save):
 
 
 @njit
-def lstm_forward_steps(G, w_hh, w_hr, h, c, m, out, cs, offsets, bsz, reverse, save, proj,
+def lstm_forward_steps(offsets, bsz, lo, hi, G, w_hh, w_hr, h, c, m, out, cs, reverse, save, proj,
                        s_begin, s_end, gemm):
-    """Steps s_begin..s_end of the forward loop; with gemm=False the caller does the products."""
+    """Steps s_begin..s_end of the forward loop over the batch rows lo..hi (laid out by offsets, bsz;
+    see split.py); with gemm=False the caller does the products."""
     T = bsz.shape[0]
+    h = h[lo:hi]
+    c = c[lo:hi]
+    m = m[lo:hi]
     H = c.shape[1]
     P = h.shape[1]
     for s in range(s_begin, s_end):
@@ -75,15 +78,6 @@ def lstm_forward_steps(G, w_hh, w_hr, h, c, m, out, cs, offsets, bsz, reverse, s
         for r in range(b):
             for p in range(P):
                 out[o0 + r, p] = h[r, p]
-
-
-@njit(parallel=True)
-def lstm_forward_chunks(G, w_hh, w_hr, h, c, m, out, cs, cuts, offs, sizes, reverse, save, proj):
-    """The whole forward loop, batch rows split across threads (``common.row_chunks``)."""
-    for k in prange(cuts.shape[0] - 1):
-        lo, hi = cuts[k], cuts[k + 1]
-        lstm_forward_steps(G, w_hh, w_hr, h[lo:hi], c[lo:hi], m[lo:hi], out, cs, offs[k], sizes[k],
-                           reverse, save, proj, 0, sizes.shape[1], True)
 
 
 @njit
@@ -129,10 +123,15 @@ def add_rows(dh, dout, o0, b, dHs, keep):
 
 
 @njit
-def lstm_backward_loop(G, cs, c0, w_hh_t, w_hr_t, dout, dh, dc, dm, dG, dHs, offsets, bsz, reverse, proj,
+def lstm_backward_loop(offsets, bsz, lo, hi, G, cs, c0, w_hh_t, w_hr_t, dout, dh, dc, dm, dG, dHs, reverse, proj,
                        s0, s1, base):
-    """Backward steps s0..s1-1; dout, dG and dHs hold the rows from ``base`` on (one block, see blocks.py)."""
+    """Backward steps s0..s1-1 over the batch rows lo..hi; dout, dG and dHs hold the rows from
+    ``base`` on (one block, see blocks.py)."""
     T = bsz.shape[0]
+    c0 = c0[lo:hi]
+    dh = dh[lo:hi]
+    dc = dc[lo:hi]
+    dm = dm[lo:hi]
     H = c0.shape[1]
     P = dh.shape[1]
     for s in range(s0, s1):
@@ -147,15 +146,6 @@ def lstm_backward_loop(G, cs, c0, w_hh_t, w_hr_t, dout, dh, dc, dm, dG, dHs, off
         lstm_pointwise_bwd(G, cs, c0, offsets, bsz, t, tp, H, dm, dc, dG, base)
         zero_rows(dh, b)
         gemm_nt(dG, o0 - base, w_hh_t, dh, 0, b, 4 * H, P)
-
-
-@njit(parallel=True)
-def lstm_backward_chunks(G, cs, c0, w_hh_t, w_hr_t, dout, dh, dc, dm, dG, dHs, cuts, offs, sizes, reverse, proj,
-                         s0, s1, base):
-    for k in prange(cuts.shape[0] - 1):
-        lo, hi = cuts[k], cuts[k + 1]
-        lstm_backward_loop(G, cs, c0[lo:hi], w_hh_t, w_hr_t, dout, dh[lo:hi], dc[lo:hi], dm[lo:hi], dG, dHs,
-                           offs[k], sizes[k], reverse, proj, s0, s1, base)
 
 
 class LSTMFunction(torch.autograd.Function):
@@ -173,12 +163,9 @@ class LSTMFunction(torch.autograd.Function):
         cs = x.new_empty(x.shape[0], H) if plan.save else dummy(x)
         m = x.new_empty(h.shape[0], H) if proj else h
         whr = w_hr if proj else dummy(x)
-        args = [npy(G), npy(w_hh), npy(whr), npy(h), npy(c), npy(m), npy(out), npy(cs),
-                offsets, bsz, plan.reverse, plan.save, proj]
-        if plan.chunks is not None:
-            run_parallel(lstm_forward_chunks, plan.parts, *args[:8], *plan.chunks, plan.reverse, plan.save, proj)
-        elif plan.whole:
-            lstm_forward_steps(*args, 0, T, True)
+        args = (npy(G), npy(w_hh), npy(whr), npy(h), npy(c), npy(m), npy(out), npy(cs), plan.reverse, plan.save, proj)
+        if plan.whole:
+            run_rows(lstm_forward_steps, plan, *args, 0, T, True)
         else:
             whh_t = w_hh.t()
             whr_t = whr.t()
@@ -186,7 +173,7 @@ class LSTMFunction(torch.autograd.Function):
                 t = T - 1 - s if plan.reverse else s
                 b, o0 = int(bsz[t]), int(offsets[t])
                 G[o0:o0 + b].addmm_(h[:b], whh_t)
-                lstm_forward_steps(*args, s, s + 1, False)
+                lstm_forward_steps(offsets, bsz, 0, h.shape[0], *args, s, s + 1, False)
                 if proj:
                     torch.mm(m[:b], whr_t, out=h[:b])
                     out[o0:o0 + b].copy_(h[:b])
@@ -219,12 +206,9 @@ class LSTMFunction(torch.autograd.Function):
             dG = dG_all[:hi - lo]
             dHs = dHs_all[:hi - lo] if proj else dHs_all
             ndout, ndG, ndHs = npy(blocks.dout(dout, lo, hi)), npy(dG), npy(dHs)
-            if plan.chunks is not None:
-                run_parallel(lstm_backward_chunks, plan.parts, nG, ncs, nc0, whh_t, whr_t, ndout, ndh, ndc, ndm,
-                             ndG, ndHs, *plan.chunks, plan.reverse, proj, s0, s1, lo)
-            elif plan.whole:
-                lstm_backward_loop(nG, ncs, nc0, whh_t, whr_t, ndout, ndh, ndc, ndm, ndG, ndHs,
-                                   offsets, bsz, plan.reverse, proj, s0, s1, lo)
+            if plan.whole:
+                run_rows(lstm_backward_loop, plan, nG, ncs, nc0, whh_t, whr_t, ndout, ndh, ndc, ndm, ndG, ndHs,
+                         plan.reverse, proj, s0, s1, lo)
             else:
                 for s in range(s0, s1):
                     t = s if plan.reverse else T - 1 - s
