@@ -47,3 +47,22 @@ def test_issue4_cases_time_the_named_layers_and_have_target_lines():
     lines = summarize(rows)
     assert any(line.startswith("a: 1.43x the time of torch.nn.LSTM") and line.endswith(": met") for line in lines)
     assert any(line.startswith("b (fused sequential kernel") and line.endswith("NOT met") for line in lines)
+
+
+def test_peak_tensor_bytes_is_the_most_memory_alive_at_once():
+    import torch
+
+    from rnnkit.bench.memory import measure, peak_tensor_bytes
+
+    def run():
+        a = torch.empty(3_000_000, dtype=torch.uint8)
+        b = torch.empty(1_000_000, dtype=torch.uint8)  # alive with a: 4 MB
+        del a, b
+        c = torch.empty(2_000_000, dtype=torch.uint8)  # alone: 2 MB
+        del c
+
+    assert peak_tensor_bytes(run) == 4_000_000
+    # the bench's figure, from a fresh process: at least what the layer's output and dx hold
+    T, B, I, H = 5, 2, 3, 4
+    peak = measure("rnnkit", "gru", (T, B, I, H), 1)
+    assert peak is not None and peak >= 4 * (T * B * H + T * B * I)

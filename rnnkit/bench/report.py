@@ -78,7 +78,7 @@ def table(rows: list) -> str:
               "peak MB rnnkit"]
     body = []
     for r in rows:
-        mem = [f"{r[k]:.1f}" if r.get(k) is not None else "" for k in ("torch_peak_mb", "rnnkit_peak_mb")]
+        mem = [f"{r[k]:.2f}" if r.get(k) is not None else "" for k in ("torch_peak_mb", "rnnkit_peak_mb")]
         body.append([r["mode"], ",".join(map(str, r["shape"])), r["pass"], r.get("baseline", "torch.nn"),
                      f"{r['torch_ms']:.3f}", f"{r['rnnkit_ms']:.3f}", f"{r['ratio']:.2f}", *mem])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
@@ -105,7 +105,7 @@ def run(modes, shapes, passes, extras, repeats=15, warmup=2, threads=None, with_
         if progress:
             mem = ""
             if row.get("torch_peak_mb") is not None:
-                mem = f"  peak MB torch {row['torch_peak_mb']:.1f} rnnkit {row['rnnkit_peak_mb']:.1f}"
+                mem = f"  peak MB torch {row['torch_peak_mb']:.2f} rnnkit {row['rnnkit_peak_mb']:.2f}"
             against = "torch" if case.baseline.startswith("torch") else case.baseline
             progress(f"{case.key:<42} {against} {row['torch_ms']:9.3f} ms  rnnkit {row['rnnkit_ms']:9.3f} ms  "
                      f"ratio {row['ratio']:5.2f}{mem}")
