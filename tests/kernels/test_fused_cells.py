@@ -11,7 +11,7 @@ import rnnkit
 from rnnkit import kernels
 from rnnkit.cells import (GRUCell, IndRNNCell, LayerNormGRUCell, LayerNormLSTMCell, MinGRUCell, MinLSTMCell,
                           PeepholeLSTMCell)
-from rnnkit.kernels.cpu import common
+from rnnkit.kernels.cpu import common, split
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 INPUT, HIDDEN, STEPS, BATCH = 5, 6, 6, 4
@@ -46,10 +46,16 @@ CONFIGS = [
 ]
 
 
-@pytest.fixture(params=["loop", "step"])
+# the kernels that split the batch rows across threads (in float32)
+SPLIT_CELLS = ("layernorm_lstm",)
+
+
+@pytest.fixture(params=["loop", "step", "split"])
 def strategy(request, monkeypatch):
-    """"loop": the whole time loop in one jitted call; "step": per-step BLAS products + jitted math."""
-    monkeypatch.setattr(common, "WHOLE_LOOP_MAX_FLOPS", 1e12 if request.param == "loop" else -1.0)
+    """"loop": the whole time loop in one jitted call; "step": per-step BLAS products + jitted math;
+    "split": the batch rows split across threads as far as it goes (one row per chunk)."""
+    monkeypatch.setattr(common, "WHOLE_LOOP_MAX_FLOPS", -1.0 if request.param == "step" else 1e12)
+    monkeypatch.setattr(split, "thread_parts", (lambda batch: batch) if request.param == "split" else (lambda batch: 1))
     return request.param
 
 
@@ -91,6 +97,8 @@ def cases():
 def test_fused_equals_reference(name, dtype, cfg, strategy):
     if strategy == "step" and not CELLS[name][2]:
         pytest.skip("one strategy only (no matrix product in the loop)")
+    if strategy == "split" and (name not in SPLIT_CELLS or dtype != torch.float32):
+        pytest.skip("no row split for this kernel or dtype")
     num_layers, bidirectional, inputs, with_state, bias = cfg
     torch.manual_seed(0)
     ref = make(name, "reference", dtype, num_layers, bidirectional, bias)
@@ -130,6 +138,8 @@ def test_fused_is_selected():
 def test_gradcheck(name, reverse, packed, strategy):
     if strategy == "step" and not CELLS[name][2]:
         pytest.skip("one strategy only (no matrix product in the loop)")
+    if strategy == "split":
+        pytest.skip("gradcheck runs in float64, which is not split")
     gen = torch.Generator().manual_seed(3)
     cell = CELLS[name][0](INPUT, 3, **CELLS[name][1]).double()
     with torch.no_grad():

@@ -18,6 +18,7 @@ from ._jit import njit, sigmoid, tanh, zero_of
 from .common import dummy, npy, prev_row, recurrent_weight_grad
 from .gemm import gemm_nt, zero_rows
 from .layer_norm import norm_row, norm_row_bwd
+from .split import row_slots, run_rows
 
 # Compiled in each process, not cached on disk: for these kernels numba's cached code computes
 # different last bits than a fresh compile (fresh compiles agree with each other), which would
@@ -70,9 +71,13 @@ def lnlstm_pointwise(G, WH, o0, b, c, h, out, XH, RS, cs, CH, RC, gamma_hh, b_hh
 
 
 @njit(cache=False)
-def lnlstm_forward_loop(G, w_hh, WH, c, h, out, XH, RS, cs, CH, RC, gamma_hh, b_hh, gamma_c, beta_c,
-                        k, offsets, bsz, reverse, save):
+def lnlstm_forward_loop(offsets, bsz, lo, hi, G, w_hh, WH, c, h, out, XH, RS, cs, CH, RC, gamma_hh, b_hh,
+                        gamma_c, beta_c, k, reverse, save):
+    """The forward time loop over the batch rows lo..hi (laid out by offsets, bsz; see split.py)."""
     T = bsz.shape[0]
+    WH = WH[lo:hi]
+    c = c[lo:hi]
+    h = h[lo:hi]
     H = c.shape[1]
     for s in range(T):
         t = T - 1 - s if reverse else s
@@ -139,9 +144,17 @@ def lnlstm_pointwise_bwd(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, o
 
 
 @njit(cache=False)
-def lnlstm_backward_loop(G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, w_hh_t, dout, dh, dc, dG,
-                         k, dcn, DWH, sums, step_sums, offsets, bsz, reverse):
+def lnlstm_backward_loop(offsets, bsz, lo, hi, G, XH, RS, cs, c0, CH, RC, gamma_hh, gamma_c, beta_c, w_hh_t,
+                         dout, dh, dc, dG, k, dcn, DWH, sums, step_sums, slot, reverse):
+    """The backward time loop over the batch rows lo..hi.  dcn (B, H): row lo is this range's
+    scratch; sums and step_sums: slot[lo] picks this range's own (no two threads add into one)."""
     T = bsz.shape[0]
+    c0 = c0[lo:hi]
+    dh = dh[lo:hi]
+    dc = dc[lo:hi]
+    dcn = dcn[lo]
+    sums = sums[slot[lo]]
+    step_sums = step_sums[slot[lo]]
     H = dc.shape[1]
     for s in range(T):
         t = s if reverse else T - 1 - s
@@ -185,7 +198,7 @@ class LayerNormLSTMFunction(torch.autograd.Function):
         state = (npy(c), npy(h), npy(out), npy(XH), npy(RS), npy(cs), npy(CH), npy(RC),
                  npy(gamma_hh), npy(bh), npy(gamma_c), npy(bc), k)
         if plan.whole:
-            lnlstm_forward_loop(nG, npy(w_hh), nWH, *state, offsets, bsz, plan.reverse, save)
+            run_rows(lnlstm_forward_loop, plan, nG, npy(w_hh), nWH, *state, plan.reverse, save)
         else:
             whh_t = w_hh.t()
             for s in range(T):
@@ -208,29 +221,31 @@ class LayerNormLSTMFunction(torch.autograd.Function):
         dh = dhN.contiguous().clone()
         dc = dcN.contiguous().clone()
         dG = torch.empty_like(G)
-        dcn = c0.new_empty(c0.shape[1])  # (H,): scratch
+        dcn = c0.new_empty(c0.shape)  # (B, H): scratch, one row per range of rows
         DWH = torch.empty_like(G)
-        sums = np.zeros((4, G.shape[1]), dtype=np.float64)  # column sums, see lnlstm_pointwise_bwd
-        step_sums = np.zeros((4, G.shape[1]), dtype=npy(G).dtype)
+        # column sums (see lnlstm_pointwise_bwd), one set per range of rows run by its own thread
+        slot, ranges = row_slots(plan, c0.shape[0])
+        sums = np.zeros((ranges, 4, G.shape[1]), dtype=np.float64)
+        step_sums = np.zeros((ranges, 4, G.shape[1]), dtype=npy(G).dtype)
         args = (npy(G), npy(XH), npy(RS), npy(cs), npy(c0), npy(CH), npy(RC), npy(gamma_hh), npy(gamma_c),
                 npy(bc))
         k = consts(args[0].dtype, 4 * c0.shape[1], c0.shape[1])
         if plan.whole:
-            lnlstm_backward_loop(*args, npy(w_hh.t().contiguous()), npy(dout), npy(dh), npy(dc), npy(dG),
-                                 k, npy(dcn), npy(DWH), sums, step_sums, offsets, bsz, plan.reverse)
+            run_rows(lnlstm_backward_loop, plan, *args, npy(w_hh.t().contiguous()), npy(dout), npy(dh), npy(dc),
+                     npy(dG), k, npy(dcn), npy(DWH), sums, step_sums, slot, plan.reverse)
         else:
             ndout, ndh, ndc, ndG, ndcn, nDWH = npy(dout), npy(dh), npy(dc), npy(dG), npy(dcn), npy(DWH)
             for s in range(T):
                 t = s if plan.reverse else T - 1 - s
                 tp = t + 1 if plan.reverse else t - 1
                 b, o0 = int(bsz[t]), int(offsets[t])
-                lnlstm_pointwise_bwd(*args, offsets, bsz, t, tp, k, ndout, ndh, ndc, ndG, ndcn, nDWH, sums,
-                                     step_sums)
+                lnlstm_pointwise_bwd(*args, offsets, bsz, t, tp, k, ndout, ndh, ndc, ndG, ndcn[0], nDWH, sums[0],
+                                     step_sums[0])
                 torch.mm(DWH[o0:o0 + b], w_hh, out=dh[:b])
         need = ctx.needs_input_grad
         dw_hh = recurrent_weight_grad(DWH, out, h0, offsets, bsz, plan.reverse) if need[4] else None
         H = c0.shape[1]
-        sums = torch.from_numpy(sums).to(G.dtype)
+        sums = torch.from_numpy(sums.sum(0)).to(G.dtype)  # over the ranges, in a fixed order
         db_hh = sums[1] if need[5] else None
         dgamma_hh = sums[0] if need[6] else None
         dgamma_c = sums[2, :H] if need[7] else None
@@ -240,9 +255,12 @@ class LayerNormLSTMFunction(torch.autograd.Function):
 
 
 def layer(eq, x, offsets, bsz, state0, w, reverse, save):
-    from . import Plan, _call, common
+    from . import Plan, _call, _chunks, common, split
     h0, c0 = state0
     gx = eq.project(x, w).contiguous()  # (N, 4H): LN(x W_ih^T; gamma_ih, b_ih); the Function writes over it
-    plan = Plan(offsets, bsz, reverse, save, common.whole_loop(h0.shape[0], h0.shape[1], w.w_hh.shape[0]))
+    parts = split.thread_parts(h0.shape[0]) if x.dtype == torch.float32 else 1
+    chunks = _chunks(tuple(bsz.tolist()), parts) if parts > 1 else None
+    plan = Plan(offsets, bsz, reverse, save, common.whole_loop(h0.shape[0], h0.shape[1], w.w_hh.shape[0]),
+                chunks=chunks)
     out, h, c = _call(LayerNormLSTMFunction, plan, gx, h0, c0, w.w_hh, w.b_hh, w.gamma_hh, w.gamma_c, w.beta_c)
     return out, (h, c)
