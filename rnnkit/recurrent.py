@@ -87,7 +87,8 @@ def run_stack(x: Tensor, batch_sizes: Sequence[int], hx: State, layer_fn: LayerF
         x = merge(outs)  # (N, D*H) when concatenated
         if dropout > 0 and training and layer < num_layers - 1:
             x = F.dropout(x, dropout, training=True)
-    return x, tuple(torch.stack(f) for f in finals)
+    # one layer-direction: a view, not a copy (what torch.stack would make)
+    return x, tuple(f[0].unsqueeze(0) if len(f) == 1 else torch.stack(f) for f in finals)
 
 
 # ----------------------------------------------------------------------------------------

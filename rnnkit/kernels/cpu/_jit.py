@@ -42,9 +42,9 @@ def njit(fn=None, **kw):
 def helper(fn):
     """A function called only from jitted code: compiled into its callers for the argument types
     they pass, with literal constants (a ``0`` row offset, a ``True`` flag) typed as plain ints and
-    bools, so that one compilation serves every call site.  (A jitted dispatcher compiles one
-    specialisation per literal, and emits machine code and a Python wrapper for each: measured,
-    three copies of the in-loop product per dtype in the LSTM alone.)"""
+    bools, so that one compilation serves every call site.  (A jitted dispatcher called from jitted
+    code compiles a specialisation of its own for each literal argument: measured, three copies of
+    the in-loop product per dtype in the LSTM alone.)"""
     return register_jitable(fastmath=FASTMATH, error_model="numpy", boundscheck=False)(fn)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,16 +34,16 @@ class Blocks:
     __slots__ = ("ranges", "rows", "_dout")
 
     def __init__(self, plan, width: int, itemsize: int):
-        offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
+        offsets, T = plan.offsets, plan.steps
         N = int(offsets[-1])
         least = max(math.ceil(N / MAX_BLOCKS), math.ceil(MIN_BLOCK_BYTES / (width * itemsize)))
+        # done[s]: rows of backward steps 0..s-1 (backward runs t = T-1 .. 0, or 0 .. T-1 in reverse);
+        # each block takes steps until it holds at least `least` rows.
+        done = offsets if plan.reverse else N - offsets[::-1]
         self.ranges = []
         s0 = 0
         while s0 < T:
-            s1, rows = s0, 0
-            while s1 < T and rows < least:
-                rows += int(bsz[T - 1 - s1 if not plan.reverse else s1])
-                s1 += 1
+            s1 = min(int(np.searchsorted(done, done[s0] + least)), T)
             ta, tb = (s0, s1) if plan.reverse else (T - s1, T - s0)
             self.ranges.append((s0, s1, ta, tb, int(offsets[ta]), int(offsets[tb])))
             s0 = s1

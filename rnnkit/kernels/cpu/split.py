@@ -57,10 +57,13 @@ def row_chunks(offsets: np.ndarray, bsz: np.ndarray, parts: int):
 def thread_parts(batch: int) -> int:
     """How many threads split a batch of ``batch`` rows: torch's thread count, capped by numba's
     and by the rows (1: no split)."""
-    if _launched_in[0] not in (None, os.getpid()):
+    most = batch // MIN_CHUNK_ROWS
+    if most < 2:
+        return 1
+    if _launched_in[0] is not None and _launched_in[0] != os.getpid():
         # numba's GNU-OpenMP layer terminates a process forked after it ran; stay serial there.
         return 1
-    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, batch // MIN_CHUNK_ROWS))
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, most))
 
 
 _launched_in = [None]  # the process that first ran a parallel kernel
@@ -118,7 +121,8 @@ def native_address(kernel, offs, sizes, args) -> int:
 @intrinsic
 def _call_at(typingctx, address, offsets, bsz, lo, hi, args):
     """Call the jitted function at ``address`` with (offsets, bsz, lo, hi, *args), in numba's own
-    calling convention; ``native_address`` compiled it for exactly these types."""
+    calling convention; ``native_address`` compiled it for exactly these types.  The status it
+    returns is not read: the time loops raise nothing (no bounds checks, error_model="numpy")."""
     argtypes = (offsets, bsz, lo, hi, *args.types)
 
     def codegen(context, builder, signature, llargs):
