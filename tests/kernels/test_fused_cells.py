@@ -50,12 +50,11 @@ CONFIGS = [
 SPLIT_CELLS = ("layernorm_lstm",)
 
 
-@pytest.fixture(params=["loop", "step", "split"])
+@pytest.fixture(params=["loop", "step"])
 def strategy(request, monkeypatch):
-    """"loop": the whole time loop in one jitted call; "step": per-step BLAS products + jitted math;
-    "split": the batch rows split across threads as far as it goes (one row per chunk)."""
-    monkeypatch.setattr(common, "WHOLE_LOOP_MAX_FLOPS", -1.0 if request.param == "step" else 1e12)
-    monkeypatch.setattr(split, "thread_parts", (lambda batch: batch) if request.param == "split" else (lambda batch: 1))
+    """"loop": the whole time loop in one jitted call; "step": per-step BLAS products + jitted math."""
+    monkeypatch.setattr(common, "WHOLE_LOOP_MAX_FLOPS", 1e12 if request.param == "loop" else -1.0)
+    monkeypatch.setattr(split, "thread_parts", lambda batch: 1)
     return request.param
 
 
@@ -97,8 +96,19 @@ def cases():
 def test_fused_equals_reference(name, dtype, cfg, strategy):
     if strategy == "step" and not CELLS[name][2]:
         pytest.skip("one strategy only (no matrix product in the loop)")
-    if strategy == "split" and (name not in SPLIT_CELLS or dtype != torch.float32):
-        pytest.skip("no row split for this kernel or dtype")
+    check_against_reference(name, dtype, cfg)
+
+
+@pytest.mark.parametrize("name", SPLIT_CELLS)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda cfg: "-".join(map(str, cfg)))
+def test_rows_split_equals_reference(name, cfg, monkeypatch):
+    """The batch rows split across threads as far as it goes (one row per chunk), in float32."""
+    monkeypatch.setattr(common, "WHOLE_LOOP_MAX_FLOPS", 1e12)
+    monkeypatch.setattr(split, "thread_parts", lambda batch: batch)
+    check_against_reference(name, torch.float32, cfg)
+
+
+def check_against_reference(name, dtype, cfg):
     num_layers, bidirectional, inputs, with_state, bias = cfg
     torch.manual_seed(0)
     ref = make(name, "reference", dtype, num_layers, bidirectional, bias)
@@ -138,8 +148,6 @@ def test_fused_is_selected():
 def test_gradcheck(name, reverse, packed, strategy):
     if strategy == "step" and not CELLS[name][2]:
         pytest.skip("one strategy only (no matrix product in the loop)")
-    if strategy == "split":
-        pytest.skip("gradcheck runs in float64, which is not split")
     gen = torch.Generator().manual_seed(3)
     cell = CELLS[name][0](INPUT, 3, **CELLS[name][1]).double()
     with torch.no_grad():
