@@ -1,8 +1,9 @@
 """The "fused" backend: rnnkit's own CPU kernels (numba-compiled time loops + BLAS products).
 
 One module per concern: ``_jit`` (numba options, activations), ``gemm`` (the in-loop
-matrix product), ``common`` (step layout, the batch split, matrix-product providers),
-``blocks`` (the backward in blocks of steps), and one module per recurrence (``elman``, ``lstm``,
+matrix product), ``common`` (step layout, matrix-product providers), ``split`` (a time loop
+run over chunks of batch rows on torch's threads), ``blocks`` (the backward in blocks of
+steps), and one module per recurrence (``elman``, ``lstm``,
 ``gru``; for the other cell families ``indrnn``, ``peephole_lstm``, ``gru_reset_before``,
 ``layernorm_lstm``, ``layernorm_gru``, ``min_cells``, each with a ``layer`` function, found
 through ``_more_kernels``) holding its jitted step math, its forward/backward time loops and its
@@ -11,7 +12,7 @@ through ``_more_kernels``) holding its jitted step math, its forward/backward ti
 Nothing here imports numba until a fused kernel first runs, so ``import rnnkit`` stays
 cheap; compiled code is cached on disk by numba (``cache=True``).
 
-Strategy per layer-direction (Elman, LSTM, GRU): in float32, a batch of at least 8 rows is
+Strategy per layer-direction (Elman, LSTM, GRU, layer-norm LSTM): in float32, a batch of at least 8 rows is
 split across torch's threads (``split.row_chunks``), each thread running the whole time loop
 on its rows in one jitted call (numba's OpenMP layer, sharing torch's thread pool).  Otherwise,
 chosen from the sizes (``common.whole_loop``): when one step's recurrent product is small, the
@@ -67,6 +68,20 @@ def _chunks(batch_sizes: tuple, parts: int):
     for a in chunks:
         a.setflags(write=False)
     return None if len(chunks[0]) <= 2 else chunks
+
+
+def row_split(batch_sizes, batch: int, dtype):
+    """``Plan.chunks`` for a layer-direction: the batch rows split across threads, or None.
+
+    ``batch_sizes``: the tuple of step sizes, or the step-size array (made a tuple only when a
+    split is wanted).  float32 only: a split costs one more launcher compilation per argument-type
+    list on first use (~1 s each), and float64 runs are for checking, where speed matters less."""
+    from . import split
+    parts = split.thread_parts(batch) if dtype == torch.float32 else 1
+    if parts < 2:
+        return None
+    key = batch_sizes if isinstance(batch_sizes, tuple) else tuple(batch_sizes.tolist())
+    return _chunks(key, parts)
 
 
 @lru_cache(maxsize=1)
@@ -132,7 +147,7 @@ class FusedKernel(Kernel):
             raise UnsupportedBackendError("backend 'fused' needs numba (pip install numba)")
 
     def layer(self, eq, x, batch_sizes, state0, weights, reverse):
-        from . import common, split
+        from . import common
         key = tuple(batch_sizes)
         offsets, bsz, most = _layout(key)
         x = x.contiguous()
@@ -152,10 +167,7 @@ class FusedKernel(Kernel):
             return importlib.import_module(f".{more}", __name__).layer(
                 eq, x, offsets, bsz, state0, type(weights)(*w), reverse, save)
         w_ih, w_hh, b_ih, b_hh, w_hr = w
-        # Rows split across threads in float32 only: each split kernel is one more compilation
-        # (~5 s on first use), and float64 runs are for checking, where speed matters less.
-        parts = split.thread_parts(batch) if x.dtype == torch.float32 else 1
-        chunks = _chunks(key, parts) if parts > 1 else None
+        chunks = row_split(key, batch, x.dtype)
         if eq is LSTM_EQUATIONS:
             from .lstm import LSTMFunction
             plan = Plan(offsets, bsz, reverse, save, common.whole_loop(batch, P, w_hh.shape[0]), chunks=chunks)

@@ -20,9 +20,9 @@ from numba import types
 from llvmlite import ir
 from numba.extending import intrinsic, overload, register_jitable
 
-# The row-parallel kernels (``parallel=True``) run on OpenMP: once torch is imported, numba's omp
-# layer binds to the libgomp torch already loaded, so both share one thread pool.  Another pool
-# (tbb, workqueue) would fight torch's OpenMP workers, which spin for milliseconds after each of
+# The row-split launcher (``split.launch_rows``, ``parallel=True``) runs on OpenMP: once torch is
+# imported, numba's omp layer binds to the libgomp torch already loaded, so both share one thread
+# pool.  Another pool (tbb, workqueue) would fight torch's OpenMP workers, which spin for milliseconds after each of
 # torch's parallel ops: measured, a 2-thread kernel then ran slower than on one thread.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]

@@ -255,12 +255,10 @@ class LayerNormLSTMFunction(torch.autograd.Function):
 
 
 def layer(eq, x, offsets, bsz, state0, w, reverse, save):
-    from . import Plan, _call, _chunks, common, split
+    from . import Plan, _call, common, row_split
     h0, c0 = state0
     gx = eq.project(x, w).contiguous()  # (N, 4H): LN(x W_ih^T; gamma_ih, b_ih); the Function writes over it
-    parts = split.thread_parts(h0.shape[0]) if x.dtype == torch.float32 else 1
-    chunks = _chunks(tuple(bsz.tolist()), parts) if parts > 1 else None
     plan = Plan(offsets, bsz, reverse, save, common.whole_loop(h0.shape[0], h0.shape[1], w.w_hh.shape[0]),
-                chunks=chunks)
+                chunks=row_split(bsz, h0.shape[0], x.dtype))
     out, h, c = _call(LayerNormLSTMFunction, plan, gx, h0, c0, w.w_hh, w.b_hh, w.gamma_hh, w.gamma_c, w.beta_c)
     return out, (h, c)

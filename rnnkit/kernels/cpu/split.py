@@ -19,6 +19,7 @@ import numba
 import numpy as np
 import torch
 from numba import prange, types
+from numba._dispatcher import compute_fingerprint  # the dispatcher's own per-call type key
 from numba.extending import intrinsic
 
 from ._jit import njit
@@ -103,7 +104,6 @@ _ADDRESSES: dict = {}
 def native_address(kernel, offs, sizes, args) -> int:
     """The address of ``kernel``'s machine code for the argument types ``launch_rows`` passes it
     (compiled, or loaded from numba's cache, on first use of these types)."""
-    from numba._dispatcher import compute_fingerprint  # the dispatcher's own per-call type key
     key = (kernel, compute_fingerprint(offs), compute_fingerprint(sizes), *map(compute_fingerprint, args))
     address = _ADDRESSES.get(key)
     if address is None:
