@@ -227,10 +227,11 @@ class RNNBase(nn.Module):
                 state = tuple(s.index_select(1, sorted_indices) for s in state)
 
         eq = self.equations
-        kernel = kernels.select(self.backend, eq, data, self.layer_weights(0, 0))
+        weights = [self.layer_weights(layer, d) for layer in range(self.num_layers) for d in range(num_directions)]
+        kernel = kernels.select(self.backend, eq, data, weights[0])
         out, state = run_stack(
             data, batch_sizes, state,
-            lambda layer, d, x, bs, s0: kernel.layer(eq, x, bs, s0, self.layer_weights(layer, d), d == 1),
+            lambda layer, d, x, bs, s0: kernel.layer(eq, x, bs, s0, weights[layer * num_directions + d], d == 1),
             num_layers=self.num_layers, num_directions=num_directions,
             dropout=self.dropout, training=self.training,
         )

@@ -42,8 +42,7 @@ def check_backend_name(backend) -> None:
 
 
 def select(backend: str, eq, x, weights) -> Kernel:
-    check_backend_name(backend)
-    if backend == "auto":
+    if backend == "auto":  # first: the default, and a name that needs no check (this runs on every call)
         for kernel in AUTO_ORDER:
             try:
                 kernel.check(eq, x, weights)
@@ -51,6 +50,7 @@ def select(backend: str, eq, x, weights) -> Kernel:
                 continue
             return kernel
         return REFERENCE
+    check_backend_name(backend)
     if backend != "fused":
         BACKENDS[backend].check(eq, x, weights)
         return BACKENDS[backend]

@@ -99,6 +99,17 @@ def _more_kernels() -> dict:
             LAYERNORM_GRU: "layernorm_gru", MIN_GRU: "min_cells", MIN_LSTM: "min_cells"}
 
 
+@lru_cache(maxsize=1)
+def _functions() -> dict:
+    """torch.nn's recurrences -> their autograd Function: imported on first use (they import numba),
+    then one dict lookup per call."""
+    from .elman import ElmanFunction
+    from .gru import GRUFunction
+    from .lstm import LSTMFunction
+    return {LSTM_EQUATIONS: LSTMFunction, GRU_EQUATIONS: GRUFunction, ELMAN_TANH: ElmanFunction,
+            ELMAN_RELU: ElmanFunction}
+
+
 def _needs_grad(tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -147,7 +158,6 @@ class FusedKernel(Kernel):
             raise UnsupportedBackendError("backend 'fused' needs numba (pip install numba)")
 
     def layer(self, eq, x, batch_sizes, state0, weights, reverse):
-        from . import common
         key = tuple(batch_sizes)
         offsets, bsz, most = _layout(key)
         x = x.contiguous()
@@ -167,24 +177,17 @@ class FusedKernel(Kernel):
             return importlib.import_module(f".{more}", __name__).layer(
                 eq, x, offsets, bsz, state0, type(weights)(*w), reverse, save)
         w_ih, w_hh, b_ih, b_hh, w_hr = w
-        chunks = row_split(key, batch, x.dtype)
+        function = _functions().get(eq)
+        if function is None:
+            raise UnsupportedBackendError(f"backend 'fused' has no kernel for the recurrence {eq.name!r}")
+        from .common import whole_loop
+        plan = Plan(offsets, bsz, reverse, save, whole_loop(batch, P, w_hh.shape[0]), relu=eq is ELMAN_RELU,
+                    chunks=row_split(key, batch, x.dtype))
         if eq is LSTM_EQUATIONS:
-            from .lstm import LSTMFunction
-            plan = Plan(offsets, bsz, reverse, save, common.whole_loop(batch, P, w_hh.shape[0]), chunks=chunks)
-            out, h, c = _call(LSTMFunction, plan, x, state0[0], state0[1], w_ih, w_hh, b_ih, b_hh, w_hr)
+            out, h, c = _call(function, plan, x, state0[0], state0[1], w_ih, w_hh, b_ih, b_hh, w_hr)
             return out, (h, c)
-        if eq is GRU_EQUATIONS:
-            from .gru import GRUFunction
-            plan = Plan(offsets, bsz, reverse, save, common.whole_loop(batch, P, w_hh.shape[0]), chunks=chunks)
-            out, h = _call(GRUFunction, plan, x, state0[0], w_ih, w_hh, b_ih, b_hh)
-            return out, (h,)
-        if eq is ELMAN_TANH or eq is ELMAN_RELU:
-            from .elman import ElmanFunction
-            plan = Plan(offsets, bsz, reverse, save, common.whole_loop(batch, P, w_hh.shape[0]),
-                        relu=eq is ELMAN_RELU, chunks=chunks)
-            out, h = _call(ElmanFunction, plan, x, state0[0], w_ih, w_hh, b_ih, b_hh)
-            return out, (h,)
-        raise UnsupportedBackendError(f"backend 'fused' has no kernel for the recurrence {eq.name!r}")
+        out, h = _call(function, plan, x, state0[0], w_ih, w_hh, b_ih, b_hh)
+        return out, (h,)
 
 
 __all__ = ["FusedKernel", "Plan"]
