@@ -40,16 +40,18 @@ def test_row_chunks_balance_packed_work():
 
 @pytest.mark.parametrize("sizes", LAYOUTS.values(), ids=LAYOUTS.keys())
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("min_bytes", [1, 64, 1 << 40])
-def test_blocks_cover_every_step_once_in_backward_order(monkeypatch, sizes, reverse, min_bytes):
+@pytest.mark.parametrize("min_bytes,min_blocks", [(1, 1), (64, 1), (1 << 40, 1), (1 << 40, 2), (1 << 40, 4)])
+def test_blocks_cover_every_step_once_in_backward_order(monkeypatch, sizes, reverse, min_bytes, min_blocks):
     monkeypatch.setattr(blocks, "MIN_BLOCK_BYTES", min_bytes)
     offsets, bsz = common.layout(sizes)
     plan = Plan(offsets, bsz, reverse, True, True)
-    b = blocks.Blocks(plan, width=4, itemsize=4)
+    b = blocks.Blocks(plan, width=4, itemsize=4, min_blocks=min_blocks)
     T = len(bsz)
     steps = [s for s0, s1, *_ in b.ranges for s in range(s0, s1)]
     assert steps == list(range(T))
-    assert len(b.ranges) <= blocks.MAX_BLOCKS
+    assert len(b.ranges) <= max(blocks.MAX_BLOCKS, min_blocks)
+    # a block closes on the step that brings it to ceil(N / min_blocks) rows
+    assert b.rows < -(-int(offsets[-1]) // min_blocks) + max(sizes)
     for s0, s1, ta, tb, lo, hi in b.ranges:
         ts = sorted(s if reverse else T - 1 - s for s in range(s0, s1))
         assert ts == list(range(ta, tb)) and (lo, hi) == (offsets[ta], offsets[tb]) and hi - lo <= b.rows
@@ -57,9 +59,12 @@ def test_blocks_cover_every_step_once_in_backward_order(monkeypatch, sizes, reve
 
 @pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
 @pytest.mark.parametrize("rows_split", [False, True], ids=["one thread", "rows split"])
-def test_expanded_output_gradient_over_blocks(monkeypatch, mode, rows_split):
-    """The gradient of out.sum() is an expanded tensor: each block copies its rows into one
-    reused buffer (and the split threads read it) without disturbing the other blocks' results."""
+@pytest.mark.parametrize("dout", ["sum", "broadcast rows", "strided rows"])
+def test_output_gradient_layouts_over_blocks(monkeypatch, mode, rows_split, dout):
+    """The output gradient in the layouts autograd can hand over: broadcast along the rows (out.sum()'s,
+    or a gradient expanded from one row: the kernels read that row), or rows apart in memory (a
+    slice of a wider tensor: each block copies its rows into one reused buffer); over blocks and
+    split threads."""
     monkeypatch.setattr(blocks, "MIN_BLOCK_BYTES", 1)
     monkeypatch.setattr(blocks, "MAX_BLOCKS", 3)
     monkeypatch.setattr(split, "thread_parts", (lambda batch: 2) if rows_split else (lambda batch: 1))
@@ -69,7 +74,13 @@ def test_expanded_output_gradient_over_blocks(monkeypatch, mode, rows_split):
         torch.manual_seed(0)
         layer = cls(5, 8, backend=backend)
         x = torch.randn(7, 8, 5, requires_grad=True)
-        layer(x)[0].sum().backward()
+        out = layer(x)[0]  # (7, 8, 8)
+        if dout == "sum":
+            out.sum().backward()
+        elif dout == "broadcast rows":
+            out.backward(torch.randn(8).expand(out.shape))
+        else:
+            out.backward(torch.randn(7, 8, 16)[..., 3:11])
         grads.append([x.grad, *(p.grad for p in layer.parameters())])
     for got, expected in zip(grads[1], grads[0]):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

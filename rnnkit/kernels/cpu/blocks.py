@@ -7,18 +7,19 @@ N x G numbers, for a GRU more than all that torch.nn keeps for its backward.  ``
 cuts the backward's steps into a few blocks of contiguous packed rows; the kernels run one
 block at a time into a block-sized dG (rows indexed from the block's first row) and
 ``GradSums`` takes the products per block and sums them: still a few large products, and dG of
-one block only.  The output gradient is read one block at a time as well, so an expanded one
-(the gradient of ``out.sum()``) is made contiguous a block at a time, not whole.
+one block only.  The output gradient is read one block at a time as well; one broadcast along
+the rows (the gradient of ``out.sum()``) is read from its one row, never made whole.
 """
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .common import add_mm, add_sum, recurrent_weight_grad
+from .common import add_mm, add_sum, npy, recurrent_weight_grad
 
 MAX_BLOCKS = 8
 MIN_BLOCK_BYTES = 1 << 18  # below this a block's products lose more to per-call cost than dG's memory is worth
@@ -29,36 +30,58 @@ class Blocks:
 
     Backward step s runs time step t = T-1-s (t = s for the reverse direction); the block's
     time steps are ta..tb-1 and its packed rows lo..hi-1.
+
+    ``min_blocks``: a block also closes once it holds ceil(N / min_blocks) rows (so no block holds
+    more than that plus one step's rows), even where fewer blocks would be cheaper.  For a recurrence whose dG is large beside what torch.nn keeps for its backward
+    (torch.nn's GRU and Elman loops keep little): at small sizes one block would hold every
+    step's dG, and the peak would pass torch.nn's.
     """
 
     __slots__ = ("ranges", "rows", "_dout")
 
-    def __init__(self, plan, width: int, itemsize: int):
-        offsets, T = plan.offsets, plan.steps
-        N = int(offsets[-1])
-        least = max(math.ceil(N / MAX_BLOCKS), math.ceil(MIN_BLOCK_BYTES / (width * itemsize)))
-        # done[s]: rows of backward steps 0..s-1 (backward runs t = T-1 .. 0, or 0 .. T-1 in reverse);
-        # each block takes steps until it holds at least `least` rows.
-        done = offsets if plan.reverse else N - offsets[::-1]
-        self.ranges = []
-        s0 = 0
-        while s0 < T:
-            s1 = min(int(np.searchsorted(done, done[s0] + least)), T)
-            ta, tb = (s0, s1) if plan.reverse else (T - s1, T - s0)
-            self.ranges.append((s0, s1, ta, tb, int(offsets[ta]), int(offsets[tb])))
-            s0 = s1
-        self.rows = max(hi - lo for *_, lo, hi in self.ranges)
+    def __init__(self, plan, width: int, itemsize: int, min_blocks: int = 1):
+        # cached per layout: at small sizes working the ranges out cost more than the products of a block
+        self.ranges, self.rows = _ranges(plan.offsets.tobytes(), plan.reverse, width * itemsize, min_blocks,
+                                         MIN_BLOCK_BYTES, MAX_BLOCKS)
         self._dout = None
 
-    def dout(self, dout: Tensor, lo: int, hi: int) -> Tensor:
-        """The output gradient's rows lo..hi-1, contiguous: a view when dout already is, else a copy
-        into one block-sized buffer that every block reuses."""
+    def dout(self, dout: Tensor, lo: int, hi: int) -> tuple:
+        """The output gradient's rows lo..hi-1 for a kernel, as (array, step): the kernel reads row i
+        at ``array[i * step]``.  A gradient broadcast along the rows (``out.sum()``'s) is its one row
+        with step 0, not made whole; a contiguous one is a view; any other is copied into one
+        block-sized buffer that every block reuses."""
+        if dout.stride(0) == 0:
+            if self._dout is None:
+                self._dout = npy(dout[:1].contiguous())  # (1, P)
+            return self._dout, 0
         rows = dout[lo:hi]
         if rows.is_contiguous():
-            return rows
+            return npy(rows), 1
         if self._dout is None:
             self._dout = dout.new_empty(self.rows, dout.shape[1])  # (rows of a block, P)
-        return self._dout[:hi - lo].copy_(rows)
+        return npy(self._dout[:hi - lo].copy_(rows)), 1
+
+
+@lru_cache(maxsize=256)
+def _ranges(offsets_bytes: bytes, reverse: bool, row_bytes: int, min_blocks: int, min_block_bytes: int,
+            max_blocks: int) -> tuple:
+    """(ranges, most rows in a block) for Blocks."""
+    offsets = np.frombuffer(offsets_bytes, dtype=np.int64)
+    T = len(offsets) - 1
+    N = int(offsets[-1])
+    least = max(math.ceil(N / max_blocks), math.ceil(min_block_bytes / row_bytes))
+    least = min(least, math.ceil(N / min_blocks))
+    # done[s]: rows of backward steps 0..s-1 (backward runs t = T-1 .. 0, or 0 .. T-1 in reverse);
+    # each block takes steps until it holds at least `least` rows.
+    done = offsets if reverse else N - offsets[::-1]
+    ranges = []
+    s0 = 0
+    while s0 < T:
+        s1 = min(int(np.searchsorted(done, done[s0] + least)), T)
+        ta, tb = (s0, s1) if reverse else (T - s1, T - s0)
+        ranges.append((s0, s1, ta, tb, int(offsets[ta]), int(offsets[tb])))
+        s0 = s1
+    return tuple(ranges), max(hi - lo for *_, lo, hi in ranges)
 
 
 class GradSums:

@@ -111,19 +111,21 @@ def lstm_pointwise_bwd(G, cs, c0, offsets, bsz, t, tp, H, dm, dc, dG, base):
 
 
 @njit
-def add_rows(dh, dout, o0, b, dHs, keep):
-    """dh[:b] += dout[o0:o0+b]; with keep, also dHs[o0:o0+b] = dh[:b] (o0 counts from the block's first row)."""
+def add_rows(dh, dout, dstep, o0, b, dHs, keep):
+    """dh[:b] += dout[o0:o0+b]; with keep, also dHs[o0:o0+b] = dh[:b] (o0 counts from the block's first row;
+    dout's row i at ``dout[i * dstep]``, see Blocks.dout)."""
     P = dh.shape[1]
     for r in range(b):
+        d = dout[(o0 + r) * dstep]
         for p in range(P):
-            v = dh[r, p] + dout[o0 + r, p]
+            v = dh[r, p] + d[p]
             dh[r, p] = v
             if keep:
                 dHs[o0 + r, p] = v
 
 
 @njit
-def lstm_backward_loop(offsets, bsz, lo, hi, G, cs, c0, w_hh_t, w_hr_t, dout, dh, dc, dm, dG, dHs, reverse, proj,
+def lstm_backward_loop(offsets, bsz, lo, hi, G, cs, c0, w_hh_t, w_hr_t, dout, dstep, dh, dc, dm, dG, dHs, reverse, proj,
                        s0, s1, base):
     """Backward steps s0..s1-1 over the batch rows lo..hi; dout, dG and dHs hold the rows from
     ``base`` on (one block, see blocks.py)."""
@@ -139,7 +141,7 @@ def lstm_backward_loop(offsets, bsz, lo, hi, G, cs, c0, w_hh_t, w_hr_t, dout, dh
         tp = t + 1 if reverse else t - 1
         b = bsz[t]
         o0 = offsets[t]
-        add_rows(dh, dout, o0 - base, b, dHs, proj)
+        add_rows(dh, dout, dstep, o0 - base, b, dHs, proj)
         if proj:
             zero_rows(dm, b)
             gemm_nt(dh, 0, w_hr_t, dm, 0, b, P, H)
@@ -202,23 +204,26 @@ class LSTMFunction(torch.autograd.Function):
         whh_t = npy(w_hh.t().contiguous())
         nG, ncs, nc0, ndh, ndc, ndm = npy(G), npy(cs), npy(c0), npy(dh), npy(dc), npy(dm)
         dw_hr = None
-        for s0, s1, ta, tb, lo, hi in blocks.ranges:
+        last = len(blocks.ranges) - 1
+        for k, (s0, s1, ta, tb, lo, hi) in enumerate(blocks.ranges):
             dG = dG_all[:hi - lo]
             dHs = dHs_all[:hi - lo] if proj else dHs_all
-            ndout, ndG, ndHs = npy(blocks.dout(dout, lo, hi)), npy(dG), npy(dHs)
+            (ndout, dstep), ndG, ndHs = blocks.dout(dout, lo, hi), npy(dG), npy(dHs)
             if plan.whole:
-                run_rows(lstm_backward_loop, plan, nG, ncs, nc0, whh_t, whr_t, ndout, ndh, ndc, ndm, ndG, ndHs,
+                run_rows(lstm_backward_loop, plan, nG, ncs, nc0, whh_t, whr_t, ndout, dstep, ndh, ndc, ndm, ndG, ndHs,
                          plan.reverse, proj, s0, s1, lo)
             else:
                 for s in range(s0, s1):
                     t = s if plan.reverse else T - 1 - s
                     tp = t + 1 if plan.reverse else t - 1
                     b, o0 = int(bsz[t]), int(offsets[t])
-                    add_rows(ndh, ndout, o0 - lo, b, ndHs, proj)
+                    add_rows(ndh, ndout, dstep, o0 - lo, b, ndHs, proj)
                     if proj:
                         torch.mm(dh[:b], w_hr, out=dm[:b])
                     lstm_pointwise_bwd(nG, ncs, nc0, offsets, bsz, t, tp, H, ndm, ndc, ndG, lo)
                     torch.mm(dG[o0 - lo:o0 - lo + b], w_hh, out=dh[:b])
+            if k == last:  # the loop's own buffers go before the products below allocate the gradients
+                del whh_t, whr_t, dm, ndm, ndout, blocks
             sums.input_side(dG, lo, hi)
             sums.recurrent_side(dG, ta, tb)
             if proj and need[8]:
