@@ -32,9 +32,10 @@ class Blocks:
     time steps are ta..tb-1 and its packed rows lo..hi-1.
 
     ``min_blocks``: a block also closes once it holds ceil(N / min_blocks) rows (so no block holds
-    more than that plus one step's rows), even where fewer blocks would be cheaper.  For a recurrence whose dG is large beside what torch.nn keeps for its backward
-    (torch.nn's GRU and Elman loops keep little): at small sizes one block would hold every
-    step's dG, and the peak would pass torch.nn's.
+    more than that plus one step's rows), even where fewer blocks would be cheaper.  For a
+    recurrence whose dG is large beside what torch.nn keeps for its backward (torch.nn's GRU and
+    Elman loops keep little): at small sizes one block would hold every step's dG, and the peak
+    would pass torch.nn's.
     """
 
     __slots__ = ("ranges", "rows", "_dout")

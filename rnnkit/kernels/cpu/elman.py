@@ -21,6 +21,7 @@ from .split import run_rows
 # sums), 41,992 with four (at ~20% more time there).
 MIN_BLOCKS = 4
 
+
 @njit
 def elman_pointwise(G, o0, b, h, out, relu):
     H = h.shape[1]

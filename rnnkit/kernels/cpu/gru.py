@@ -24,6 +24,7 @@ from .split import run_rows
 # torch.nn.GRU's 140,928; two blocks at 134,664 (at ~10% more time there).
 MIN_BLOCKS = 2
 
+
 @njit
 def gru_pointwise(G, A, HN, o0, b, H, h, out, save):
     """Rows o0..o0+b: r, z, n and the new h from G (input side) and A (recurrent side)."""
@@ -74,8 +75,8 @@ def gru_pointwise_bwd(G, HN, out, h0, offsets, bsz, t, tp, dout, dstep, dh, dG, 
     """Gate gradients of step t; dh becomes z * dh' (the direct path; dA W_hh is added after).
 
     dG and dout hold the rows from ``base`` on (one block, see blocks.py; dout's row i at
-    ``dout[i * dstep]``); dA (scratch, row r
-    for the step's row r) receives the recurrent side's gradient [dG_r, dG_z, r dG_n].
+    ``dout[i * dstep]``); dA (scratch, row r for the step's row r) receives the recurrent side's
+    gradient [dG_r, dG_z, r dG_n].
     """
     H = dh.shape[1]
     o0 = offsets[t]
