@@ -41,8 +41,10 @@ def test_row_chunks_balance_packed_work():
 @pytest.mark.parametrize("sizes", LAYOUTS.values(), ids=LAYOUTS.keys())
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("min_bytes,min_blocks", [(1, 1), (64, 1), (1 << 40, 1), (1 << 40, 2), (1 << 40, 4)])
-def test_blocks_cover_every_step_once_in_backward_order(monkeypatch, sizes, reverse, min_bytes, min_blocks):
+@pytest.mark.parametrize("cached", [True, False])
+def test_blocks_cover_every_step_once_in_backward_order(monkeypatch, sizes, reverse, min_bytes, min_blocks, cached):
     monkeypatch.setattr(blocks, "MIN_BLOCK_BYTES", min_bytes)
+    monkeypatch.setattr(blocks, "CACHED_MAX_STEPS", blocks.CACHED_MAX_STEPS if cached else 0)
     offsets, bsz = common.layout(sizes)
     plan = Plan(offsets, bsz, reverse, True, True)
     b = blocks.Blocks(plan, width=4, itemsize=4, min_blocks=min_blocks)

@@ -41,9 +41,11 @@ class Blocks:
     __slots__ = ("ranges", "rows", "_dout")
 
     def __init__(self, plan, width: int, itemsize: int, min_blocks: int = 1):
-        # cached per layout: at small sizes working the ranges out cost more than the products of a block
-        self.ranges, self.rows = _ranges(plan.offsets.tobytes(), plan.reverse, width * itemsize, min_blocks,
-                                         MIN_BLOCK_BYTES, MAX_BLOCKS)
+        # Cached per layout, where the key is small: at small sizes working the ranges out cost more
+        # than a block's products (~25 us); for long sequences it is nothing beside the backward.
+        ranges = _cached_ranges if plan.steps <= CACHED_MAX_STEPS else _ranges
+        self.ranges, self.rows = ranges(plan.offsets.tobytes(), plan.reverse, width * itemsize, min_blocks,
+                                        MIN_BLOCK_BYTES, MAX_BLOCKS)
         self._dout = None
 
     def dout(self, dout: Tensor, lo: int, hi: int) -> tuple:
@@ -63,7 +65,6 @@ class Blocks:
         return npy(self._dout[:hi - lo].copy_(rows)), 1
 
 
-@lru_cache(maxsize=256)
 def _ranges(offsets_bytes: bytes, reverse: bool, row_bytes: int, min_blocks: int, min_block_bytes: int,
             max_blocks: int) -> tuple:
     """(ranges, most rows in a block) for Blocks."""
@@ -83,6 +84,10 @@ def _ranges(offsets_bytes: bytes, reverse: bool, row_bytes: int, min_blocks: int
         ranges.append((s0, s1, ta, tb, int(offsets[ta]), int(offsets[tb])))
         s0 = s1
     return tuple(ranges), max(hi - lo for *_, lo, hi in ranges)
+
+
+CACHED_MAX_STEPS = 4096  # keys of at most 32 KiB, 64 of them
+_cached_ranges = lru_cache(maxsize=64)(_ranges)
 
 
 class GradSums:
