@@ -12,8 +12,8 @@ through ``_more_kernels``) holding its jitted step math, its forward/backward ti
 Nothing here imports numba until a fused kernel first runs, so ``import rnnkit`` stays
 cheap; compiled code is cached on disk by numba (``cache=True``).
 
-Strategy per layer-direction (Elman, LSTM, GRU, layer-norm LSTM): in float32, a batch of at least 8 rows is
-split across torch's threads (``split.row_chunks``), each thread running the whole time loop
+Strategy per layer-direction (Elman, LSTM, GRU, layer-norm LSTM): in float32, a batch of at least
+8 rows is split across torch's threads (``split.row_chunks``), each thread running the whole time loop
 on its rows in one jitted call (numba's OpenMP layer, sharing torch's thread pool).  Otherwise,
 chosen from the sizes (``common.whole_loop``): when one step's recurrent product is small, the
 whole time loop (products included) runs in one jitted call; else each step's product goes to

@@ -43,9 +43,11 @@ class Blocks:
     def __init__(self, plan, width: int, itemsize: int, min_blocks: int = 1):
         # Cached per layout, where the key is small: at small sizes working the ranges out cost more
         # than a block's products (~25 us); for long sequences it is nothing beside the backward.
-        ranges = _cached_ranges if plan.steps <= CACHED_MAX_STEPS else _ranges
-        self.ranges, self.rows = ranges(plan.offsets.tobytes(), plan.reverse, width * itemsize, min_blocks,
-                                        MIN_BLOCK_BYTES, MAX_BLOCKS)
+        args = (plan.reverse, width * itemsize, min_blocks, MIN_BLOCK_BYTES, MAX_BLOCKS)
+        if plan.steps <= CACHED_MAX_STEPS:
+            self.ranges, self.rows = _cached_ranges(plan.offsets.tobytes(), *args)
+        else:
+            self.ranges, self.rows = _ranges(plan.offsets, *args)
         self._dout = None
 
     def dout(self, dout: Tensor, lo: int, hi: int) -> tuple:
@@ -65,10 +67,9 @@ class Blocks:
         return npy(self._dout[:hi - lo].copy_(rows)), 1
 
 
-def _ranges(offsets_bytes: bytes, reverse: bool, row_bytes: int, min_blocks: int, min_block_bytes: int,
+def _ranges(offsets: np.ndarray, reverse: bool, row_bytes: int, min_blocks: int, min_block_bytes: int,
             max_blocks: int) -> tuple:
     """(ranges, most rows in a block) for Blocks."""
-    offsets = np.frombuffer(offsets_bytes, dtype=np.int64)
     T = len(offsets) - 1
     N = int(offsets[-1])
     least = max(math.ceil(N / max_blocks), math.ceil(min_block_bytes / row_bytes))
@@ -87,7 +88,11 @@ def _ranges(offsets_bytes: bytes, reverse: bool, row_bytes: int, min_blocks: int
 
 
 CACHED_MAX_STEPS = 4096  # keys of at most 32 KiB, 64 of them
-_cached_ranges = lru_cache(maxsize=64)(_ranges)
+
+
+@lru_cache(maxsize=64)
+def _cached_ranges(offsets_bytes: bytes, *args) -> tuple:
+    return _ranges(np.frombuffer(offsets_bytes, dtype=np.int64), *args)
 
 
 class GradSums:
