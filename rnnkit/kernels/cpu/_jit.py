@@ -20,7 +20,7 @@ from numba import types
 from llvmlite import ir
 from numba.extending import intrinsic, overload, register_jitable
 
-# The row-split launcher (``split.launch_rows``, ``parallel=True``) runs on OpenMP: once torch is
+# The row split's parallel loop (``split._parallel_rows``, ``parallel=True``) runs on OpenMP: once torch is
 # imported, numba's omp layer binds to the libgomp torch already loaded, so both share one thread
 # pool.  Another pool (tbb, workqueue, or Python threads) would fight torch's OpenMP workers, which
 # spin for milliseconds after each of torch's parallel ops: measured, a 2-thread kernel then ran
@@ -33,7 +33,9 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 def njit(fn=None, **kw):
-    opts = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy", boundscheck=False)
+    # no_cfunc_wrapper: the C-callable wrapper serves only first-class function values, unused here.
+    opts = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy", boundscheck=False,
+                no_cfunc_wrapper=True)
     opts.update(kw)
     if fn is None:
         return lambda f: numba.njit(**opts)(f)

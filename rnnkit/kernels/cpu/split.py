@@ -5,11 +5,18 @@ parallel region per layer-direction (per block of steps in backward), on numba's
 layer, which shares the thread pool torch already runs (see _jit).
 
 A splittable kernel is an ordinary jitted time loop taking ``(offsets, bsz, lo, hi, *args)``:
-the packed layout of its rows, then their range.  ``launch_rows`` calls it once per chunk
-through its machine-code address, so the parallel wrapper is compiled once per argument types
-and holds no copy of the loop: a ``prange`` loop calling the jitted kernel directly links the
-kernel's code into the wrapper and LLVM optimises it all again, measured at 3-4 s more per
-kernel on first use; through the address the wrapper costs a fraction of that.
+the packed layout of its rows, then their range.  Three jitted pieces run it, so that numba's
+costliest compilation, a ``prange`` loop (about 1 s, mostly building the parallel region's
+argument handling), happens once for all kernels rather than once per argument-type list:
+
+- ``launch_rows`` (per argument types, small) stores the kernel's address and arguments in one
+  record on its stack and calls the parallel loop with the record's address;
+- ``_parallel_rows`` (compiled once: its arguments are addresses and the chunk layout) runs one
+  chunk per thread, calling the unpacker by address;
+- ``_unpack_call`` (per argument types, small) loads the record and calls the kernel by address.
+
+Every call goes through a machine-code address: calling a jitted function directly links its
+code into the caller, where LLVM optimises it all again (measured at 3-4 s more per kernel).
 """
 from __future__ import annotations
 
@@ -18,8 +25,10 @@ import os
 import numba
 import numpy as np
 import torch
+from llvmlite import ir
 from numba import prange, types
 from numba._dispatcher import compute_fingerprint  # the dispatcher's own per-call type key
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._jit import njit
@@ -77,12 +86,11 @@ def run_rows(kernel, plan, *args) -> None:
         kernel(plan.offsets, plan.bsz, 0, int(plan.bsz[0]), *args)
         return
     cuts, offs, sizes = plan.chunks
-    address = native_address(kernel, offs, sizes, args)
     _launched_in[0] = _launched_in[0] or os.getpid()
     before = numba.get_num_threads()
     numba.set_num_threads(min(plan.parts, numba.config.NUMBA_NUM_THREADS))
     try:
-        launch_rows(address, cuts, offs, sizes, *args)
+        launch_rows(*_addresses(kernel, cuts, offs, sizes, args), cuts, offs, sizes, *args)
     finally:
         numba.set_num_threads(before)
 
@@ -101,41 +109,88 @@ def row_slots(plan, batch: int):
 _ADDRESSES: dict = {}
 
 
-def native_address(kernel, offs, sizes, args) -> int:
-    """The address of ``kernel``'s machine code for the argument types ``launch_rows`` passes it
-    (compiled, or loaded from numba's cache, on first use of these types)."""
-    key = (kernel, compute_fingerprint(offs), compute_fingerprint(sizes), *map(compute_fingerprint, args))
-    address = _ADDRESSES.get(key)
-    if address is None:
-        argtypes = (numba.typeof(offs[0]), numba.typeof(sizes[0]), types.int64, types.int64,
-                    *map(numba.typeof, args))
-        kernel.compile(argtypes)
-        compiled = kernel.overloads[argtypes]
-        address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
-        if not address:
-            raise RuntimeError(f"numba gave no address for {kernel.py_func.__name__}{argtypes}")
-        _ADDRESSES[key] = address
+def _addresses(kernel, cuts, offs, sizes, args):
+    """(parallel loop, unpacker, kernel): the machine-code addresses ``launch_rows`` calls through,
+    compiled (or loaded from numba's cache) on first use of these argument types."""
+    key = (kernel, *map(compute_fingerprint, (cuts, offs, sizes, *args)))
+    found = _ADDRESSES.get(key)
+    if found is None:
+        row = (numba.typeof(offs[0]), numba.typeof(sizes[0]), types.int64, types.int64)
+        argtypes = tuple(map(numba.typeof, args))
+        record = types.Tuple((types.int64, *argtypes))  # (kernel's address, *args)
+        found = _ADDRESSES[key] = (
+            native_address(_parallel_rows, (types.int64, types.int64, *map(numba.typeof, (cuts, offs, sizes)))),
+            native_address(_unpack_call, (*row, types.CPointer(record))),
+            native_address(kernel, (*row, *argtypes)),
+        )
+    return found
+
+
+def native_address(fn, argtypes) -> int:
+    """The address of jitted ``fn``'s machine code for the numba types ``argtypes``."""
+    fn.compile(argtypes)
+    compiled = fn.overloads[argtypes]
+    address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+    if not address:
+        raise RuntimeError(f"numba gave no address for {fn.py_func.__name__}{argtypes}")
     return address
 
 
-@intrinsic
-def _call_at(typingctx, address, offsets, bsz, lo, hi, args):
-    """Call the jitted function at ``address`` with (offsets, bsz, lo, hi, *args), in numba's own
-    calling convention; ``native_address`` compiled it for exactly these types.  The status it
-    returns is not read: the time loops raise nothing (no bounds checks, error_model="numpy")."""
-    argtypes = (offsets, bsz, lo, hi, *args.types)
-
-    def codegen(context, builder, signature, llargs):
-        fnty = context.call_conv.get_function_type(types.void, argtypes)
-        fn = builder.inttoptr(llargs[0], fnty.as_pointer())
-        values = [*llargs[1:5], *(builder.extract_value(llargs[5], i) for i in range(len(args.types)))]
-        context.call_conv.call_function(builder, fn, types.void, argtypes, values)
-        return context.get_dummy_value()
-    return types.void(address, offsets, bsz, lo, hi, args), codegen
+@njit
+def launch_rows(parallel_at, unpack_at, kernel_at, cuts, offs, sizes, *args):
+    """Run the kernel at ``kernel_at`` on every chunk of rows, each on its own thread: its
+    arguments go into one record on this frame's stack, which the parallel loop hands by address
+    to the unpacker (see the module docstring)."""
+    record = _stack_address((kernel_at,) + args)
+    _call(parallel_at, (unpack_at, record, cuts, offs, sizes))
 
 
-@njit(parallel=True)
-def launch_rows(address, cuts, offs, sizes, *args):
+@njit(parallel=True, no_cpython_wrapper=True)
+def _parallel_rows(unpack_at, record, cuts, offs, sizes):
     """Chunk k (rows cuts[k]..cuts[k+1], laid out by offs[k], sizes[k]) on its own thread."""
     for k in prange(cuts.shape[0] - 1):
-        _call_at(address, offs[k], sizes[k], cuts[k], cuts[k + 1], args)
+        # ``record`` is an int64 here and a typed pointer in the unpacker: the same register.
+        _call(unpack_at, (offs[k], sizes[k], cuts[k], cuts[k + 1], record))
+
+
+@njit(no_cpython_wrapper=True)
+def _unpack_call(offsets, bsz, lo, hi, record):
+    """The kernel at ``record[0]`` on rows lo..hi, with the arguments ``record`` holds."""
+    values = _load(record)
+    _call(values[0], (offsets, bsz, lo, hi) + values[1:])
+
+
+@intrinsic
+def _call(typingctx, address, args):
+    """Call the jitted function at ``address`` with the values of the tuple ``args``, in numba's
+    own calling convention; ``native_address`` compiled it for exactly these types.  The status
+    it returns is not read: the time loops raise nothing (no bounds checks, error_model="numpy")."""
+    def codegen(context, builder, signature, llargs):
+        fnty = context.call_conv.get_function_type(types.void, args.types)
+        fn = builder.inttoptr(llargs[0], fnty.as_pointer())
+        values = [builder.extract_value(llargs[1], i) for i in range(len(args.types))]
+        context.call_conv.call_function(builder, fn, types.void, args.types, values)
+        return context.get_dummy_value()
+    return types.void(address, args), codegen
+
+
+@intrinsic
+def _stack_address(typingctx, record):
+    """A copy of the tuple ``record`` in this frame's stack (laid out as numba stores data), its
+    address as an int64: valid until the calling function returns.  It borrows the references
+    ``record`` holds; ``_load`` takes its own."""
+    def codegen(context, builder, signature, llargs):
+        slot = cgutils.alloca_once(builder, context.get_data_type(record))
+        context.pack_value(builder, record, llargs[0], slot)
+        return builder.ptrtoint(slot, ir.IntType(64))
+    return types.int64(record), codegen
+
+
+@intrinsic
+def _load(typingctx, pointer):
+    """The value ``pointer`` (a ``CPointer``) points at, stored by ``_stack_address``."""
+    def codegen(context, builder, signature, llargs):
+        value = context.unpack_value(builder, pointer.dtype, llargs[0])
+        context.nrt.incref(builder, pointer.dtype, value)
+        return value
+    return pointer.dtype(pointer), codegen
