@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import torch
 
-from ._jit import njit, sigmoid, tanh
+from ._jit import helper, njit, sigmoid, tanh
 from .blocks import Blocks, GradSums
 from .common import add_mm, dummy, linear, npy, prev_row
 from .gemm import gemm_nt, zero_rows
 from .split import run_rows
 
 
-@njit
+@helper
 def lstm_pointwise(G, o0, b, H, c, cs, m, save):
     """Rows o0..o0+b of G: pre-activations -> activations; c (state) and m = o tanh(c) updated.
 
