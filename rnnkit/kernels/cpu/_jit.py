@@ -16,8 +16,10 @@ from __future__ import annotations
 import os
 
 import numba
-from numba import types
+from llvmlite import binding as llvm
 from llvmlite import ir
+from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload, register_jitable
 
 # The row split's parallel loop (``split._parallel_rows``, ``parallel=True``) runs on OpenMP: once torch is
@@ -49,6 +51,33 @@ def helper(fn):
     code compiles a specialisation of its own for each literal argument: measured, three copies of
     the in-loop product per dtype in the LSTM alone.)"""
     return register_jitable(fastmath=FASTMATH, error_model="numpy", boundscheck=False)(fn)
+
+
+def native_address(fn, argtypes) -> int:
+    """The address of jitted ``fn``'s machine code for the numba types ``argtypes`` (compiled, or
+    loaded from numba's cache, on first use)."""
+    fn.compile(argtypes)
+    compiled = fn.overloads[argtypes]
+    address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+    if not address:
+        raise RuntimeError(f"numba gave no address for {fn.py_func.__name__}{argtypes}")
+    return address
+
+
+def export(symbol: str, fn, argtypes) -> None:
+    """Make jitted ``fn``'s machine code for ``argtypes`` the process-wide symbol ``symbol``, which
+    ``call_symbol`` calls.  Must run before any code calling it is compiled or loaded from the cache
+    (the loader resolves the symbol then)."""
+    llvm.add_symbol(symbol, native_address(fn, argtypes))
+
+
+def call_symbol(context, builder, symbol: str, argtypes, values) -> None:
+    """In an intrinsic's codegen: call the function ``export`` registered as ``symbol``, in numba's
+    calling convention, with ``values`` of ``argtypes`` (exactly the types it was exported for).
+    Unlike a call to a jitted function, this does not link a copy of its code into the caller."""
+    fnty = context.call_conv.get_function_type(types.void, argtypes)
+    fn = cgutils.get_or_insert_function(builder.module, fnty, symbol)
+    context.call_conv.call_function(builder, fn, types.void, argtypes, values)
 
 
 def tanh(x):  # pragma: no cover - replaced by the overload inside jitted code

@@ -31,7 +31,7 @@ from numba._dispatcher import compute_fingerprint  # the dispatcher's own per-ca
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._jit import njit
+from ._jit import native_address, njit
 
 # Rows per thread below which splitting the batch across threads does not pay (the in-loop
 # product works on blocks of 4 rows).
@@ -124,16 +124,6 @@ def _addresses(kernel, cuts, offs, sizes, args):
             native_address(kernel, (*row, *argtypes)),
         )
     return found
-
-
-def native_address(fn, argtypes) -> int:
-    """The address of jitted ``fn``'s machine code for the numba types ``argtypes``."""
-    fn.compile(argtypes)
-    compiled = fn.overloads[argtypes]
-    address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
-    if not address:
-        raise RuntimeError(f"numba gave no address for {fn.py_func.__name__}{argtypes}")
-    return address
 
 
 @njit
