@@ -75,7 +75,8 @@ def row_split(batch_sizes, batch: int, dtype):
 
     ``batch_sizes``: the tuple of step sizes, or the step-size array (made a tuple only when a
     split is wanted).  float32 only: a split costs two more small compilations per argument-type
-    list on first use (~0.5 s together), and float64 runs are for checking, where speed matters less."""
+    list on first use (~0.5 s together), and float64 runs are for checking, where speed matters
+    less."""
     from . import split
     parts = split.thread_parts(batch) if dtype == torch.float32 else 1
     if parts < 2:

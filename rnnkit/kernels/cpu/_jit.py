@@ -22,11 +22,11 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload, register_jitable
 
-# The row split's parallel loop (``split._parallel_rows``, ``parallel=True``) runs on OpenMP: once torch is
-# imported, numba's omp layer binds to the libgomp torch already loaded, so both share one thread
-# pool.  Another pool (tbb, workqueue, or Python threads) would fight torch's OpenMP workers, which
-# spin for milliseconds after each of torch's parallel ops: measured, a 2-thread kernel then ran
-# slower than on one thread (on Python threads, the split LSTM 25-40% slower than on this pool).
+# The row split's parallel loop (``split._parallel_rows``, ``parallel=True``) runs on OpenMP: once
+# torch is imported, numba's omp layer binds to the libgomp torch already loaded, so both share one
+# thread pool.  Another pool (tbb, workqueue, or Python threads) would fight torch's OpenMP workers,
+# which spin for milliseconds after each of torch's parallel ops: measured, a 2-thread kernel then
+# ran slower than on one thread (on Python threads, the split LSTM 25-40% slower than on this pool).
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 

@@ -118,8 +118,9 @@ def _addresses(kernel, cuts, offs, sizes, args):
         row = (numba.typeof(offs[0]), numba.typeof(sizes[0]), types.int64, types.int64)
         argtypes = tuple(map(numba.typeof, args))
         record = types.Tuple((types.int64, *argtypes))  # (kernel's address, *args)
+        layout = tuple(map(numba.typeof, (cuts, offs, sizes)))
         found = _ADDRESSES[key] = (
-            native_address(_parallel_rows, (types.int64, types.int64, *map(numba.typeof, (cuts, offs, sizes)))),
+            native_address(_parallel_rows, (types.int64, types.int64, *layout)),
             native_address(_unpack_call, (*row, types.CPointer(record))),
             native_address(kernel, (*row, *argtypes)),
         )
