@@ -80,6 +80,13 @@ def call_symbol(context, builder, symbol: str, argtypes, values) -> None:
     context.call_conv.call_function(builder, fn, types.void, argtypes, values)
 
 
+def call_address(context, builder, address, argtypes, values) -> None:
+    """As ``call_symbol``, for the function at ``address`` (an int64 value, from ``native_address``)."""
+    fnty = context.call_conv.get_function_type(types.void, argtypes)
+    fn = builder.inttoptr(address, fnty.as_pointer())
+    context.call_conv.call_function(builder, fn, types.void, argtypes, values)
+
+
 def tanh(x):  # pragma: no cover - replaced by the overload inside jitted code
     raise NotImplementedError
 

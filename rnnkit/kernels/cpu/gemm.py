@@ -104,21 +104,26 @@ def _gemm_nt_tile(a, a0, w, out, o0, b, k, j_begin, n, zero):
         r += 1
 
 
-def _argtypes(dtype):
-    matrix = types.Array(dtype, 2, "C")
-    return (matrix, types.int64, matrix, matrix, types.int64, types.int64, types.int64, types.int64)
+def _export() -> dict:
+    """dtype -> (symbol, argument types) of the exported product, one per dtype the kernels run."""
+    exported = {}
+    for dtype in (types.float32, types.float64):
+        matrix = types.Array(dtype, 2, "C")
+        argtypes = (matrix, types.int64, matrix, matrix, types.int64, types.int64, types.int64, types.int64)
+        symbol = f"rnnkit.gemm_nt.{dtype}"
+        export(symbol, _gemm_nt, argtypes)
+        exported[dtype] = (symbol, argtypes)
+    return exported
 
 
-_ARGTYPES = {dtype: _argtypes(dtype) for dtype in (types.float32, types.float64)}
-for _dtype, _types in _ARGTYPES.items():
-    export(f"rnnkit.gemm_nt.{_dtype}", _gemm_nt, _types)
+_EXPORTED = _export()
 
 
 @intrinsic
 def gemm_nt(typingctx, a, a0, w, out, o0, b, k, n):
     """In jitted code: ``_gemm_nt(a, a0, w, out, o0, b, k, n)`` through its exported symbol."""
     given = (a, a0, w, out, o0, b, k, n)
-    want = _ARGTYPES.get(getattr(out, "dtype", None))
+    symbol, want = _EXPORTED.get(getattr(out, "dtype", None), (None, None))
     if want is None or any(g != t if isinstance(t, types.Array) else not isinstance(g, types.Integer)
                            for g, t in zip(given, want)):
         raise TypingError(f"gemm_nt takes writable C-contiguous 2-D float32 or float64 arrays of one "
@@ -126,7 +131,7 @@ def gemm_nt(typingctx, a, a0, w, out, o0, b, k, n):
 
     def codegen(context, builder, signature, llargs):
         values = [context.cast(builder, v, g, t) for v, g, t in zip(llargs, given, want)]
-        call_symbol(context, builder, f"rnnkit.gemm_nt.{want[3].dtype}", want, values)
+        call_symbol(context, builder, symbol, want, values)
         return context.get_dummy_value()
     return types.void(*given), codegen
 

@@ -31,7 +31,7 @@ from numba._dispatcher import compute_fingerprint  # the dispatcher's own per-ca
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._jit import native_address, njit
+from ._jit import call_address, native_address, njit
 
 # Rows per thread below which splitting the batch across threads does not pay (the in-loop
 # product works on blocks of 4 rows).
@@ -157,10 +157,8 @@ def _call(typingctx, address, args):
     own calling convention; ``native_address`` compiled it for exactly these types.  The status
     it returns is not read: the time loops raise nothing (no bounds checks, error_model="numpy")."""
     def codegen(context, builder, signature, llargs):
-        fnty = context.call_conv.get_function_type(types.void, args.types)
-        fn = builder.inttoptr(llargs[0], fnty.as_pointer())
         values = [builder.extract_value(llargs[1], i) for i in range(len(args.types))]
-        context.call_conv.call_function(builder, fn, types.void, args.types, values)
+        call_address(context, builder, llargs[0], args.types, values)
         return context.get_dummy_value()
     return types.void(address, args), codegen
 
