@@ -45,10 +45,55 @@ def build_layer(args) -> torch.nn.Module:
     for name in ("seq_len", "batch"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be greater than zero, got {getattr(args, name)}")
+    check_fits(args, kwargs)
     try:
         return LAYERS[args.mode](args.input_size, args.hidden_size, **kwargs)
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
+
+
+def needed_bytes(args, kwargs: dict, hidden_size: int) -> float:
+    """A lower bound on the float32 memory `explain` allocates: the layer (and with --check its torch.nn
+    twin, input, outputs and states; with --plot the input and every gate at every step)."""
+    from rnnkit.training.memory import parameter_count
+
+    def build(layers):
+        return LAYERS[args.mode](args.input_size, hidden_size, **{**kwargs, "num_layers": layers})
+    params = parameter_count(build, args.num_layers)
+    directions = 2 if args.bidirectional else 1
+    positions = args.seq_len * args.batch
+    state = (args.proj_size or hidden_size) * directions
+    values = params
+    if args.check:
+        values += params + positions * args.input_size + 2 * positions * state
+    if args.plot:
+        gates = {"rnn": 1, "gru": 3, "lstm": 4}[args.mode]
+        values += positions * args.input_size + positions * gates * hidden_size * directions * args.num_layers
+    return 4 * values
+
+
+def check_fits(args, kwargs: dict) -> None:
+    """A one-line error, before anything is allocated, when the sizes asked for cannot fit in memory."""
+    from rnnkit.training.memory import at_least, available_bytes, human, largest_fitting
+
+    available = available_bytes("cpu")
+    if available is None:
+        return
+    try:
+        need = needed_bytes(args, kwargs, args.hidden_size)
+    except (ValueError, TypeError) as e:  # the layer's own argument checks, reported as build_layer does
+        raise UsageError(str(e)) from None
+    if need <= available:
+        return
+    smallest = args.proj_size + 1  # proj_size must stay below hidden_size
+    largest = largest_fitting(lambda h: needed_bytes(args, kwargs, h + smallest - 1) <= available,
+                              args.hidden_size - smallest + 1)
+    fix = (f"the largest --hidden-size that fits with the other sizes is {largest + smallest - 1}"
+           if largest is not None else "lower --input-size, --num-layers, --seq-len or --batch")
+    extra = " and what --check/--plot run" if args.check or args.plot else ""
+    raise UsageError(f"{args.mode} with --input-size {args.input_size}, --hidden-size {args.hidden_size}, "
+                     f"--num-layers {args.num_layers} needs {at_least(need)} of memory (its parameters "
+                     f"as float32{extra}) where {human(available)} is available; {fix}")
 
 
 def _table(rows, header) -> str:

@@ -32,3 +32,6 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"rnnkit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside the places that handle it (before a run starts, say)
+        print(f"rnnkit {args.command}: interrupted", file=sys.stderr)
+        return 130

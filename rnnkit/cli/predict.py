@@ -20,6 +20,8 @@ def run(args) -> int:
     from rnnkit.training.checkpoint import CheckpointError
     from rnnkit.training.inference import Predictor
 
+    if args.length <= 0:
+        raise UsageError(f"--length must be greater than zero, got {args.length}")
     try:
         predictor = Predictor(args.checkpoint)
     except CheckpointError as e:

@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 
-from rnnkit.models.builders import cell_class
 from rnnkit.models.seq2seq import ATTENTIONS
 from rnnkit.training import TrainConfig, checkpoint
+from rnnkit.training.config import ConfigError
+from rnnkit.training.outputs import FILES as OUTPUT_FILES
 from rnnkit.training.trainer import TASKS
 
 from .main import UsageError
 
 DEFAULTS = TrainConfig()
-OUTPUT_FILES = ("checkpoint.pt", "metrics.json", "metrics.csv", "loss.png", "attention.png", "samples.txt")
 
 
 def add_parser(sub) -> None:
@@ -62,28 +63,12 @@ class _BoolFlag(argparse.Action):
 
 
 def config_from_args(args) -> TrainConfig:
-    if args.task not in TASKS:
+    if args.task not in TASKS:  # the task picks defaults below
         raise UsageError(f"unknown --task {args.task!r}; choose from {', '.join(TASKS)}")
-    try:
-        cell_class(args.cell)
-    except ValueError as e:
-        raise UsageError(f"--cell: {e}") from None
-    if args.attention not in ATTENTIONS:
-        raise UsageError(f"unknown --attention {args.attention!r}; choose from {', '.join(ATTENTIONS)}")
-    for name in ("hidden", "embedding", "layers", "batch_size", "seq_len", "eval_every", "eval_size",
-                 "checkpoint_every", "log_every"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be greater than zero, got {getattr(args, name)}")
-    if args.steps is not None and args.steps <= 0 or args.epochs is not None and args.epochs <= 0:
+    if args.steps is not None and args.steps <= 0:
         raise UsageError("--steps and --epochs must be greater than zero")
-    if not args.lr > 0:
-        raise UsageError(f"--lr must be greater than zero, got {args.lr}")
-    if args.device not in ("cpu", "cuda"):
-        raise UsageError(f"unknown --device {args.device!r}; choose cpu or cuda")
-    if args.device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA device is available here")
+    if args.epochs is not None and not (math.isfinite(args.epochs) and args.epochs > 0):
+        raise UsageError(f"--epochs must be a finite number greater than zero, got {args.epochs}")
     bidirectional = args.bidirectional
     if bidirectional is None:
         bidirectional = TASKS[args.task].default_bidirectional
@@ -93,9 +78,20 @@ def config_from_args(args) -> TrainConfig:
                       device=args.device, eval_every=args.eval_every, log_every=args.log_every,
                       checkpoint_every=args.checkpoint_every, eval_size=args.eval_size, seq_len=args.seq_len)
     if args.epochs is not None:
-        cfg.steps = max(1, round(args.epochs * epoch_examples(cfg) / cfg.batch_size))
+        steps = args.epochs * epoch_examples(cfg) / cfg.batch_size
+        if not math.isfinite(steps):
+            raise UsageError(f"--epochs {args.epochs} asks for more steps than a float can count")
+        cfg.steps = max(1, round(steps))
     elif args.steps is not None:
         cfg.steps = args.steps
+    try:
+        cfg.check()
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if cfg.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available here")
     return cfg
 
 
@@ -117,25 +113,52 @@ def choose_out(args, task: str) -> Path:
     return Path("runs", f"{task}-{n}")
 
 
-def prepare_out(out: Path, resume: bool) -> None:
-    """Make sure --out can be written and holds nothing this run would write over."""
+def prepare_out(out: Path, resume: bool):
+    """--out, locked for this run, holding nothing this run would write over (with --resume: a checkpoint)."""
+    from rnnkit.training.outdir import FolderBusy, OutFolder
+
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    if resume:
-        if not (out / "checkpoint.pt").is_file():
-            raise UsageError(f"--resume: no checkpoint.pt in {out}")
-    else:
-        taken = [name for name in OUTPUT_FILES if (out / name).exists()]
-        if taken:
-            raise UsageError(f"--out {out} already holds a run ({', '.join(taken)}); continue it with --resume "
-                             "or choose another --out")
+    _check_holdings(out, resume)  # before anything is made: a refused run writes nothing
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".rnnkit-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        folder = OutFolder(out).claim()
+    except FolderBusy:
+        raise UsageError(f"--out {out} is in use by another rnnkit train run; wait for it to end or choose "
+                         "another --out") from None
     except OSError as e:
         raise UsageError(f"--out {out} is not writable ({e.strerror or e})") from None
+    try:
+        _check_holdings(out, resume)  # again under the lock: another run may have finished into it meanwhile
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {out} is not writable (Permission denied)")
+    except BaseException:
+        folder.release()
+        raise
+    return folder
+
+
+def _check_holdings(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / checkpoint.NAME).is_file():
+            raise UsageError(f"--resume: no {checkpoint.NAME} in {out}")
+        return
+    # lexists: a link counts, even one to nowhere
+    taken = [name for name in OUTPUT_FILES if os.path.lexists(out / name)]
+    if taken:
+        raise UsageError(f"--out {out} already holds a run ({', '.join(taken)}); continue it with --resume "
+                         "or choose another --out")
+
+
+def _next_step_hint(out: Path) -> str:
+    if (out / checkpoint.NAME).is_file():
+        return f"continue with: rnnkit train --out {out} --resume (and the same options)"
+    return "run the same command again to start over"
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    import torch
+    return isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)) or (
+        isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
 
 
 def run(args) -> int:
@@ -144,6 +167,8 @@ def run(args) -> int:
     from rnnkit.training import Interrupted, train
     from rnnkit.training.checkpoint import CheckpointError
     from rnnkit.training.lm_task import TaskInputError
+    from rnnkit.training.memory import TooLarge, check_training_fits
+    from rnnkit.training.outdir import OutputError
     from rnnkit.training.progress import RichProgress, summary
     from rnnkit.training.trainer import ConfigMismatch
 
@@ -154,28 +179,46 @@ def run(args) -> int:
             LMTask(cfg, "cpu")
         except TaskInputError as e:
             raise UsageError(str(e)) from None
+    try:
+        check_training_fits(cfg)
+    except TooLarge as e:
+        raise UsageError(str(e)) from None
     main_rank = os.environ.get("RANK", "0") == "0"
     out = choose_out(args, cfg.task)
-    if main_rank:
-        prepare_out(out, args.resume)
-    if args.resume:
-        try:
-            checkpoint.load(out / "checkpoint.pt")
-        except CheckpointError as e:
-            raise UsageError(str(e)) from None
-    console = Console(stderr=True)
-    progress = None if args.quiet or not main_rank else RichProgress(console)
-    if main_rank and not args.quiet:
-        console.print(f"rnnkit train: task {cfg.task}, cell {cfg.cell}, attention {cfg.attention}, "
-                      f"{cfg.steps} steps of {cfg.batch_size} -> {out}")
+    folder = prepare_out(out, args.resume) if main_rank else out
     try:
-        metrics = train(cfg, out, resume=args.resume, progress=progress)
-    except Interrupted as e:
-        print(f"rnnkit train: {e}; continue with: rnnkit train --out {out} --resume "
-              "(and the same options)", file=sys.stderr)
-        return 130
-    except (ConfigMismatch, CheckpointError) as e:
-        raise UsageError(str(e)) from None
+        if args.resume:
+            try:
+                checkpoint.load(out / checkpoint.NAME)
+            except CheckpointError as e:
+                raise UsageError(str(e)) from None
+        console = Console(stderr=True)
+        progress = None if args.quiet or not main_rank else RichProgress(console)
+        if main_rank and not args.quiet:
+            console.print(f"rnnkit train: task {cfg.task}, cell {cfg.cell}, attention {cfg.attention}, "
+                          f"{cfg.steps} steps of {cfg.batch_size} -> {out}")
+        try:
+            metrics = train(cfg, folder, resume=args.resume, progress=progress)
+        except Interrupted as e:
+            print(f"rnnkit train: {e}; {_next_step_hint(out)}", file=sys.stderr)
+            # Cut short while writing the final outputs, the run did not finish and --out is as it was: an
+            # error like the other faults that leave it so (exit 2).  Stopped during training, it saved its
+            # checkpoint as asked: Ctrl-C's usual 130.
+            return 2 if e.during == "outputs" else 130
+        except (ConfigMismatch, CheckpointError) as e:
+            raise UsageError(str(e)) from None
+        except OutputError as e:
+            free = "free some space, then " if e.disk_full else ""
+            raise UsageError(f"{e}; that file and the rest of --out are as they were before the write: "
+                             f"{free}{_next_step_hint(out)}") from None
+        except BaseException as e:
+            if _out_of_memory(e):
+                raise UsageError(f"ran out of memory while training ({str(e).splitlines()[0]}); lower --hidden, "
+                                 f"--layers or --batch-size") from None
+            raise
+    finally:
+        if main_rank:
+            folder.release()
     if main_rank and not args.quiet:
         summary(metrics, out, Console())
         for text in metrics.get("samples", []):

@@ -1,9 +1,11 @@
 """A trained model back from its checkpoint, for `rnnkit predict`."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from ..data.vocab import Vocab
+from ..data.vocab import SPECIALS, Vocab
 from ..models.charlm import CharLM
 from . import checkpoint
 from .config import TrainConfig
@@ -15,22 +17,23 @@ class Predictor:
 
     def __init__(self, path):
         state = checkpoint.load(path)
-        self.cfg = TrainConfig.from_dict(state["config"])
-        self.cfg.device = "cpu"
+        # predict draws no held-out set, whatever size the run evaluated on
+        self.cfg = replace(TrainConfig.from_dict(state["config"]), device="cpu", eval_size=1)
+        vocab = state["vocab"]
         if self.cfg.task == "dates":
             task = DatesTask(self.cfg, torch.device("cpu"))
-            self.model = task.build_model()
-            self.src_vocab = Vocab.from_dict(state["vocab"]["source"])
-            self.tgt_vocab = Vocab.from_dict(state["vocab"]["target"])
+            self.src_vocab = _vocab(path, vocab, "source", len(task.src_vocab))
+            self.tgt_vocab = _vocab(path, vocab, "target", len(task.tgt_vocab))
             self.max_len = task.data.max_target_len
+            build = task.build_model
         else:
-            self.vocab = Vocab.from_dict(state["vocab"]["text"])
-            self.model = CharLM(len(self.vocab), self.cfg.cell, self.cfg.embedding, self.cfg.hidden, self.cfg.layers)
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise checkpoint.CheckpointError(f"{path}: its weights do not fit the model its config describes "
-                                             f"({str(e).splitlines()[0]})") from None
+            self.vocab = _vocab(path, vocab, "text")
+            build = lambda: CharLM(len(self.vocab), self.cfg.cell, self.cfg.embedding,  # noqa: E731
+                                   self.cfg.hidden, self.cfg.layers)
+        with torch.device("meta"):  # shapes first: a checkpoint whose config does not match allocates nothing
+            checkpoint.check_weights(path, build(), state["model"])
+        self.model = build()
+        self.model.load_state_dict(state["model"])
         self.model.eval()
 
     @torch.no_grad()
@@ -44,3 +47,16 @@ class Predictor:
         decoded = self.tgt_vocab.decode(out[0].tolist())
         weights = None if attn is None else attn[0, : len(decoded), : len(text)].numpy()
         return decoded, weights
+
+
+def _vocab(path, vocab: dict, key: str, size: int | None = None) -> Vocab:
+    """The checkpoint's vocabulary ``key``, checked to be one (of ``size`` entries, where the model fixes it)."""
+    entry = vocab.get(key)
+    itos = entry.get("itos") if isinstance(entry, dict) else None
+    if not (isinstance(itos, list) and all(isinstance(c, str) for c in itos) and len(set(itos)) == len(itos)
+            and tuple(itos[:len(SPECIALS)]) == SPECIALS):
+        raise checkpoint.CheckpointError(f"{path}: its {key} vocabulary is not one rnnkit train writes")
+    if size is not None and len(itos) != size:
+        raise checkpoint.CheckpointError(f"{path}: its {key} vocabulary has {len(itos)} entries, the model "
+                                         f"{size}")
+    return Vocab.from_dict(entry)

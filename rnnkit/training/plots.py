@@ -1,6 +1,7 @@
 """The pictures a run leaves: loss curves and attention heatmaps."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -9,7 +10,8 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def loss_curves(history: list, path: Path, title: str) -> None:
+def loss_curves(history: list, path, title: str) -> None:
+    """``path``: a file name or a binary file object."""
     train = [(r["step"], r["loss"]) for r in history if r.get("loss") is not None]
     held = [(r["step"], r["heldout_loss"]) for r in history if r.get("heldout_loss") is not None]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -23,13 +25,12 @@ def loss_curves(history: list, path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, dpi=120)
 
 
-def attention_heatmaps(examples: list, path: Path) -> None:
-    """``examples``: (source text, output text, weights (len(output), len(source)))."""
+def attention_heatmaps(examples: list, path) -> None:
+    """``examples``: (source text, output text, weights (len(output), len(source))); ``path``: a file
+    name or a binary file object."""
     n = len(examples)
     cols = 2 if n > 1 else 1
     rows = (n + cols - 1) // cols
@@ -45,9 +46,7 @@ def attention_heatmaps(examples: list, path: Path) -> None:
         ax.set_title(f"{src!r} -> {out!r}", fontsize=9)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, dpi=120)
 
 
 def gate_heatmaps(traces: dict, gates: tuple, path: Path, title: str) -> None:
@@ -66,6 +65,13 @@ def gate_heatmaps(traces: dict, gates: tuple, path: Path, title: str) -> None:
             ax.set_ylabel("hidden unit")
             fig.colorbar(image, ax=ax, fraction=0.046)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
+
+
+def _save(fig, path, dpi: int) -> None:
+    """A file name picks its format by its suffix; a file object (what a run stages) gets PNG."""
+    try:
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi, format=None if isinstance(path, (str, os.PathLike)) else "png")
+    finally:
+        plt.close(fig)

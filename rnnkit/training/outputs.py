@@ -1,0 +1,80 @@
+"""What a finished run leaves in --out: metrics, loss curves, attention pictures, samples, the final
+checkpoint, all put in place together."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from . import checkpoint, plots
+from .interrupts import InterruptGate
+
+CSV_FIELDS = ["step", "loss", "accuracy", "examples_per_sec", "seconds", "heldout_loss", "exact_match"]
+# Every file a run puts into --out.
+FILES = (checkpoint.NAME, "metrics.json", "metrics.csv", "loss.png", "attention.png", "samples.txt")
+
+
+def write_final(cfg, task, model, history, elapsed, folder, ctx, final_state) -> dict:
+    """The metrics, pictures and final checkpoint, put in place together.
+
+    Each file is staged as a complete temporary first; only then are they renamed, the checkpoint
+    last, with Ctrl-C held off.  A Ctrl-C or a failed write before that leaves --out as it was.
+    """
+    last = history[-1] if history else {}
+    staged = {}
+    with InterruptGate(wait_for_boundary=False) as gate:
+        try:
+            final = task.evaluate(model)
+            metrics = {
+                "task": cfg.task,
+                "exact_match": final.get("exact_match"),
+                "loss": last.get("loss"),
+                "steps": cfg.steps,
+                "seconds": round(elapsed, 3),
+                "examples_per_sec": round(cfg.steps * cfg.batch_size / max(elapsed, 1e-9), 1),
+                **{k: v for k, v in final.items() if k != "exact_match"},
+                "world_size": ctx.world,
+                "config": cfg.to_dict(),
+            }
+            files = {}
+            if hasattr(task, "samples"):
+                metrics["samples"] = task.samples(model)
+                files["samples.txt"] = _text("\n\n".join(metrics["samples"]) + "\n")
+            files["metrics.json"] = _text(json.dumps(metrics, indent=2) + "\n")
+            files["metrics.csv"] = _text(_csv(history))
+            title = f"rnnkit train: {cfg.task}, {cfg.cell}, {cfg.attention}"
+            files["loss.png"] = _picture(lambda f: plots.loss_curves(history, f, title))
+            if hasattr(task, "attention_examples") and cfg.attention != "none":
+                examples = task.attention_examples(model)
+                files["attention.png"] = _picture(lambda f: plots.attention_heatmaps(examples, f))
+            files[checkpoint.NAME] = checkpoint.writer(final_state)
+            for name, fill in files.items():
+                staged[name] = folder.stage(name, fill)
+            with gate.held():
+                folder.commit(staged)
+        except BaseException:
+            folder.discard(staged)
+            raise
+    return metrics
+
+
+def _text(text: str):
+    data = text.encode()
+    return lambda f: f.write(data)
+
+
+def _csv(history: list) -> str:
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def _picture(draw):
+    """``draw(file)``'s PNG, drawn now and written when staged."""
+    buffer = io.BytesIO()
+    draw(buffer)
+    data = buffer.getvalue()
+    return lambda f: f.write(data)
