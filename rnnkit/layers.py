@@ -18,7 +18,7 @@ from .cells._base import check_size_arg
 from .cells.gru import GRUCell
 from .cells.elman import RNNCell
 from .cells.lstm import LSTMCell
-from .recurrent import run_stack
+from .recurrent import packed_batch_sizes, run_stack
 
 _SHAPES_DOC = """
     Shapes (L = sequence length, N = batch, D = 2 if bidirectional else 1,
@@ -55,6 +55,12 @@ class RNNBase(nn.Module):
 
     _state_names: tuple = ("h",)
     _num_gates: int = 1
+    _family: str = "RNN"  # torch.nn's name for the family in its messages, whatever the subclass
+    _dim_noun: str = " tensor"  # torch.nn's input-dimension message says "3D tensor" for RNN, "3D" for the others
+    # Whether the caller may change the output in place before the backward, as torch.nn's RNN and GRU
+    # allow (their backward keeps each step's state, not the output); torch.nn's LSTM refuses, and so
+    # does rnnkit's (autograd's "modified by an inplace operation"), which saves a copy.
+    _output_writable: bool = True
 
     def __init__(self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
@@ -193,17 +199,22 @@ class RNNBase(nn.Module):
             return _export.captured_forward(self, input, hx)
         num_directions = 2 if self.bidirectional else 1
         cls = type(self).__name__
+        if torch.jit.is_tracing():
+            input, hx = _export.pin_traced_shapes(cls, input, hx)
+        autocast_to = self._autocast_dtype(input)
+        if autocast_to is not None:
+            input, hx = _cast_eligible(input, autocast_to), _cast_eligible(hx, autocast_to)
         state = self._as_state(hx)
         if isinstance(input, PackedSequence):
             data, batch_sizes_t, sorted_indices, unsorted_indices = input
-            batch_sizes = batch_sizes_t.tolist()
             is_batched, batch_dim = True, None
             self._check_input(data, expected_dim=2)
+            batch_sizes = packed_batch_sizes(data, batch_sizes_t, cls)
             batch = batch_sizes[0]
         else:
             sorted_indices = unsorted_indices = None
             if input.dim() not in (2, 3):
-                raise ValueError(f"{cls}: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
+                raise self._input_dim_error(input.dim())
             is_batched = input.dim() == 3
             batch_dim = 0 if self.batch_first else 1
             self._check_state_dims(state, 3 if is_batched else 2)
@@ -215,7 +226,10 @@ class RNNBase(nn.Module):
                 input = input.transpose(0, 1)
             steps, batch = input.shape[0], input.shape[1]
             if steps == 0:
-                raise RuntimeError(f"{cls}: expected a sequence of at least one step, got 0 steps")
+                # torch.nn's message; it checks hx first (its Python checks run before its kernel's)
+                if state is not None:
+                    self._check_state(state, batch, input.dtype)
+                raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
             data = input.reshape(steps * batch, input.shape[2])  # (T*B, I): packed layout, fixed batch
             batch_sizes = [batch] * steps
         if state is None:
@@ -228,6 +242,8 @@ class RNNBase(nn.Module):
 
         eq = self.equations
         weights = [self.layer_weights(layer, d) for layer in range(self.num_layers) for d in range(num_directions)]
+        if autocast_to is not None:
+            weights = [_cast_eligible(w, autocast_to) for w in weights]
         kernel = kernels.select(self.backend, eq, data, weights[0])
         out, state = run_stack(
             data, batch_sizes, state,
@@ -235,6 +251,8 @@ class RNNBase(nn.Module):
             num_layers=self.num_layers, num_directions=num_directions,
             dropout=self.dropout, training=self.training,
         )
+        if self._output_writable and num_directions == 1 and out.requires_grad and kernel is not kernels.REFERENCE:
+            out = out.clone()  # the fused backward reads the last layer's output, which the caller may now change
 
         if unsorted_indices is not None:
             state = tuple(s.index_select(1, unsorted_indices) for s in state)
@@ -248,6 +266,29 @@ class RNNBase(nn.Module):
                 output = output.squeeze(batch_dim)
                 state = tuple(s.squeeze(1) for s in state)
         return output, self._as_hx(state)
+
+    def _input_dim_error(self, dim: int) -> ValueError:
+        return ValueError(f"{self._family}: Expected input to be 2D or 3D, got {dim}D{self._dim_noun} instead")
+
+    def _autocast_dtype(self, input):
+        """Under autocast, the dtype to cast this whole call to (input, states and weights; the result
+        in that dtype), or None where autocast acts op by op.
+
+        As torch.nn: autocast casts cuDNN's RNN op whole (on CUDA, every layer); on the CPU it casts
+        oneDNN's LSTM layer op, which torch.nn's LSTM takes for a padded float32 input without
+        projections when oneDNN is enabled.  Elsewhere torch.nn's loop runs op by op, each product
+        autocast on its own, and so does rnnkit's reference loop (the fused kernels refuse autocast).
+        """
+        data = input.data if isinstance(input, PackedSequence) else input
+        device_type = data.device.type
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        if device_type == "cuda" or (device_type == "cpu" and self._autocast_whole_on_cpu(input)):
+            return torch.get_autocast_dtype(device_type)
+        return None
+
+    def _autocast_whole_on_cpu(self, input) -> bool:
+        return False
 
     # ----- state conversion and checks --------------------------------------------------
     def _as_state(self, hx) -> Optional[tuple]:
@@ -282,11 +323,11 @@ class RNNBase(nn.Module):
 
     def _check_input(self, input: Tensor, expected_dim: int) -> None:
         weight_dtype = self.weight_ih_l0.dtype
-        if input.dtype != weight_dtype and not torch.is_autocast_enabled():
+        if input.dtype != weight_dtype and not torch.is_autocast_enabled(input.device.type):
+            # torch.nn's wording, which says "RNN" for every layer (LSTM and GRU too)
             raise ValueError(
-                f"{type(self).__name__} input dtype ({input.dtype}) does not match weight dtype "
-                f"({weight_dtype}). Convert input: input.to({weight_dtype}), or convert model: "
-                f"model.to({input.dtype})"
+                f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight_dtype}). "
+                f"Convert input: input.to({weight_dtype}), or convert model: model.to({input.dtype})"
             )
         if input.dim() != expected_dim:
             raise RuntimeError(f"input must have {expected_dim} dimensions, got {input.dim()}")
@@ -309,6 +350,23 @@ class RNNBase(nn.Module):
                     f"{type(self).__name__}: {what} dtype ({s.dtype}) does not match input dtype ({dtype}); "
                     f"convert it with {what}.to({dtype})"
                 )
+
+
+def _cast_eligible(value, dtype):
+    """``value`` (a tensor, a PackedSequence, a tuple of them or None) with its floating tensors cast
+    to ``dtype`` as autocast casts them: float64 stays float64."""
+    if value is None:
+        return None
+    if isinstance(value, PackedSequence):
+        return value._replace(data=_cast_eligible(value.data, dtype))
+    if isinstance(value, tuple):
+        return type(value)(*[_cast_eligible(v, dtype) for v in value]) if hasattr(value, "_fields") \
+            else tuple(_cast_eligible(v, dtype) for v in value)
+    if isinstance(value, list):
+        return [_cast_eligible(v, dtype) for v in value]
+    if value.is_floating_point() and value.dtype != torch.float64:
+        return value.to(dtype)
+    return value
 
 
 class RNN(RNNBase):
@@ -380,6 +438,13 @@ class LSTM(RNNBase):
 
     _state_names = ("h", "c")
     _num_gates = 4
+    _family, _dim_noun = "LSTM", ""
+    _output_writable = False
+
+    def _autocast_whole_on_cpu(self, input) -> bool:
+        # torch.nn's condition for its oneDNN LSTM (aten/src/ATen/native/RNN.cpp, use_mkldnn)
+        return (self.proj_size == 0 and not isinstance(input, PackedSequence) and input.dtype == torch.float32
+                and input.numel() > 0 and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 
     def __init__(self, *args, **kwargs):
         super().__init__("LSTM", *args, **kwargs)
@@ -415,6 +480,7 @@ class GRU(RNNBase):
     """
 
     _num_gates = 3
+    _family, _dim_noun = "GRU", ""
 
     def __init__(self, *args, **kwargs):
         if "proj_size" in kwargs:

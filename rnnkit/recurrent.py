@@ -55,6 +55,34 @@ def scan(step: Callable[[Tensor, State], State], x: Tensor, batch_sizes: Sequenc
     return torch.cat(outputs), state
 
 
+def packed_batch_sizes(data: Tensor, batch_sizes: Tensor, who: str) -> list:
+    """A PackedSequence's ``batch_sizes`` as a list of ints, once its layout is checked against ``data``.
+
+    The kernels index rows by these sizes without bounds checks, so nothing inconsistent may reach
+    them: one int64 size per step on the CPU, at least one step, none negative, none larger than
+    the step before (sequences sorted longest first), summing to ``data``'s rows.  torch.nn rejects
+    the same layouts (with messages about the reshape that failed) except a sum below the rows,
+    whose extra rows it ignores; here that is an error too.
+    """
+    if not isinstance(batch_sizes, Tensor) or batch_sizes.dim() != 1 or batch_sizes.dtype != torch.int64:
+        got = (f"a {batch_sizes.dim()}-D {batch_sizes.dtype} tensor" if isinstance(batch_sizes, Tensor)
+               else type(batch_sizes).__name__)
+        raise RuntimeError(f"{who}: a PackedSequence's batch_sizes should be a 1-D int64 tensor "
+                           f"(as pack_padded_sequence makes it), got {got}")
+    if batch_sizes.device.type != "cpu":
+        raise RuntimeError(f"{who}: a PackedSequence's batch_sizes should be on the CPU, got {batch_sizes.device}")
+    sizes = batch_sizes.tolist()
+    if not sizes:
+        raise RuntimeError(f"{who}: a PackedSequence needs at least one step, got empty batch_sizes")
+    if sizes[-1] < 0 or any(a < b for a, b in zip(sizes, sizes[1:])):
+        raise RuntimeError(f"{who}: a PackedSequence's batch_sizes should be non-negative and non-increasing "
+                           f"(sequences sorted longest first, as pack_padded_sequence makes them), got {sizes}")
+    if sum(sizes) != data.size(0):
+        raise RuntimeError(f"{who}: a PackedSequence's batch_sizes should sum to its data's rows: they sum to "
+                           f"{sum(sizes)}, data has {data.size(0)} rows")
+    return sizes
+
+
 def concat(outs: list) -> Tensor:
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
 
@@ -87,8 +115,9 @@ def run_stack(x: Tensor, batch_sizes: Sequence[int], hx: State, layer_fn: LayerF
         x = merge(outs)  # (N, D*H) when concatenated
         if dropout > 0 and training and layer < num_layers - 1:
             x = F.dropout(x, dropout, training=True)
-    # one layer-direction: a view, not a copy (what torch.stack would make)
-    return x, tuple(f[0].unsqueeze(0) if len(f) == 1 else torch.stack(f) for f in finals)
+    # A stack, a copy even of one layer-direction's state: a backward may keep the last state (the
+    # reference loop's tanh does), and h_n is the caller's to change in place, as torch.nn's is.
+    return x, tuple(torch.stack(f) for f in finals)
 
 
 # ----------------------------------------------------------------------------------------
@@ -229,6 +258,11 @@ class Recurrent(nn.Module):
     def forward(self, input, hx=None, *, lengths=None):
         if _export.compiling():  # under torch.compile: run eagerly on the kernels (a graph break), see rnnkit/export
             return _export.eager_call(self, input, hx, lengths=lengths)
+        if torch.jit.is_tracing():
+            if lengths is not None:
+                raise RuntimeError("Recurrent: torch.jit.trace cannot record lengths (they would be baked into the "
+                                   "trace); trace on full-length sequences")
+            input, hx = _export.pin_traced_shapes("Recurrent", input, hx)
         directions = 2 if self.bidirectional else 1
         packed_in = isinstance(input, PackedSequence)
         is_batched, total_length = True, None
@@ -236,6 +270,9 @@ class Recurrent(nn.Module):
             if lengths is not None:
                 raise ValueError("Recurrent: lengths is for padded input; a PackedSequence carries its own")
             packed = input
+            if input.data.dim() != 2 or input.data.size(-1) != self.input_size:
+                raise RuntimeError(f"Recurrent: a PackedSequence's data should be (rows, input_size={self.input_size}), "
+                                   f"got {tuple(input.data.shape)}")
         else:
             if not isinstance(input, Tensor) or input.dim() not in (2, 3):
                 got = f"{input.dim()}D tensor" if isinstance(input, Tensor) else type(input).__name__
@@ -260,11 +297,11 @@ class Recurrent(nn.Module):
                                      f"got {lengths_t.tolist()}")
                 packed = pack_padded_sequence(input, lengths_t, batch_first=self.batch_first, enforce_sorted=False)
         if packed is None:  # every sequence full length: the time-major rows are the packed layout already
-            data = (input.transpose(0, 1) if self.batch_first else input).reshape(steps * batch, -1)  # (T*B, I)
+            data = (input.transpose(0, 1) if self.batch_first else input).reshape(steps * batch, input.size(-1))  # (T*B, I)
             batch_sizes, sorted_indices, unsorted_indices = [batch] * steps, None, None
         else:
             data, batch_sizes_t, sorted_indices, unsorted_indices = packed
-            batch_sizes = batch_sizes_t.tolist()
+            batch_sizes = packed_batch_sizes(data, batch_sizes_t, "Recurrent")
             batch = batch_sizes[0]
 
         structure = [self._probe(c, size, data) for c, size in zip(self.cells, self._cell_input_sizes)]  # per cell: (arity, per-state trailing shapes)
@@ -312,7 +349,7 @@ class Recurrent(nn.Module):
     def _unpack(self, out, packed, packed_in, total_length, is_batched):
         """Packed rows (N, F) back to the caller's layout: a PackedSequence or a padded tensor."""
         if packed is None:  # full-length sequences: the rows are (T, B) in order
-            padded = out.reshape(total_length, -1, out.size(-1))  # (T, B, F)
+            padded = out.reshape(total_length, out.size(0) // total_length, out.size(-1))  # (T, B, F)
             if self.batch_first:
                 padded = padded.transpose(0, 1)  # (B, T, F)
         else:

@@ -65,7 +65,18 @@ CASES = [
      "hx and cx should also be 2-D"),
     ("packed-hx-batch", lambda L: L.GRU(4, 6)(packed, torch.zeros(1, 2, 6)), "Expected hidden size (1, 3, 6)"),
     ("packed-feature-size", lambda L: L.GRU(5, 6)(packed), "Expected 5, got 4"),
-    ("empty-sequence", lambda L: L.RNN(4, 6)(torch.randn(0, 3, 4)), "at least one step"),
+    ("lstm-input-dtype", lambda L: L.LSTM(4, 6)(x.double()),
+     "RNN input dtype (torch.float64) does not match weight dtype (torch.float32)"),
+    ("gru-input-dtype", lambda L: L.GRU(4, 6).double()(x), "RNN input dtype (torch.float32)"),
+    ("empty-sequence", lambda L: L.RNN(4, 6)(torch.randn(0, 3, 4)), "Expected sequence length to be larger than 0"),
+    ("empty-sequence-lstm-bidirectional", lambda L: L.LSTM(4, 6, bidirectional=True)(torch.randn(0, 3, 4)),
+     "Expected sequence length to be larger than 0 in RNN"),
+    ("empty-sequence-gru-unbatched", lambda L: L.GRU(4, 6)(torch.randn(0, 4)), "Expected sequence length"),
+    ("empty-sequence-batch-first", lambda L: L.RNN(4, 6, batch_first=True)(torch.randn(3, 0, 4)),
+     "Expected sequence length"),
+    # torch.nn checks hx before it finds the sequence empty
+    ("empty-sequence-bad-hx", lambda L: L.LSTM(4, 6)(torch.randn(0, 3, 4), (torch.zeros(1, 2, 6), torch.zeros(1, 2, 6))),
+     "Expected hidden[0] size (1, 3, 6), got [1, 2, 6]"),
     # cell calls
     ("cell-3d-input", lambda L: L.RNNCell(4, 6)(torch.randn(1, 3, 4)), "Expected input to be 1D or 2D, got 3D"),
     ("lstmcell-3d-input", lambda L: L.LSTMCell(4, 6)(torch.randn(1, 3, 4)), "Expected input to be 1D or 2D"),
@@ -86,6 +97,14 @@ CASES = [
     ("lstmcell-hx-batch", lambda L: L.LSTMCell(4, 6)(torch.randn(3, 4), (torch.randn(2, 6), torch.randn(3, 6))),
      "doesn't match hidden0 batch size 2"),
     ("cell-input-dtype", lambda L: L.RNNCell(4, 6)(torch.randn(3, 4, dtype=torch.float64)), "dtype"),
+    # torch.nn's cells check every size before any dtype: a float64 call to a float32 cell
+    # with a wrong-sized state reports the size
+    ("cell-double-input-hx-size", lambda L: L.RNNCell(10, 20)(torch.randn(3, 10).double(), torch.randn(3, 21).double()),
+     "hidden0 has inconsistent hidden_size: got 21, expected 20"),
+    ("grucell-double-input-hx-batch", lambda L: L.GRUCell(10, 20)(torch.randn(3, 10).double(), torch.randn(5, 20).double()),
+     "Input batch size 3 doesn't match hidden0 batch size 5"),
+    ("lstmcell-h0-dtype-c0-size", lambda L: L.LSTMCell(4, 6)(torch.randn(3, 4), (torch.randn(3, 6).double(), torch.randn(3, 5))),
+     "hidden1 has inconsistent hidden_size: got 5, expected 6"),
     ("cell-hx-dtype", lambda L: L.GRUCell(4, 6)(torch.randn(3, 4), torch.randn(3, 6, dtype=torch.float64)), "dtype"),
 ]
 
@@ -106,6 +125,35 @@ def test_rejected_like_torch(build, phrase):
     assert ours is not None, f"rnnkit accepted what torch rejects with {theirs!r}"
     assert type(ours) is type(theirs), (ours, theirs)
     assert phrase in str(ours), str(ours)
+
+
+# Rejections whose message rnnkit takes word for word from torch.nn (PyTorch's own tests match
+# several of them): the whole message must stay equal, not only the phrase above.
+TORCH_WORDED = [
+    "rnn-float-size", "lstm-hidden-float", "rnn-nonlinearity", "rnn-nonlinearity-positional", "rnn-proj", "gru-proj",
+    "lstm-bias-str", "lstm-batch-first-int", "rnn-4d-input", "rnn-feature-size", "lstm-feature-size-unbatched",
+    "rnn-input-dtype", "gru-input-int", "lstm-input-dtype", "gru-input-dtype",
+    "gru-hx-batch", "rnn-hx-layers", "rnn-hx-bidirectional", "gru-hx-hidden", "lstm-h0-proj", "lstm-c0-proj",
+    "rnn-unbatched-hx-3d", "rnn-batched-hx-2d", "gru-batched-hx-2d", "lstm-batched-hx-2d", "lstm-unbatched-hx-3d",
+    "packed-hx-batch", "packed-feature-size",
+    "empty-sequence", "empty-sequence-lstm-bidirectional", "empty-sequence-gru-unbatched", "empty-sequence-batch-first",
+    "empty-sequence-bad-hx",
+    "cell-3d-input", "lstmcell-3d-input", "grucell-3d-hidden", "lstmcell-3d-hx1", "cell-input-size", "grucell-input-size",
+    "cell-hx-batch", "cell-hx-size", "cell-batched-input-unbatched-hx", "cell-unbatched-input-batched-hx",
+    "lstmcell-cx-size", "lstmcell-hx-batch",
+    "cell-double-input-hx-size", "grucell-double-input-hx-batch", "lstmcell-h0-dtype-c0-size",
+]
+
+
+@pytest.mark.parametrize("build", [c[1] for c in CASES if c[0] in TORCH_WORDED],
+                         ids=[c[0] for c in CASES if c[0] in TORCH_WORDED])
+def test_message_is_torchs(build):
+    theirs, ours = outcome(lambda: build(nn)), outcome(lambda: build(rnnkit))
+    assert (type(ours), str(ours)) == (type(theirs), str(theirs))
+
+
+def test_torch_worded_cases_exist():
+    assert set(TORCH_WORDED) <= {c[0] for c in CASES}
 
 
 # Where torch's own rejection is an accident of its implementation, rnnkit gives a clearer one.

@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from helpers import MODES, TOL, make_hx, make_input, max_diff, run_and_grad, twins
+from helpers import MODES, TOL, assert_within_rounding, float64_truth, make_hx, make_input, max_diff, run_and_grad, twins
 
 FORMS = ["batched", "unbatched", "packed_sorted", "packed_unsorted"]
 GRID = list(itertools.product(
@@ -26,5 +26,12 @@ def test_parity(mode, num_layers, bidirectional, batch_first, bias, form, with_h
     hx = make_hx(ours, form, dtype, gen) if with_hx else None
     ours_out, ours_grads = run_and_grad(ours, inp, leaf, hx)
     ref_out, ref_grads = run_and_grad(ref, inp, leaf, hx)
-    assert max_diff(ours_out, ref_out) <= TOL[dtype]
-    assert max_diff(ours_grads, ref_grads) <= TOL[dtype]
+    if dtype == torch.float64:  # two float64 implementations agree to ~1e-15 of these magnitudes
+        assert max_diff(ours_out, ref_out) <= TOL[dtype]
+        assert max_diff(ours_grads, ref_grads) <= TOL[dtype]
+        return
+    # float32: each implementation within float32's rounding of the float64 truth (helpers: the bound
+    # is derived from the computation's sensitivity to rounding, not fitted to one machine's rounding)
+    truth, sensitivities = float64_truth(ref, form, leaf, hx)
+    assert_within_rounding(ours_out + ours_grads, truth, sensitivities, dtype, who="rnnkit")
+    assert_within_rounding(ref_out + ref_grads, truth, sensitivities, dtype, who="torch.nn float32")

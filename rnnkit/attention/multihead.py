@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.init import constant_, xavier_normal_, xavier_uniform_
+from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from .masks import AttentionInputError, as_float_mask
 
@@ -31,7 +32,8 @@ class MultiheadAttention(nn.Module):
     Parameters carry torch.nn's names: ``in_proj_weight`` (3E, E) when kdim = vdim = E,
     else ``q_proj_weight`` (E, E), ``k_proj_weight`` (E, kdim), ``v_proj_weight`` (E, vdim);
     ``in_proj_bias`` (3E); ``out_proj.weight``/``out_proj.bias``; ``bias_k``/``bias_v``
-    (1, 1, E) with add_bias_kv.  One seed gives the same initial values as torch.nn.
+    (1, 1, E) with add_bias_kv.  One seed gives the same initial values as torch.nn, and the
+    repr is torch.nn's (no options line; only the ``out_proj`` child).
 
     Shapes (L = target length, S = source length, N = batch, E = embed_dim, H = num_heads):
 
@@ -90,8 +92,9 @@ class MultiheadAttention(nn.Module):
             self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim, **factory))
         else:
             self.register_parameter("in_proj_bias", None)
-        # A plain Linear draws its own init here, before _reset_parameters, as in torch.nn.
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        # torch.nn's own Linear subclass (a plain Linear that quantization leaves alone), so the
+        # repr and type checks match; it draws its own init here, before _reset_parameters.
+        self.out_proj = NonDynamicallyQuantizableLinear(embed_dim, embed_dim, bias=bias, **factory)
         if add_bias_kv:
             self.bias_k = nn.Parameter(torch.empty((1, 1, embed_dim), **factory))
             self.bias_v = nn.Parameter(torch.empty((1, 1, embed_dim), **factory))
@@ -119,20 +122,6 @@ class MultiheadAttention(nn.Module):
         # Checkpoints pickled before kdim/vdim existed (as torch.nn accepts them).
         state.setdefault("_qkv_same_embed_dim", True)
         super().__setstate__(state)
-
-    def extra_repr(self) -> str:
-        s = f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if not self._qkv_same_embed_dim:
-            s += f", kdim={self.kdim}, vdim={self.vdim}"
-        if self.bias_k is not None:
-            s += ", add_bias_kv=True"
-        if self.add_zero_attn:
-            s += ", add_zero_attn=True"
-        if self.batch_first:
-            s += ", batch_first=True"
-        return s
 
     # ----- forward ------------------------------------------------------------------
     def forward(self, query: Tensor, key: Tensor, value: Tensor,

@@ -168,16 +168,14 @@ class CellBase(nn.Module):
         return tuple(hx)
 
     def _check_step_args(self, input: Tensor, state: State) -> None:
-        # Messages as torch's C++ checks word them (RNN.cpp), plus the fix.
+        # The size checks are torch's C++ ones (RNN.cpp: check_rnn_cell_forward_input, then
+        # check_rnn_cell_forward_hidden for each state tensor), worded and ordered as there, so
+        # a call with several faults reports the one torch.nn reports.  torch.nn meets a dtype
+        # mismatch only afterwards, inside the matrix product; rnnkit checks dtypes there too,
+        # with a message that says which tensor to convert.
         if input.size(1) != self.input_size:
             raise RuntimeError(
                 f"input has inconsistent input_size: got {input.size(1)} expected {self.input_size}"
-            )
-        if input.dtype != self.weight_ih.dtype:
-            raise RuntimeError(
-                f"{type(self).__name__}: input dtype ({input.dtype}) does not match weight dtype "
-                f"({self.weight_ih.dtype}); convert the input with input.to({self.weight_ih.dtype}) "
-                f"or the cell with cell.to({input.dtype})"
             )
         for k, s in enumerate(state):
             if input.size(0) != s.size(0):
@@ -188,7 +186,15 @@ class CellBase(nn.Module):
                 raise RuntimeError(
                     f"hidden{k} has inconsistent hidden_size: got {s.size(1)}, expected {self.hidden_size}"
                 )
+        if input.dtype != self.weight_ih.dtype:
+            raise RuntimeError(
+                f"{type(self).__name__}: input dtype ({input.dtype}) does not match weight dtype "
+                f"({self.weight_ih.dtype}); convert the input with input.to({self.weight_ih.dtype}) "
+                f"or the cell with cell.to({input.dtype})"
+            )
+        for k, s in enumerate(state):
             if s.dtype != input.dtype:
                 raise RuntimeError(
-                    f"hidden{k} dtype ({s.dtype}) does not match input dtype ({input.dtype})"
+                    f"hidden{k} dtype ({s.dtype}) does not match input dtype ({input.dtype}); "
+                    f"convert it with .to({input.dtype})"
                 )

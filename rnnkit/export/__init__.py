@@ -25,6 +25,7 @@ onnx or onnxruntime.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import torch
 from torch.nn.utils.rnn import PackedSequence
@@ -52,6 +53,36 @@ def compiling() -> bool:
 def capturing() -> bool:
     """True while any graph capture runs: torch.export, torch.onnx.export or torch.compile."""
     return bool(torch.compiler.is_compiling()) or exporting()
+
+
+def pin_traced_shapes(who: str, input, hx):
+    """(input, hx) as ``torch.jit.trace`` should record them for an rnnkit layer.
+
+    The tracer records torch ops only, so a trace runs the reference loop (the fused kernels refuse
+    tracing: see kernels/cpu), unrolled step by step for the traced length and batch.  Every tensor
+    is passed through a split to its traced size along each axis: the trace then raises
+    ``split_with_sizes expects split_sizes to sum exactly to ...`` on an input of another shape,
+    where without it some shapes (another batch and length of the same total, a batch of 1 against
+    a larger one) would broadcast into a wrong result.  A PackedSequence's batch sizes are data the
+    trace would bake in silently: refused.  (torch.export keeps the length dynamic: see above.)
+    """
+    if isinstance(input, tuple):  # a PackedSequence, which the tracer hands over as a plain tuple
+        raise RuntimeError(
+            f"{who}: torch.jit.trace cannot record a PackedSequence through an rnnkit layer (its batch sizes "
+            "would be baked into the trace); trace on a padded tensor, or use torch.export")
+    warnings.warn(
+        f"{who}: torch.jit.trace records rnnkit's time loop step by step; the trace runs only on inputs of "
+        f"the traced shape {tuple(int(s) for s in input.shape)} and raises on others. torch.export keeps the length dynamic.",
+        torch.jit.TracerWarning, stacklevel=3)
+
+    def pin(t):
+        for dim, size in enumerate(t.shape):
+            t = t.split([int(size)], dim)[0]  # int(): a constant of the trace, not the traced size
+        return t
+
+    if hx is not None:
+        hx = tuple(pin(s) for s in hx) if isinstance(hx, (tuple, list)) else pin(hx)
+    return pin(input), hx
 
 
 @torch.compiler.disable
@@ -82,4 +113,4 @@ def captured_forward(layer, input, hx=None):
     return eager_call(layer, input, hx)
 
 
-__all__ = ["exporting", "compiling", "capturing", "captured_forward", "eager_call"]
+__all__ = ["exporting", "compiling", "capturing", "captured_forward", "eager_call", "pin_traced_shapes"]

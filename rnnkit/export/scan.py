@@ -43,10 +43,9 @@ def scan_forward(layer, input: Tensor, hx=None):
     loop differs (a scan in place of the kernel's loop).
     """
     num_directions = 2 if layer.bidirectional else 1
-    cls = type(layer).__name__
     state = layer._as_state(hx)
     if input.dim() not in (2, 3):
-        raise ValueError(f"{cls}: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
+        raise layer._input_dim_error(input.dim())
     is_batched = input.dim() == 3
     batch_dim = 0 if layer.batch_first else 1
     layer._check_state_dims(state, 3 if is_batched else 2)

@@ -40,13 +40,17 @@ class Plan:
     ``whole``: one jitted call runs the time loop (``split.run_rows``), else each step's product
     goes to torch's BLAS.  ``chunks`` (when not None) is ``split.row_chunks``'s split of the batch
     rows across ``parts`` threads, each running the whole loop on its rows (so ``whole`` holds).
+    ``eq`` and ``weights_type``: the recurrence and its weights' record, for the backward that
+    recomputes on the reference loop (``differentiable.layer_reference``).
     """
 
-    __slots__ = ("offsets", "bsz", "steps", "reverse", "save", "whole", "relu", "chunks", "parts")
+    __slots__ = ("offsets", "bsz", "steps", "reverse", "save", "whole", "relu", "chunks", "parts", "eq",
+                 "weights_type")
 
-    def __init__(self, offsets, bsz, reverse, save, whole, relu=False, chunks=None):
+    def __init__(self, offsets, bsz, reverse, save, whole, relu=False, chunks=None, eq=None, weights_type=None):
         self.offsets, self.bsz, self.steps = offsets, bsz, len(bsz)
         self.reverse, self.save, self.relu = reverse, save, relu
+        self.eq, self.weights_type = eq, weights_type
         self.whole = whole or chunks is not None
         self.chunks = chunks
         self.parts = 1 if chunks is None else len(chunks[0]) - 1
@@ -58,7 +62,10 @@ def _layout(batch_sizes: tuple):
     offsets, bsz = layout(batch_sizes)
     offsets.setflags(write=False)
     bsz.setflags(write=False)
-    return offsets, bsz, int(bsz.max()) if len(bsz) else 0
+    # the batch of the first step, or -1 (which no state matches) for a layout the loops cannot index:
+    # a negative or growing size (the layers check this first; the kernels must not trust it)
+    valid = len(bsz) > 0 and bsz[-1] >= 0 and bool((bsz[1:] <= bsz[:-1]).all())
+    return offsets, bsz, int(bsz[0]) if valid else -1
 
 
 @lru_cache(maxsize=64)
@@ -136,6 +143,14 @@ class FusedKernel(Kernel):
                 f"backend 'fused' has no kernel for the recurrence {eq.name!r} "
                 "(it runs rnn_tanh, rnn_relu, lstm, gru and the cells of rnnkit.cells: indrnn, peephole_lstm, "
                 "gru_reset_before, layernorm_lstm, layernorm_gru, min_gru, min_lstm); use backend='reference'")
+        if torch.is_autocast_enabled("cpu"):  # autocast acts on each torch op, the fused loop has none
+            raise UnsupportedBackendError(
+                "backend 'fused' does not run under torch.autocast (autocast casts torch ops one by one, as in "
+                "torch.nn's loop; the fused loop is one kernel); use backend='auto' or 'reference'")
+        if torch.jit.is_tracing():  # the trace would record the kernel's outputs as empty tensors
+            raise UnsupportedBackendError(
+                "backend 'fused' cannot be recorded by torch.jit.trace (the tracer sees torch ops only, and the "
+                "fused loop is numba code); use backend='auto' or 'reference', which trace")
         dtype = x.dtype
         if (dtype in DTYPES and _have_numba()
                 and all(t is None or (t.is_cpu and t.dtype == dtype and t.layout == torch.strided)
@@ -170,8 +185,8 @@ class FusedKernel(Kernel):
         if (len(bsz) == 0 or x.dim() != 2 or x.shape[0] != int(offsets[-1]) or batch != most
                 or any(s.dim() != 2 or s.shape[0] != batch for s in state0)):
             raise ValueError(
-                f"fused kernel: inconsistent shapes: input {tuple(x.shape)}, batch_sizes summing to "
-                f"{int(offsets[-1])} at most {most} per step, "
+                f"fused kernel: inconsistent shapes: input {tuple(x.shape)}, batch_sizes {list(key)} "
+                f"(summing to {int(offsets[-1])}, non-negative and non-increasing), "
                 f"states {[tuple(s.shape) for s in state0]}")
         more = _more_kernels().get(eq)
         if more is not None:  # the other cell families: module.layer(eq, x, offsets, bsz, state0, weights, ...)
@@ -183,7 +198,7 @@ class FusedKernel(Kernel):
             raise UnsupportedBackendError(f"backend 'fused' has no kernel for the recurrence {eq.name!r}")
         from .common import whole_loop
         plan = Plan(offsets, bsz, reverse, save, whole_loop(batch, P, w_hh.shape[0]), relu=eq is ELMAN_RELU,
-                    chunks=row_split(key, batch, x.dtype))
+                    chunks=row_split(key, batch, x.dtype), eq=eq, weights_type=type(weights))
         if eq is LSTM_EQUATIONS:
             out, h, c = _call(function, plan, x, state0[0], state0[1], w_ih, w_hh, b_ih, b_hh, w_hr)
             return out, (h, c)

@@ -14,6 +14,7 @@ float64 results agree with torch's to ~1e-15.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numba
 from llvmlite import binding as llvm
@@ -34,11 +35,47 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
+def _writable(folder: str) -> bool:
+    """Whether files can be made in ``folder`` (made if missing): tried, as numba tries its cache
+    folders, since permission bits say nothing for root or on a read-only mount."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+        return True
+    except OSError:
+        return False
+
+
+def _cache_available() -> bool:
+    """Whether numba can cache the kernels, choosing where when its own places fail.
+
+    numba caches beside the source (``__pycache__``) or in the user's cache folder, and raises
+    ("cannot cache function ...: no locator available") at the first kernel when it can write to
+    neither: an install in a read-only folder run by a user without a writable home.  Then the cache
+    goes to a folder of this user's in the temporary directory; where even that fails, kernels are
+    compiled in every process, uncached.  A NUMBA_CACHE_DIR the user set is numba's to use.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR") or _writable(os.path.join(os.path.dirname(__file__), "__pycache__")):
+        return True
+    home_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if _writable(os.path.join(home_cache, "numba")):
+        return True
+    fallback = os.path.join(tempfile.gettempdir(), f"rnnkit-numba-cache-{os.getuid()}")
+    if _writable(fallback):
+        numba.config.CACHE_DIR = fallback  # read by numba when each kernel is decorated, below
+        return True
+    return False
+
+
+CACHE = _cache_available()
+
+
 def njit(fn=None, **kw):
     # no_cfunc_wrapper: the C-callable wrapper serves only first-class function values, unused here.
-    opts = dict(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy", boundscheck=False,
+    opts = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy", boundscheck=False,
                 no_cfunc_wrapper=True)
     opts.update(kw)
+    opts["cache"] = opts["cache"] and CACHE
     if fn is None:
         return lambda f: numba.njit(**opts)(f)
     return numba.njit(**opts)(fn)

@@ -73,7 +73,9 @@ def _ranges(offsets: np.ndarray, reverse: bool, row_bytes: int, min_blocks: int,
     T = len(offsets) - 1
     N = int(offsets[-1])
     least = max(math.ceil(N / max_blocks), math.ceil(min_block_bytes / row_bytes))
-    least = min(least, math.ceil(N / min_blocks))
+    # at least one row, so that every block advances (with no rows at all, a batch of 0, one block
+    # takes every step)
+    least = max(1, min(least, math.ceil(N / min_blocks)))
     # done[s]: rows of backward steps 0..s-1 (backward runs t = T-1 .. 0, or 0 .. T-1 in reverse);
     # each block takes steps until it holds at least `least` rows.
     done = offsets if reverse else N - offsets[::-1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..differentiable import differentiable_backward, layer_reference, save, saved
 from ._jit import njit, tanh
 from .blocks import Blocks, GradSums
 from .common import linear, npy
@@ -111,15 +112,14 @@ class ElmanFunction(torch.autograd.Function):
                 G[o0:o0 + b].addmm_(h[:b], whh_t)
                 elman_pointwise(nG, o0, b, nh, nout, relu)
         if plan.save:
-            ctx.plan = plan
-            ctx.save_for_backward(x, h0, w_ih, w_hh, out)
+            save(ctx, plan, (x, h0, w_ih, w_hh, b_ih, b_hh), (out,))
         return out, h
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @differentiable_backward(layer_reference)
     def backward(ctx, dout, dhN):
         plan = ctx.plan
-        x, h0, w_ih, w_hh, out = ctx.saved_tensors
+        (x, h0, w_ih, w_hh, _, _), (out,) = saved(ctx)
         offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
         dh = dhN.contiguous().clone()
         need = ctx.needs_input_grad

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ..differentiable import differentiable_backward, layer_reference, save, saved
 from ._jit import njit, sigmoid, tanh
 from .blocks import Blocks, GradSums
 from .common import dummy, linear, npy, prev_row
@@ -160,15 +161,14 @@ class GRUFunction(torch.autograd.Function):
                     torch.mm(h[:b], whh_t, out=A[:b])
                 gru_pointwise(nG, nA, nHN, o0, b, H, nh, nout, plan.save)
         if plan.save:
-            ctx.plan = plan
-            ctx.save_for_backward(x, h0, w_ih, w_hh, out, G, HN)
+            save(ctx, plan, (x, h0, w_ih, w_hh, b_ih, b_hh), (out, G, HN))
         return out, h
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @differentiable_backward(layer_reference)
     def backward(ctx, dout, dhN):
         plan = ctx.plan
-        x, h0, w_ih, w_hh, out, G, HN = ctx.saved_tensors
+        (x, h0, w_ih, w_hh, _, _), (out, G, HN) = saved(ctx)
         offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
         H = h0.shape[1]
         dh = dhN.contiguous().clone()

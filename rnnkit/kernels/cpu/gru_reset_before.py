@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..differentiable import differentiable_backward, layer_reference, save, saved
 from ._jit import njit, sigmoid, tanh
 from .common import input_grads, linear, npy, prev_row, recurrent_weight_grad, weight_grad
 from .gemm import gemm_nt, zero_rows
@@ -147,15 +148,14 @@ class GRUResetBeforeFunction(torch.autograd.Function):
                 torch.mm(RH[o0:o0 + b], w_hn_t, out=AN[:b])
                 grb_pointwise_n(nG, nAN, o0, b, nh, nout)
         if plan.save:
-            ctx.plan = plan
-            ctx.save_for_backward(x, h0, w_ih, w_hh, out, G, RH)
+            save(ctx, plan, (x, h0, w_ih, w_hh, b_ih, b_hh), (out, G, RH))
         return out, h
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @differentiable_backward(layer_reference)
     def backward(ctx, dout, dhN):
         plan = ctx.plan
-        x, h0, w_ih, w_hh, out, G, RH = ctx.saved_tensors
+        (x, h0, w_ih, w_hh, _, _), (out, G, RH) = saved(ctx)
         offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
         H = h0.shape[1]
         dout = dout.contiguous()
@@ -192,6 +192,7 @@ class GRUResetBeforeFunction(torch.autograd.Function):
 def layer(eq, x, offsets, bsz, state0, w, reverse, save):
     from . import Plan, _call, common
     h0 = state0[0]
-    plan = Plan(offsets, bsz, reverse, save, common.whole_loop(h0.shape[0], h0.shape[1], w.w_hh.shape[0]))
+    plan = Plan(offsets, bsz, reverse, save, common.whole_loop(h0.shape[0], h0.shape[1], w.w_hh.shape[0]),
+                eq=eq, weights_type=type(w))
     out, h = _call(GRUResetBeforeFunction, plan, x, h0, w.w_ih, w.w_hh, w.b_ih, w.b_hh)
     return out, (h,)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ...cells import INDRNN_RELU
+from ..differentiable import differentiable_backward, layer_reference, save, saved
 from ._jit import njit, tanh
 from .common import input_grads, linear, npy, prev_row
 
@@ -74,15 +75,14 @@ class IndRNNFunction(torch.autograd.Function):
         out = x.new_empty(x.shape[0], h0.shape[1])
         indrnn_forward_loop(npy(G), npy(u), npy(h), npy(out), plan.offsets, plan.bsz, plan.reverse, plan.relu)
         if plan.save:
-            ctx.plan = plan
-            ctx.save_for_backward(x, h0, w_ih, u, out)
+            save(ctx, plan, (x, h0, w_ih, u, b_ih), (out,))
         return out, h
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @differentiable_backward(layer_reference)
     def backward(ctx, dout, dhN):
         plan = ctx.plan
-        x, h0, w_ih, u, out = ctx.saved_tensors
+        (x, h0, w_ih, u, _), (out,) = saved(ctx)
         dout = dout.contiguous()
         dh = dhN.contiguous().clone()
         dA = torch.empty_like(out)
@@ -97,6 +97,6 @@ class IndRNNFunction(torch.autograd.Function):
 
 def layer(eq, x, offsets, bsz, state0, w, reverse, save):
     from . import Plan, _call
-    plan = Plan(offsets, bsz, reverse, save, True, relu=eq is INDRNN_RELU)
+    plan = Plan(offsets, bsz, reverse, save, True, relu=eq is INDRNN_RELU, eq=eq, weights_type=type(w))
     out, h = _call(IndRNNFunction, plan, x, state0[0], w.w_ih, w.w_hh, w.b_ih)
     return out, (h,)

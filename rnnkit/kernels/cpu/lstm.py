@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ..differentiable import differentiable_backward, layer_reference, save, saved
 from ._jit import helper, njit, sigmoid, tanh
 from .blocks import Blocks, GradSums
 from .common import add_mm, dummy, linear, npy, prev_row
@@ -180,15 +181,14 @@ class LSTMFunction(torch.autograd.Function):
                     torch.mm(m[:b], whr_t, out=h[:b])
                     out[o0:o0 + b].copy_(h[:b])
         if plan.save:
-            ctx.plan = plan
-            ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, out, G, cs)
+            save(ctx, plan, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr), (out, G, cs))
         return out, h, c
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @differentiable_backward(layer_reference)
     def backward(ctx, dout, dhN, dcN):
         plan = ctx.plan
-        x, h0, c0, w_ih, w_hh, w_hr, out, G, cs = ctx.saved_tensors
+        (x, h0, c0, w_ih, w_hh, _, _, w_hr), (out, G, cs) = saved(ctx)
         offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
         H, P = c0.shape[1], h0.shape[1]
         proj = w_hr is not None

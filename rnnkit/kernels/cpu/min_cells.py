@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ...cells import MIN_LSTM
+from ..differentiable import differentiable_backward, layer_reference, save, saved
 from ._jit import const_of, njit, sigmoid
 from .common import input_grads, linear, npy, prev_row
 
@@ -135,35 +136,34 @@ class MinCellFunction(torch.autograd.Function):
     """One minGRU / minLSTM layer-direction over packed input; see the module docstring."""
 
     @staticmethod
-    def forward(ctx, plan, lstm, x, h0, w_ih, b_ih):
+    def forward(ctx, plan, x, h0, w_ih, b_ih):
+        lstm = plan.eq is MIN_LSTM
         G = linear(x, w_ih, b_ih)  # (N, 2H) minGRU, (N, 3H) minLSTM: pre-activations, kept as they are
         h = h0.clone()
         out = x.new_empty(x.shape[0], h0.shape[1])  # (N, H)
         min_forward_loop(npy(G), npy(h), npy(out), plan.offsets, plan.bsz, plan.reverse, lstm)
         if plan.save:
-            ctx.plan, ctx.lstm = plan, lstm
-            ctx.has_bias = b_ih is not None
-            ctx.save_for_backward(x, h0, w_ih, G, out)
+            save(ctx, plan, (x, h0, w_ih, b_ih), (G, out))
         return out, h
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @differentiable_backward(layer_reference)
     def backward(ctx, dout, dhN):
         plan = ctx.plan
-        x, h0, w_ih, G, out = ctx.saved_tensors
+        (x, h0, w_ih, b_ih), (G, out) = saved(ctx)
         dout = dout.contiguous()
         dh = dhN.contiguous().clone()
         dG = torch.empty_like(G)
         min_backward_loop(npy(G), npy(out), npy(h0), npy(dout), npy(dh), npy(dG),
-                          plan.offsets, plan.bsz, plan.reverse, ctx.lstm)
+                          plan.offsets, plan.bsz, plan.reverse, plan.eq is MIN_LSTM)
         need = ctx.needs_input_grad
-        dx, dw_ih = input_grads(dG, x, w_ih, need[2], need[4])
-        db = dG.sum(0) if ctx.has_bias and need[5] else None
-        return None, None, dx, dh if need[3] else None, dw_ih, db
+        dx, dw_ih = input_grads(dG, x, w_ih, need[1], need[3])
+        db = dG.sum(0) if b_ih is not None and need[4] else None
+        return None, dx, dh if need[2] else None, dw_ih, db
 
 
 def layer(eq, x, offsets, bsz, state0, w, reverse, save):
     from . import Plan, _call
-    plan = Plan(offsets, bsz, reverse, save, True)
-    out, h = _call(MinCellFunction, plan, eq is MIN_LSTM, x, state0[0], w.w_ih, w.b_ih)
+    plan = Plan(offsets, bsz, reverse, save, True, eq=eq, weights_type=type(w))
+    out, h = _call(MinCellFunction, plan, x, state0[0], w.w_ih, w.b_ih)
     return out, (h,)

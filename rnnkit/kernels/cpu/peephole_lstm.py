@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..differentiable import differentiable_backward, layer_reference, save, saved
 from ._jit import njit, sigmoid, tanh
 from .common import dummy, input_grads, linear, npy, prev_row, prev_states, recurrent_weight_grad
 from .gemm import gemm_nt, zero_rows
@@ -132,15 +133,14 @@ class PeepholeLSTMFunction(torch.autograd.Function):
                 G[o0:o0 + b].addmm_(h[:b], whh_t)
                 peephole_pointwise(nG, o0, b, nc, nh, nout, ncs, *peep, plan.save)
         if plan.save:
-            ctx.plan = plan
-            ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_ci, w_cf, w_co, out, G, cs)
+            save(ctx, plan, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ci, w_cf, w_co), (out, G, cs))
         return out, h, c
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @differentiable_backward(layer_reference)
     def backward(ctx, dout, dhN, dcN):
         plan = ctx.plan
-        x, h0, c0, w_ih, w_hh, w_ci, w_cf, w_co, out, G, cs = ctx.saved_tensors
+        (x, h0, c0, w_ih, w_hh, _, _, w_ci, w_cf, w_co), (out, G, cs) = saved(ctx)
         offsets, bsz, T = plan.offsets, plan.bsz, plan.steps
         H = c0.shape[1]
         dout = dout.contiguous()
@@ -177,7 +177,8 @@ class PeepholeLSTMFunction(torch.autograd.Function):
 def layer(eq, x, offsets, bsz, state0, w, reverse, save):
     from . import Plan, _call, common
     h0, c0 = state0
-    plan = Plan(offsets, bsz, reverse, save, common.whole_loop(h0.shape[0], h0.shape[1], w.w_hh.shape[0]))
+    plan = Plan(offsets, bsz, reverse, save, common.whole_loop(h0.shape[0], h0.shape[1], w.w_hh.shape[0]),
+                eq=eq, weights_type=type(w))
     out, h, c = _call(PeepholeLSTMFunction, plan, x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh,
                       w.w_ci, w.w_cf, w.w_co)
     return out, (h, c)

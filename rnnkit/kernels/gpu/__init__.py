@@ -81,7 +81,7 @@ class CudaFusedKernel(Kernel):
                 f"{lay.N} at most {lay.B} per step (non-increasing), states {[tuple(s.shape) for s in state0]}")
         save = _needs_grad([x, *state0, *weights])
         tf32 = x.dtype == torch.float32 and bool(torch.backends.cudnn.allow_tf32)
-        plan = _run.Plan(cell, lay, bool(reverse), save, tf32, relu=eq is ELMAN_RELU)
+        plan = _run.Plan(cell, lay, bool(reverse), save, tf32, relu=eq is ELMAN_RELU, eq=eq)
         out, h, c = _run.RecurrenceFunction.apply(plan, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
         return out, ((h, c) if cell == "lstm" else (h,))
 

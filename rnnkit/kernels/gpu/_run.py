@@ -25,6 +25,8 @@ from types import SimpleNamespace
 import torch
 import triton
 
+from ...cells import CellWeights
+from ..differentiable import differentiable_backward, save, saved
 from . import _kernels as K
 
 BLOCK = 512
@@ -117,8 +119,9 @@ def layout(batch_sizes) -> Layout:
 class Plan:
     """What a Function needs besides tensors."""
 
-    def __init__(self, cell, lay: Layout, reverse: bool, save: bool, tf32: bool, relu: bool = False):
+    def __init__(self, cell, lay: Layout, reverse: bool, save: bool, tf32: bool, relu: bool = False, eq=None):
         self.cell, self.lay, self.reverse, self.save, self.tf32, self.relu = cell, lay, reverse, save, tf32, relu
+        self.eq = eq  # the recurrence, for the backward that recomputes on the reference loop
 
 
 # ----------------------------------------------------------------------------- programs
@@ -299,6 +302,16 @@ def _find_entry(key, make, device):
 
 
 # ----------------------------------------------------------------------------- the Function
+def _reference(plan, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) -> tuple:
+    """RecurrenceFunction's outputs on the reference loop, for a backward that must be differentiable
+    (see kernels/differentiable.py); Elman and GRU have no c_n (an empty placeholder, no gradient)."""
+    from ..reference import ReferenceKernel
+    state0 = (h0,) if c0 is None else (h0, c0)
+    out, state = ReferenceKernel().layer(plan.eq, x, plan.lay.bsz, state0, CellWeights(w_ih, w_hh, b_ih, b_hh, w_hr),
+                                         plan.reverse)
+    return (out, state[0], state[1] if c0 is not None else x.new_empty(0))
+
+
 class RecurrenceFunction(torch.autograd.Function):
     """One layer-direction of an Elman, LSTM or GRU recurrence on CUDA (see the module docstring).
 
@@ -354,7 +367,7 @@ class RecurrenceFunction(torch.autograd.Function):
         ctx.plan, ctx.entry, ctx.w, ctx.shape_key = plan, entry, w, shape_key
         if plan.save:
             ctx.hold = entry.hold() if entry is not None else None
-            ctx.save_for_backward(x, h0, w_ih, w_hh, w_hr)
+            save(ctx, plan, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr), ())
             if cell != "lstm":
                 ctx.mark_non_differentiable(cN)
         else:
@@ -362,11 +375,11 @@ class RecurrenceFunction(torch.autograd.Function):
         return out, hN, cN
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @differentiable_backward(_reference)
     def backward(ctx, dout, dhN, dcN):
         plan, entry, w = ctx.plan, ctx.entry, ctx.w
         cell, lay = plan.cell, plan.lay
-        x, h0, w_ih, w_hh, w_hr = ctx.saved_tensors
+        (x, h0, _, w_ih, w_hh, _, _, w_hr), _ = saved(ctx)
         dtype, device = x.dtype, x.device
         H = w.H
         _, bwd_program = PROGRAMS[cell]

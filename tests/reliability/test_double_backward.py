@@ -1,0 +1,154 @@
+"""Gradients of gradients (issue 16, item 3): double backward, gradient penalties, gradgradcheck, a second
+backward through a retained graph and batched gradients give torch.nn's numbers on every backend."""
+import pytest
+import torch
+from torch import nn
+from torch.autograd import gradcheck, gradgradcheck
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnkit
+from rnnkit import cells
+
+LAYERS = {
+    "lstm": (rnnkit.LSTM, nn.LSTM, {}),
+    "lstm_proj": (rnnkit.LSTM, nn.LSTM, {"proj_size": 2}),
+    "gru": (rnnkit.GRU, nn.GRU, {}),
+    "rnn_tanh": (rnnkit.RNN, nn.RNN, {}),
+    "rnn_relu": (rnnkit.RNN, nn.RNN, {"nonlinearity": "relu"}),
+}
+# every cell family of rnnkit.cells that a fused kernel runs, through Recurrent
+CELLS = {
+    "lstm": (cells.LSTMCell, {}),
+    "gru": (cells.GRUCell, {}),
+    "gru_reset_before": (cells.GRUCell, {"reset_after": False}),
+    "rnn_relu": (cells.RNNCell, {"nonlinearity": "relu"}),
+    "peephole_lstm": (cells.PeepholeLSTMCell, {}),
+    "layernorm_lstm": (cells.LayerNormLSTMCell, {}),
+    "layernorm_gru": (cells.LayerNormGRUCell, {}),
+    "indrnn": (cells.IndRNNCell, {}),
+    "indrnn_clip": (cells.IndRNNCell, {"recurrent_max_abs": 0.5}),
+    "min_gru": (cells.MinGRUCell, {}),
+    "min_lstm": (cells.MinLSTMCell, {}),
+}
+
+
+def twins(name, **kwargs):
+    ours_cls, torch_cls, extra = LAYERS[name]
+    torch.manual_seed(0)
+    ours = ours_cls(3, 4, **extra, **kwargs)
+    torch.manual_seed(0)
+    return ours, torch_cls(3, 4, **extra, **kwargs)
+
+
+def penalised_grads(layer, x, hx=None):
+    """The gradients of a loss holding a gradient penalty (WGAN-GP style): they need the double backward."""
+    out, _ = layer(x, hx)
+    out = out.data if hasattr(out, "batch_sizes") else out
+    leaf = x.data if hasattr(x, "batch_sizes") else x
+    g, = torch.autograd.grad(out.sum(), leaf if not hasattr(x, "batch_sizes") else x.data, create_graph=True)
+    loss = out.pow(2).mean() + 10 * g.pow(2).sum()
+    return torch.autograd.grad(loss, list(layer.parameters()) + [leaf])
+
+
+def test_the_issue_example_gives_torch_nn_numbers():
+    got = {}
+    for name, make in (("torch", lambda: nn.LSTM(3, 4)), ("fused", lambda: rnnkit.LSTM(3, 4, backend="fused")),
+                       ("reference", lambda: rnnkit.LSTM(3, 4, backend="reference"))):
+        torch.manual_seed(0)
+        m = make()
+        x = torch.randn(6, 2, 3, requires_grad=True)
+        out, _ = m(x)
+        g, = torch.autograd.grad(out.sum(), x, create_graph=True)
+        (out.pow(2).mean() + 10 * g.pow(2).sum()).backward()
+        got[name] = m.weight_hh_l0.grad.norm().item()
+    assert got["fused"] == pytest.approx(got["torch"], rel=1e-5)
+    assert got["reference"] == pytest.approx(got["torch"], rel=1e-5)
+    assert got["torch"] > 1.0  # the penalty's term is there (0.004 when it was dropped)
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("form", ["padded", "packed", "bidirectional2"])
+def test_gradient_penalty_equals_torch_nn(name, form, backend):
+    kwargs = {"num_layers": 2, "bidirectional": True} if form == "bidirectional2" else {}
+    ours, ref = twins(name, **kwargs)
+    ours.backend = backend
+    ours, ref = ours.double(), ref.double()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 3, 3, dtype=torch.float64, generator=gen)
+    results = []
+    for layer in (ours, ref):
+        leaf = x.clone().requires_grad_()
+        inp = pack_padded_sequence(leaf, [5, 3, 2]) if form == "packed" else leaf
+        out, _ = layer(inp)
+        out = out.data if form == "packed" else out
+        g, = torch.autograd.grad(out.sum(), leaf, create_graph=True)
+        loss = out.pow(2).mean() + 10 * g.pow(2).sum()
+        results.append(torch.autograd.grad(loss, list(layer.parameters()) + [leaf]))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_gradgradcheck_layers_fused(name):
+    ours, _ = twins(name, num_layers=2, bidirectional=True)
+    ours = ours.double()
+    ours.backend = "fused"
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 2, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    params = [p.detach().clone().requires_grad_() for p in ours.parameters()]
+    names = [n for n, _ in ours.named_parameters()]
+
+    def f(x, *params):
+        out, hx = torch.func.functional_call(ours, dict(zip(names, params)), (x,))
+        return (out,) + (hx if isinstance(hx, tuple) else (hx,))
+
+    # fast mode: random projections of the Jacobians, as strict for a wrong term and 10x cheaper here
+    assert gradcheck(f, (x, *params), fast_mode=True)
+    assert gradgradcheck(f, (x, *params), fast_mode=True)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_gradgradcheck_every_fused_cell(cell):
+    cls, kwargs = CELLS[cell]
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(cls, 3, 4, bidirectional=True, backend="fused", **kwargs).double()
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 2, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    hx = None if cell != "lstm" else tuple(torch.randn(2, 2, 4, dtype=torch.float64, generator=gen).requires_grad_()
+                                             for _ in range(2))
+    inputs = (x,) if hx is None else (x, *hx)
+
+    def f(x, *state):
+        out, hn = layer(x, state if state else None)
+        return (out,) + (hn if isinstance(hn, tuple) else (hn,))
+
+    assert gradcheck(f, inputs)
+    assert gradgradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_tanh"])
+def test_second_backward_through_a_retained_graph_is_bitwise_the_first(name):
+    ours, _ = twins(name)
+    x = torch.randn(7, 3, 3, requires_grad=True)
+    out, _ = ours(x)
+    first = torch.autograd.grad(out.pow(2).sum(), [x] + list(ours.parameters()), retain_graph=True)
+    second = torch.autograd.grad(out.pow(2).sum(), [x] + list(ours.parameters()))
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        out.sum().backward()
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_relu"])
+def test_batched_grads_equal_one_grad_per_row(name):
+    ours, ref = twins(name)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    out, _ = ours(x)
+    basis = torch.eye(out.numel()).reshape(-1, *out.shape)[::7]  # a few rows of the Jacobian
+    batched, = torch.autograd.grad(out, x, basis, is_grads_batched=True, retain_graph=True)
+    rows = torch.stack([torch.autograd.grad(out, x, v, retain_graph=True)[0] for v in basis])
+    torch.testing.assert_close(batched, rows, rtol=1e-5, atol=1e-6)
+    out_ref, _ = ref(x)
+    expected, = torch.autograd.grad(out_ref, x, basis, is_grads_batched=True)
+    torch.testing.assert_close(batched, expected, rtol=1e-4, atol=1e-5)
