@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import rnnkit
+# The rounding-derived tolerances (and why they hold) live in the package, where `rnnkit verify` uses them too.
+from rnnkit.verify.rounding import (  # noqa: F401  (re-exported for the tests)
+    LOW_PRECISION_ROUNDING_FACTOR, ROUNDING_FACTOR, UNIT_ROUNDOFF, RoundingNoise, rounding_bound, rounding_sensitivity)
 
 MODES = {
     # name: (rnnkit class, torch class, extra constructor kwargs)
@@ -133,113 +135,6 @@ def max_diff(xs, ys):
     return worst
 
 
-# --- Tolerances derived from rounding (the fused-kernel tests, tests/kernels) ---------------------
-#
-# A float32 implementation rounds every value it computes: it multiplies it by some 1 + d, |d| <= u
-# (u = 2^-24, float32's unit roundoff).  To first order its error in a result is the sum of those
-# perturbations carried to the result by the derivatives of the computation.  Multiplying every
-# element of the data (input, initial state, parameters, the loss's weights) and every value each op
-# of the float64 reference computes, forward and backward, by its own 1 + d, |d| <= u (Monte Carlo
-# arithmetic: _RoundingNoise) samples exactly those perturbations, carried along the same
-# derivatives: amplified by a layer norm over few features or a cancellation (1 - h^2 of a
-# saturated tanh), damped by a saturated gate, just as the rounding errors are.  So the spread of
-# the results over such runs, computed in float64 from seeded draws (the same on every machine, a
-# property of the equations and the data, not of any implementation), is the scale of the error of
-# every correct float32 implementation.  ROUNDING_FACTOR covers the rest: a value is rounded a few times (a
-# product, a sum, an activation good to a few ulps), an inner product of n terms may gather up to n
-# roundings, and a given rounding pattern may fall less favourably than the random draws did.  (A
-# relu's or a clip's kink is the exception: rounding crosses it only where a value lies within
-# ~1e-7 of it, a chance of ~1e-7 per value, fixed by the seeded data, the same on every machine.)
-#
-# Measured with the data alone perturbed (the first version of this bound), on this project's AMD
-# EPYC (Zen 4) under 4 environments (numba codegens for 512-bit
-# AVX-512, the host's; 256-bit AVX-512, skylake-avx512, what Intel Xeons get; AVX2, haswell; with
-# MKL's default and its MKL_CBWR=COMPATIBLE sgemm, ATen's AVX-512 and AVX2 kernels; tests/kernels/
-# test_codegens.py reruns the tests so): the error divided by this sensitivity had a median of ~1 and
-# a largest value of 10.1 for the fused layer-norm kernels before their float64 statistics, 9.0 after,
-# 8.0 for torch's float32 reference (test_fused_cells.py's layer-norm cases over 60 seeds of parameters
-# and data: 9000 results per environment); over every cell family (12 seeds, 5 configurations, 3
-# environments) 9.5 for the fused kernels, 9.0 for torch's float32 reference, 9.1 in float64.  The
-# tail falls ~8x per 2 units (above 4: 5e-3 of the results, above 8: 2e-4): ROUNDING_FACTOR = 32 is
-# 3.4x the largest seen.  A bug is not a rounding: the layer-norm LSTM with its epsilon off by 10% failed
-# every case it runs in, float32 by 1.4x the bound or more; a dropped term by 600x or more; float32's
-# exp with one coefficient off by 2e-4 (results off by ~1e-5) failed 89 of the 164 float32 cases of
-# test_fused.py and test_fused_cells.py (the fixed tolerances before: 23).  float64 results are held to
-# the same bound scaled by float64's unit roundoff (2^-53): rounding errors scale with u to first order;
-# the largest seen was 9.1 against 64 (two float64 implementations' errors), where the fixed 1e-10
-# before allowed 10 (layer-norm LSTM) to 10^4 (torch.nn's cells) times more.
-# With every op perturbed too (now), the spreads grow where intermediate roundings matter and the
-# ratios fall: on module_db's float32 samples of torch.nn's six modules (tests/test_torch_module_db.py)
-# the largest error of rnnkit was 9.1 spreads (51 with the data alone, for an RNN's h_0 gradient) and
-# of torch.nn's float32 itself 8.1; the layer-norm LSTM with its epsilon off by 10% still failed every
-# case it runs in.
-# bfloat16 and float16 keep 8 and 11 significant bits: their unit roundoffs, for the bounds of results
-# computed in them (the same first-order reasoning; rounding_sensitivity(dtype=...) draws the noise at
-# that size, so that the bound also sees what is not linear at 2^-8).
-UNIT_ROUNDOFF = {torch.float32: 2.0 ** -24, torch.float64: 2.0 ** -53, torch.bfloat16: 2.0 ** -8,
-                 torch.float16: 2.0 ** -11}
-ROUNDING_FACTOR = 32.0
-
-
-class _RoundingNoise(TorchDispatchMode):
-    """Every value an operator computes (forward and backward: autograd's ops pass through the
-    dispatcher too) multiplied by its own 1 + d, d uniform in [-u, u]: each op rounded at random, as
-    Monte Carlo arithmetic models floating-point rounding.  Perturbing the data alone misses the
-    roundings of intermediate values that later cancel: 1 - h^2 of a saturated tanh, computed from a
-    rounded h, has a relative error of u / (1 - h^2), which moving the inputs by u never shows (h then
-    moves by only u x (1 - h^2)); measured on module_db's samples of torch.nn's RNN (float32 against
-    float64), the data-only spread put errors of correct implementations at up to 51 spreads, and at
-    2.2 with every op perturbed.  Views and in-place ops compute nothing new and pass unchanged.
-    (The dispatch mode lives in torch.utils._python_dispatch; tests only, nothing of the package.)"""
-
-    def __init__(self, u: float, generator: torch.Generator):
-        super().__init__()
-        self.u, self.generator = u, generator
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        schema = func._schema
-        if schema.is_mutable or any(r.alias_info is not None for r in schema.returns):
-            return out
-
-        def noisy(t):
-            if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
-                return t * (1 + self.u * (2 * torch.rand(t.shape, generator=self.generator, dtype=t.dtype) - 1))
-            return t
-        return torch.utils._pytree.tree_map(noisy, out)
-
-
-def rounding_sensitivity(results_of, data, samples=4, seed=0, dtype=torch.float32):
-    """(truth, sensitivities): ``results_of(data)`` (a list of float64 tensors computed in torch ops
-    from the list of float64 tensors ``data``) and, for each result, the largest change of any of its
-    elements over ``samples`` seeded runs in which every element of the data and every value each op
-    computes is multiplied by its own 1 + d, d uniform in [-u, u] (u: float32's unit roundoff;
-    _RoundingNoise), plus u times the result's largest magnitude (storing the result in float32
-    rounds it once more).  See ROUNDING_FACTOR for why this bounds float32 errors.
-    With ``dtype`` bfloat16 or float16, u is that dtype's unit roundoff, and the sensitivities are
-    returned in float32's units (divided by u / 2^-24), so that rounding_bound(s, dtype) scales them
-    back: the bound of a result computed in that dtype."""
-    u = UNIT_ROUNDOFF[dtype]
-    to_float32_units = UNIT_ROUNDOFF[torch.float32] / u
-    truth = results_of(data)
-    gen = torch.Generator().manual_seed(seed)
-    spread = [0.0] * len(truth)
-    for _ in range(samples):
-        moved_data = [t * (1 + u * (2 * torch.rand(t.shape, generator=gen, dtype=t.dtype) - 1)) for t in data]
-        with _RoundingNoise(u, gen):
-            moved = results_of(moved_data)
-        spread = [max(s, (m - t).abs().max().item() if t.numel() else 0.0)
-                  for s, m, t in zip(spread, moved, truth)]
-    scale = [t.abs().max().item() if t.numel() else 0.0 for t in truth]
-    return truth, [(s + u * m) * to_float32_units for s, m in zip(spread, scale)]
-
-
-def rounding_bound(sensitivity: float, dtype) -> float:
-    """The largest error a correct implementation computing in ``dtype`` may have in a result of this
-    sensitivity (see ROUNDING_FACTOR): rounding errors scale with the unit roundoff."""
-    return ROUNDING_FACTOR * sensitivity * UNIT_ROUNDOFF[dtype] / UNIT_ROUNDOFF[torch.float32]
-
-
 def assert_within_rounding(got, truth, sensitivities, dtype, implementations=1, who="fused"):
     """Every tensor of ``got`` (computed in ``dtype``) within rounding_bound of ``truth`` (float64).
     ``implementations=2`` where ``truth`` is itself a float64 implementation with its own rounding
@@ -301,7 +196,7 @@ def outputs_and_grads(fn, module, inputs, params=None, weights=None, grad=True):
 
 def reference_copy(module):
     """A float64 copy of ``module`` whose rnnkit layers (every submodule with a ``backend``) run on the
-    reference backend: plain torch ops, each of which _RoundingNoise rounds (a fused numba kernel is
+    reference backend: plain torch ops, each of which RoundingNoise rounds (a fused numba kernel is
     one opaque call to it)."""
     import copy
     module64 = copy.deepcopy(module).double()
@@ -318,7 +213,7 @@ def float64_truth_of(fn, module, inputs, grad=True, dtype=torch.float32):
     sensitivity to rounding at ``dtype`` (rounding_sensitivity).  Non-float inputs (masks, lengths)
     pass as they are.  The float64 runs keep autograd on (as the ``dtype`` run with ``grad``) and
     torch's scaled_dot_product_attention on its op-by-op math path: no fused kernel (torch.nn's eval
-    fast paths, SDPA's flash kernel) hides its inner roundings from _RoundingNoise."""
+    fast paths, SDPA's flash kernel) hides its inner roundings from RoundingNoise."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     module64 = reference_copy(module)

@@ -8,7 +8,10 @@ import torch
 from torch import nn
 
 import rnnkit
-from helpers import MODES, twins
+from helpers import MODES, TOL, twins
+
+F64 = torch.float64  # the comparisons of two implementations below run in float64: they test the surface
+# (loading, stacking, dropout, NaN, backends), not float32 rounding, and float64 leaves ~1e-16 of it
 
 CONFIGS = [
     dict(num_layers=1), dict(num_layers=3, bidirectional=True), dict(num_layers=2, bias=False),
@@ -34,14 +37,14 @@ def test_same_seed_same_parameters_names_order_and_repr(mode, cfg):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_state_dict_loads_both_ways_strict(mode):
-    ours, ref = twins(mode, num_layers=2, bidirectional=True)
+    ours, ref = twins(mode, F64, num_layers=2, bidirectional=True)
     torch.manual_seed(99)
-    other_ours, other_ref = twins(mode, seed=5, num_layers=2, bidirectional=True)
+    other_ours, other_ref = twins(mode, F64, seed=5, num_layers=2, bidirectional=True)
     other_ours.load_state_dict(ref.state_dict(), strict=True)
     other_ref.load_state_dict(ours.state_dict(), strict=True)
-    x = torch.randn(4, 2, 4)
-    torch.testing.assert_close(other_ours(x)[0], ref(x)[0], atol=1e-5, rtol=0)
-    torch.testing.assert_close(other_ref(x)[0], ours(x)[0], atol=1e-5, rtol=0)
+    x = torch.randn(4, 2, 4, dtype=F64)
+    torch.testing.assert_close(other_ours(x)[0], ref(x)[0], atol=TOL[F64], rtol=0)
+    torch.testing.assert_close(other_ref(x)[0], ours(x)[0], atol=TOL[F64], rtol=0)
 
 
 def test_notes_reprs():
@@ -86,29 +89,29 @@ def test_notes_shape_examples():
 
 def test_notes_two_stacked_cells_equal_a_two_layer_lstm():
     torch.manual_seed(0)
-    lstm = rnnkit.LSTM(100, 20, 2)
-    cell1, cell2 = rnnkit.LSTMCell(100, 20), rnnkit.LSTMCell(20, 20)
+    lstm = rnnkit.LSTM(100, 20, 2, dtype=F64)
+    cell1, cell2 = rnnkit.LSTMCell(100, 20, dtype=F64), rnnkit.LSTMCell(20, 20, dtype=F64)
     for k, cell in enumerate((cell1, cell2)):
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             getattr(cell, name).data.copy_(getattr(lstm, f"{name}_l{k}"))
-    x = torch.randn(10, 3, 100)
-    h1 = c1 = h2 = c2 = torch.zeros(3, 20)
+    x = torch.randn(10, 3, 100, dtype=F64)
+    h1 = c1 = h2 = c2 = torch.zeros(3, 20, dtype=F64)
     outs = []
     for xt in x:
         h1, c1 = cell1(xt, (h1, c1))
         h2, c2 = cell2(h1, (h2, c2))
         outs.append(h2)
     out, (h_n, c_n) = lstm(x)
-    torch.testing.assert_close(out, torch.stack(outs))
-    torch.testing.assert_close(h_n, torch.stack([h1, h2]))
-    torch.testing.assert_close(c_n, torch.stack([c1, c2]))
+    torch.testing.assert_close(out, torch.stack(outs), atol=TOL[F64], rtol=0)
+    torch.testing.assert_close(h_n, torch.stack([h1, h2]), atol=TOL[F64], rtol=0)
+    torch.testing.assert_close(c_n, torch.stack([c1, c2]), atol=TOL[F64], rtol=0)
 
 
 def test_hand_written_elman_forward_equals_rnn():
     """The notes' rnn_forward: a bmm-based loop over weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0."""
     def rnn_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, h_prev):
         bs, T, _ = input.shape
-        h_out = torch.zeros(bs, T, weight_ih.shape[0])
+        h_out = torch.zeros(bs, T, weight_ih.shape[0], dtype=input.dtype)
         for t in range(T):
             x = input[:, t, :].unsqueeze(2)  # bs x input_size x 1
             w_ih_batch = weight_ih.unsqueeze(0).tile(bs, 1, 1)
@@ -120,13 +123,13 @@ def test_hand_written_elman_forward_equals_rnn():
         return h_out, h_prev.unsqueeze(0)
 
     bs, T, input_size, hidden_size = 2, 3, 2, 3
-    inp = torch.randn(bs, T, input_size)
-    h_prev = torch.zeros(bs, hidden_size)
-    rnn = rnnkit.RNN(input_size, hidden_size, batch_first=True)
+    inp = torch.randn(bs, T, input_size, dtype=F64)
+    h_prev = torch.zeros(bs, hidden_size, dtype=F64)
+    rnn = rnnkit.RNN(input_size, hidden_size, batch_first=True, dtype=F64)
     out, state = rnn(inp, h_prev.unsqueeze(0))
     mine, mine_state = rnn_forward(inp, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, h_prev)
-    torch.testing.assert_close(out, mine)
-    torch.testing.assert_close(state, mine_state)
+    torch.testing.assert_close(out, mine, atol=TOL[F64], rtol=0)
+    torch.testing.assert_close(state, mine_state, atol=TOL[F64], rtol=0)
 
 
 def test_reverse_direction_h_n_is_not_last_output_row():
@@ -139,13 +142,13 @@ def test_reverse_direction_h_n_is_not_last_output_row():
 
 @pytest.mark.parametrize("mode", MODES)
 def test_dropout_between_layers_matches_torch_in_training(mode):
-    ours, ref = twins(mode, num_layers=3, dropout=0.4, bidirectional=True)
-    x = torch.randn(5, 2, 4)
+    ours, ref = twins(mode, F64, num_layers=3, dropout=0.4, bidirectional=True)
+    x = torch.randn(5, 2, 4, dtype=F64)
     torch.manual_seed(11)
     a = ours(x)[0]
     torch.manual_seed(11)
     b = ref(x)[0]
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a, b, atol=TOL[F64], rtol=0)
     ours.eval()
     torch.testing.assert_close(ours(x)[0], ours(x)[0], atol=0, rtol=0)  # no dropout in eval
 
@@ -169,14 +172,14 @@ def test_dropout_with_one_layer_warns_like_torch():
 
 @pytest.mark.parametrize("mode", MODES)
 def test_nan_propagates_like_torch(mode):
-    ours, ref = twins(mode, num_layers=2, bidirectional=True)
-    x = torch.randn(5, 3, 4)
+    ours, ref = twins(mode, F64, num_layers=2, bidirectional=True)
+    x = torch.randn(5, 3, 4, dtype=F64)
     x[2, 1, 0] = float("nan")
     a, b = ours(x), ref(x)
     from helpers import flat
     for u, v in zip(flat(a), flat(b)):
         assert torch.equal(torch.isnan(u), torch.isnan(v))
-        torch.testing.assert_close(u, v, equal_nan=True, atol=1e-5, rtol=0)
+        torch.testing.assert_close(u, v, equal_nan=True, atol=TOL[F64], rtol=0)
 
 
 def test_to_double_and_dtype_argument():
@@ -215,12 +218,12 @@ def test_pickle_and_deepcopy():
 
 
 def test_backend_argument():
-    x = torch.randn(3, 2, 4)
+    x = torch.randn(3, 2, 4, dtype=F64)
     torch.manual_seed(0)
-    a = rnnkit.GRU(4, 5, backend="reference")
+    a = rnnkit.GRU(4, 5, backend="reference", dtype=F64)
     torch.manual_seed(0)
-    b = rnnkit.GRU(4, 5)
-    torch.testing.assert_close(a(x)[0], b(x)[0], atol=1e-6, rtol=0)
+    b = rnnkit.GRU(4, 5, dtype=F64)
+    torch.testing.assert_close(a(x)[0], b(x)[0], atol=TOL[F64], rtol=0)
     with pytest.raises(ValueError, match="backend should be one of"):
         rnnkit.GRU(4, 5, backend="fastest")
     with pytest.raises(TypeError):

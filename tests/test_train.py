@@ -174,18 +174,32 @@ def test_language_model_on_your_text(tmp_path, capsys):
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
 def test_two_processes_match_one(tmp_path):
+    """Both runs in float64 (tests/train_in_float64.py): two processes sum their halves of the batch and
+    all-reduce, one process sums it whole, and the two round differently.  Adam divides each gradient by
+    its own running magnitude, so a gradient entry near zero turns a rounding difference into a step
+    difference of up to the learning rate: in float32 (rounding ~1e-7) the fixed tolerance held by the luck
+    of the machine's rounding; in float64 (~1e-16) such an amplified difference stays below ~1e-8, far
+    inside the tolerance, while a wrong reduction (an unscaled sum, a rank's batch twice) moves the
+    parameters by ~the learning rate (3e-3)."""
     common = ["--steps", "3", "--hidden", "16", "--embedding", "8", "--batch-size", "16", "--eval-size", "20",
               "--eval-every", "3", "--log-every", "1", "--quiet", "--cell", "gru"]
-    assert main(["train", "--out", str(tmp_path / "one")] + common) == 0
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert main(["train", "--out", str(tmp_path / "one")] + common) == 0
+    finally:
+        torch.set_default_dtype(before)
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "rnnkit", "train",
+    res = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29517",
+                          str(Path(__file__).with_name("train_in_float64.py")), "train",
                           "--out", str(tmp_path / "two")] + common, capture_output=True, text=True, env=env,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)["model"]
     two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)["model"]
     for k in one:
+        assert one[k].dtype == two[k].dtype == torch.float64 or not one[k].is_floating_point(), k
         torch.testing.assert_close(one[k], two[k], atol=1e-5, rtol=1e-4)
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["world_size"] == 2

@@ -1,5 +1,13 @@
+import pathlib
+import sys
+
 import pytest
 import torch
+
+# helpers.py (tests/): found whether pytest runs this folder alone or the whole suite (no __init__.py here)
+TESTS = str(pathlib.Path(__file__).resolve().parent.parent)
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
 
 
 @pytest.fixture(autouse=True)

@@ -12,39 +12,42 @@ from rnnkit.cells import (GRU_EQUATIONS, GRU_RESET_BEFORE, LSTM_EQUATIONS, GRUCe
 from rnnkit.recurrent import Recurrent
 
 LSTM_FAMILY = [LSTMCell, LayerNormLSTMCell, PeepholeLSTMCell]
+# Two computations of one value (rnnkit's cell and torch.nn's, the cell and its equations by hand) are
+# compared in float64: they round differently, and float64 leaves ~1e-16 of that, far below ATOL
+F64, ATOL = torch.float64, 1e-10
 
 
 def test_reset_after_default_is_torch_exact():
     torch.manual_seed(0)
-    ours = GRUCell(4, 5)
+    ours = GRUCell(4, 5, dtype=F64)
     torch.manual_seed(0)
-    ref = nn.GRUCell(4, 5)
+    ref = nn.GRUCell(4, 5, dtype=F64)
     assert repr(ours) == repr(ref) == "GRUCell(4, 5)"
     assert ours.equations is GRU_EQUATIONS and ours.reset_after is True
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
-    x, h = torch.randn(3, 4), torch.randn(3, 5)
-    torch.testing.assert_close(ours(x, h), ref(x, h), atol=1e-6, rtol=0)
+    x, h = torch.randn(3, 4, dtype=F64), torch.randn(3, 5, dtype=F64)
+    torch.testing.assert_close(ours(x, h), ref(x, h), atol=ATOL, rtol=0)
 
 
 def test_reset_before_has_the_same_parameters_and_its_own_equations():
     torch.manual_seed(0)
-    after = GRUCell(4, 5)
+    after = GRUCell(4, 5, dtype=F64)
     torch.manual_seed(0)
-    before = GRUCell(4, 5, reset_after=False)
+    before = GRUCell(4, 5, reset_after=False, dtype=F64)
     assert repr(before) == "GRUCell(4, 5, reset_after=False)"
     assert repr(GRUCell(4, 5, bias=False, reset_after=False)) == "GRUCell(4, 5, bias=False, reset_after=False)"
     assert before.equations is GRU_RESET_BEFORE and GRU_RESET_BEFORE is not GRU_EQUATIONS
     assert "W_hn (r_t * h_{t-1})" in GRU_RESET_BEFORE.math and GRU_RESET_BEFORE.gates == ("r", "z", "n")
     for (n1, p1), (n2, p2) in zip(after.named_parameters(), before.named_parameters()):
         assert n1 == n2 and torch.equal(p1, p2)
-    x, h = torch.randn(3, 4), torch.randn(3, 5)
+    x, h = torch.randn(3, 4, dtype=F64), torch.randn(3, 5, dtype=F64)
     assert not torch.allclose(after(x, h), before(x, h))  # the variants differ where h != 0 ...
-    torch.testing.assert_close(before(x, h), ref_gru_reset_before(before, x, (h,))[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(before(x, h), ref_gru_reset_before(before, x, (h,))[0], atol=ATOL, rtol=0)
     with torch.no_grad():  # ... and agree when W_hn is zero: r then only scales b_hn in one of them
         for cell in (after, before):
             cell.weight_hh[10:].zero_()
             cell.bias_hh[10:].zero_()
-    torch.testing.assert_close(after(x, h), before(x, h), atol=1e-6, rtol=0)
+    torch.testing.assert_close(after(x, h), before(x, h), atol=ATOL, rtol=0)
 
 
 def test_reset_before_runs_as_a_layer_with_cell_kwargs():
@@ -103,6 +106,8 @@ def test_forget_bias_sets_the_f_rows_after_the_usual_draws(cls):
     if cls is LSTMCell:
         h, c = cell(torch.randn(2, 4), (torch.zeros(2, H), torch.ones(2, H)))
         i, g = torch.sigmoid(cell.bias_ih[:H] + cell.bias_hh[:H]), torch.tanh(cell.bias_ih[2 * H:3 * H] + cell.bias_hh[2 * H:3 * H])
+        # the pre-activations are exact (zero products plus the biases): the two computations differ by
+        # at most a couple of roundings of values below 2 (< 5e-7), far inside assert_close's 1e-5
         torch.testing.assert_close(c, (torch.sigmoid(torch.tensor(1.0)) + i * g).expand(2, H))
     # reset_parameters draws again and re-applies it
     cell.reset_parameters()

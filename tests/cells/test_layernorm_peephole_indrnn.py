@@ -63,21 +63,21 @@ def test_layernorm_lstm_carries_the_unnormalised_cell_state():
 
 def test_peephole_with_zero_peepholes_is_the_lstm_cell():
     torch.manual_seed(0)
-    peep = PeepholeLSTMCell(4, 5)
+    peep = PeepholeLSTMCell(4, 5, dtype=torch.float64)
     torch.manual_seed(0)
-    lstm = LSTMCell(4, 5)
+    lstm = LSTMCell(4, 5, dtype=torch.float64)
     assert peep.equations is PEEPHOLE_LSTM
     assert [n for n, _ in peep.named_parameters()] == ["weight_ih", "weight_hh", "bias_ih", "bias_hh",
                                                        "weight_ci", "weight_cf", "weight_co"]
     bound = 1 / 5 ** 0.5
     assert all(p.abs().max() <= bound for p in peep.parameters())
-    x, h, c = torch.randn(3, 4), torch.randn(3, 5), torch.randn(3, 5)
+    x, h, c = (torch.randn(3, n, dtype=torch.float64) for n in (4, 5, 5))
     assert not torch.allclose(peep(x, (h, c))[0], lstm(x, (h, c))[0])
     with torch.no_grad():
         for name in ("weight_ci", "weight_cf", "weight_co"):
             getattr(peep, name).zero_()
-    for a, b in zip(peep(x, (h, c)), lstm(x, (h, c))):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    for a, b in zip(peep(x, (h, c)), lstm(x, (h, c))):  # two cells' ops, in float64: ~1e-16 apart
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
 
 
 def test_peephole_gates_see_the_right_cell_state():

@@ -92,11 +92,13 @@ def test_attention_weights_are_distributions_with_zero_on_padding(attention):
     _, attn = m(src, lengths, tgt_in, return_attention=True)  # (B, T, S)
     pad = torch.arange(6)[None, :] >= lengths[:, None]  # (B, S)
     assert torch.all(attn.masked_select(pad[:, None, :].expand_as(attn)) == 0)
+    # a float32 softmax over <= 6 keys sums to 1 within ~10 roundings of 1 (< 1e-6), by construction
+    # inside assert_close's 1e-5 on every machine
     torch.testing.assert_close(attn.sum(-1), torch.ones(3, 5))
 
 
 def test_src_lengths_none_means_full_length():
-    m = model()
+    m = model().double()  # float64: with and without lengths are other code paths (other roundings)
     src, _, tgt_in = padded_batch()
     torch.testing.assert_close(m(src, None, tgt_in), m(src, torch.full((3,), 6), tgt_in))
 
@@ -135,13 +137,29 @@ def test_every_parameter_gets_a_gradient(attention):
 @pytest.mark.parametrize("attention", ATTENTIONS)
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_beam_of_one_is_greedy(attention, cell):
-    m = model(attention, cell).eval()
+    # float64: the two decoders compute the same logits by other code; an argmax between two logits within
+    # float32's rounding of each other would be a coin toss of the machine's rounding, in float64 ~1e-16
+    m = model(attention, cell).double().eval()
     src, lengths, _ = padded_batch(3)
     tokens, weights = m.greedy(src, lengths, max_len=6)
     tokens_b, weights_b = m.beam_search(src, lengths, max_len=6, beam_size=1)
     assert torch.equal(tokens_b, tokens)
     if weights is not None:
         torch.testing.assert_close(weights_b, weights)
+
+
+def beam_rounding(m, src, lengths, tokens, scores, max_len):
+    """The largest error of beam_search's scores on a float64 model: it takes each step's log-softmax in
+    float32 (rnnkit/models/seq2seq.py: logits.float()) and sums them in float32.  A step's log p_i =
+    z_i - max z - log sum_j exp(z_j - max z) errs by at most u (|z_i| + |max z|) (the logits' rounding to
+    float32) + u |z_i - max z| + (V + 3) u (the exps, their sum, the log) + u |log p_i|: <= u (5 max|z| + V +
+    4 + |log p|), and each of <= max_len additions to a score rounds once more (u |score|).  First order in
+    u = 2^-24, twice over for a margin: a bound by construction, for every machine."""
+    u = 2.0 ** -24
+    tgt_in = torch.cat([torch.full((tokens.size(0), 1), BOS), tokens[:, :-1]], dim=1)
+    z = m(src, lengths, tgt_in).abs().max().item()
+    per_step = u * (5 * z + m.out.out_features + 4 + scores.abs().max().item())
+    return 2 * max_len * (per_step + u * scores.abs().max().item())
 
 
 def log_prob(m, src, lengths, tokens):
@@ -154,10 +172,13 @@ def log_prob(m, src, lengths, tokens):
 
 
 def test_beam_search_scores_are_the_log_probabilities_of_its_tokens():
-    m = model("additive", "lstm", seed=2).eval()
+    # a float64 model: the scores' only rounding is the beam's own float32 log-softmax and sums (beam_rounding;
+    # with a float32 model a fixed 1e-4 held for the two float32 computations by one machine's rounding)
+    m = model("additive", "lstm", seed=2).double().eval()
     src, lengths, _ = padded_batch(4)
     tokens, _, scores = m.beam_search(src, lengths, max_len=6, beam_size=4, return_scores=True)
-    torch.testing.assert_close(scores.double(), log_prob(m, src, lengths, tokens), atol=1e-4, rtol=1e-4)
+    bound = beam_rounding(m, src, lengths, tokens, scores, 6)
+    torch.testing.assert_close(scores.double(), log_prob(m, src, lengths, tokens), atol=bound, rtol=0)
 
 
 @pytest.mark.parametrize("attention", ["additive", "notes"])
@@ -165,7 +186,7 @@ def test_wide_beam_is_exhaustive_search(attention):
     """With beam_size >= V ** max_len nothing is pruned: the beam finds the best sequence of all."""
     torch.manual_seed(0)
     vocab, max_len = 4, 3  # pad, bos, eos, one symbol
-    m = Seq2Seq(rnnkit.GRU(3, 4, batch_first=True), vocab, vocab, attention=attention, max_src_len=4).eval()
+    m = Seq2Seq(rnnkit.GRU(3, 4, batch_first=True), vocab, vocab, attention=attention, max_src_len=4).double().eval()
     src, lengths = torch.tensor([[3, 3, 3], [3, 3, 0]]), torch.tensor([3, 2])
     tokens, _, scores = m.beam_search(src, lengths, max_len=max_len, beam_size=vocab ** max_len, return_scores=True)
     best = torch.full((2,), float("-inf"), dtype=torch.float64)
@@ -175,9 +196,12 @@ def test_wide_beam_is_exhaustive_search(attention):
                 continue  # a hypothesis ends at its first eos, or is cut at max_len
             cand = torch.tensor([list(seq) + [PAD] * (max_len - t)] * 2)
             best = torch.maximum(best, log_prob(m, src, lengths, cand))
-    torch.testing.assert_close(scores.double(), best, atol=1e-5, rtol=1e-5)
+    # a float64 model: the beam's scores carry only its own float32 rounding (beam_rounding), teacher
+    # forcing's log-probabilities float64's (~1e-15)
+    torch.testing.assert_close(scores.double(), best, atol=beam_rounding(m, src, lengths, tokens, scores, max_len),
+                               rtol=0)
     torch.testing.assert_close(log_prob(m, src, lengths, torch.nn.functional.pad(
-        tokens, (0, max_len - tokens.size(1)), value=PAD)), best, atol=1e-5, rtol=1e-5)
+        tokens, (0, max_len - tokens.size(1)), value=PAD)), best, atol=1e-10, rtol=1e-10)
 
 
 def test_decoded_rows_end_with_eos_then_pad_and_zero_attention():
@@ -193,11 +217,12 @@ def test_decoded_rows_end_with_eos_then_pad_and_zero_attention():
                 end = row.index(EOS)
                 assert all(t == PAD for t in row[end + 1:])
                 assert torch.all(weights[b, end + 1:] == 0)
+                # a float32 softmax over <= 6 keys sums to 1 within ~10 roundings (< 1e-6): by construction
                 torch.testing.assert_close(weights[b, :end + 1].sum(-1), torch.ones(end + 1))
 
 
 def test_teacher_forcing_ratio_zero_feeds_back_greedy_predictions():
-    m = model("dot", "lstm", seed=3).eval()
+    m = model("dot", "lstm", seed=3).double().eval()  # float64: argmaxes of other code paths, no near ties
     src, lengths, tgt_in = padded_batch(2)
     tokens, _ = m.greedy(src, lengths, max_len=5)
     logits = m(src, lengths, torch.full((3, 5), BOS), teacher_forcing_ratio=0.0)

@@ -99,6 +99,37 @@ def test_a_wrong_kernel_is_caught_with_a_replayable_configuration(monkeypatch, c
     assert "rnnkit verify --seed" in capsys.readouterr().out
 
 
+def test_float32_beyond_the_tolerance_the_rounding_bound_decides(monkeypatch):
+    """A float32 comparison beyond its fixed tolerance falls through to the rounding bound
+    (fuzz._rounding_excess: float32's rounding of the float64 result, derived from the computation's
+    sensitivity, the same on every machine).  With the tolerance at 0 every float32 comparison goes
+    there: correct kernels pass on every configuration drawn, and a kernel off by 3 parts in 10^5 in one
+    layer's output fails, its message naming the bound."""
+    monkeypatch.setitem(fuzz.TOL, "float32", 0.0)
+    monkeypatch.setattr(fuzz, "_scaled_diff", lambda xs, ys: 0.0)  # Recurrent's "4x the reference's own error"
+    checked = []
+    excess = fuzz._rounding_excess
+    monkeypatch.setattr(fuzz, "_rounding_excess",
+                        lambda config, *a: checked.append(config["kind"]) or excess(config, *a))
+    configs = {kind: [c for c in (fuzz.draw_config(seed, kinds=(kind,)) for seed in range(60))
+                      if c["dtype"] == "float32" and c["backend"] != "reference"][:4] for kind in fuzz.KINDS}
+    for config in configs["layer"] + configs["recurrent"]:
+        result = fuzz.check(config)
+        assert result.ok, f"{result.status}: {result.message}\nreplay: rnnkit verify --replay '{result.replay()}'"
+    assert checked == ["layer"] * 4 + ["recurrent"] * 4  # every one went to the rounding bound
+    layer_fn = kernels.REFERENCE.layer
+
+    def wrong(eq, x, batch_sizes, state0, weights, reverse):
+        out, state = layer_fn(eq, x, batch_sizes, state0, weights, reverse)
+        return out * (1 + 3e-5), state
+
+    config = dict(configs["layer"][0], backend="reference")
+    assert fuzz.check(config).ok
+    monkeypatch.setattr(kernels.REFERENCE, "layer", wrong)
+    result = fuzz.check(config)
+    assert result.status == "fail" and "beyond float32's rounding" in result.message, result.message
+
+
 def test_a_crash_is_reported_not_raised(monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("kernel exploded")

@@ -20,7 +20,13 @@ pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),
 import onnx  # noqa: E402
 
 import rnnkit  # noqa: E402
+from helpers import assert_within_rounding, float64_truth_of  # noqa: E402
 from rnnkit.export import onnx as rk_onnx  # noqa: E402
+
+# onnxruntime runs the graph in float32 (its own kernels: MLAS products, its own sigmoid and tanh), torch
+# in float32 (the fused kernels): other roundings.  Each is held within float32's rounding of the float64
+# computation on the same values (helpers: a bound derived from the computation's sensitivity to rounding,
+# the same on every machine), not to a fixed difference between the two.
 
 
 class Stack(torch.nn.Module):
@@ -67,7 +73,9 @@ def test_onnxruntime_equals_torch_at_other_batch_and_length(exported, batch, len
     assert len(got) == len(want) == 5
     for g, w in zip(got, want):
         assert g.shape == tuple(w.shape)
-        assert np.abs(g - w.numpy()).max() <= 1e-4
+    truth, sensitivities = float64_truth_of(lambda m, x, h0: m(x, h0), model, [x, h0], grad=False)
+    assert_within_rounding([torch.from_numpy(g) for g in got], truth, sensitivities, torch.float32, who="onnxruntime")
+    assert_within_rounding(list(want), truth, sensitivities, torch.float32, who="torch")
 
 
 def test_the_graph_is_dynamic_not_unrolled(exported):
@@ -96,7 +104,10 @@ def test_helper_export_and_run(tmp_path):
     got = rk_onnx.run(path, x)
     with torch.no_grad():
         want = model(x)
-    assert np.abs(got[0] - want[0].numpy()).max() <= 1e-4 and np.abs(got[1] - want[1].numpy()).max() <= 1e-4
+    truth, sensitivities = float64_truth_of(lambda m, x: m(x), model, [x], grad=False)
+    assert_within_rounding([torch.from_numpy(g) for g in got[:2]], truth, sensitivities, torch.float32,
+                           who="onnxruntime")
+    assert_within_rounding(list(want), truth, sensitivities, torch.float32, who="torch")
 
 
 def test_torch_export_keeps_time_dynamic_and_refuses_packed_input():
@@ -106,8 +117,12 @@ def test_torch_export_keeps_time_dynamic_and_refuses_packed_input():
                                   dynamic_shapes=({0: torch.export.Dim("b"), 1: torch.export.Dim("t")},))
     x = torch.randn(5, 12, 4)
     got, want = program.module()(x), model(x)
-    assert (got[0] - want[0]).abs().max() <= 1e-6
-    assert all((a - b).abs().max() <= 1e-6 for a, b in zip(got[1], want[1]))
+    # the exported program (the reference loop's ops) and the module (the fused kernel) round differently:
+    # both within float32's rounding of the float64 computation
+    truth, sensitivities = float64_truth_of(lambda m, x: m(x), model, [x], grad=False)
+    leaves = torch.utils._pytree.tree_leaves
+    assert_within_rounding([t.detach() for t in leaves(got)], truth, sensitivities, torch.float32, who="export")
+    assert_within_rounding([t.detach() for t in leaves(want)], truth, sensitivities, torch.float32, who="module")
 
     class Packed(torch.nn.Module):
         def __init__(self):
