@@ -85,14 +85,26 @@ def pin_traced_shapes(who: str, input, hx):
     return pin(input), hx
 
 
-@torch.compiler.disable
+def _forward(module, *args, **kwargs):
+    return module.forward(*args, **kwargs)
+
+
+# torch.compiler.disable(_forward), made on the first call under torch.compile: the decorator imports
+# torch._dynamo, which would add ~1.2 s to every `import rnnkit` (issue 17), and dynamo is imported
+# anyway by the time anything compiles.
+_EAGER = {}
+
+
 def eager_call(module, *args, **kwargs):
     """``module.forward(*args, **kwargs)`` run eagerly: a graph break under torch.compile.
 
     Inside, dynamo is not tracing (``capturing()`` is False), so this is the module's ordinary
     forward on its kernels.  rnnkit.Recurrent uses it under torch.compile as the layers do.
     """
-    return module.forward(*args, **kwargs)
+    forward = _EAGER.get("forward")
+    if forward is None:
+        forward = _EAGER["forward"] = torch.compiler.disable(_forward)
+    return forward(module, *args, **kwargs)
 
 
 def captured_forward(layer, input, hx=None):
