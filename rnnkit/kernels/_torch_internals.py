@@ -4,10 +4,20 @@
 ``torch.autograd.grad(..., is_grads_batched=True)`` hands each node's backward).  Such tensors have no
 storage of their own, so a kernel that reads memory directly (numba, Triton) cannot take them, and
 torch has no public test for them.
+
+``in_functorch_transform``: whether a torch.func transform (vmap, grad, jacrev, jacfwd, jvp, hessian)
+is running.  Its tensors are wrappers without storage of their own, and an autograd.Function under
+it needs vmap and jvp rules; the fused kernels have neither, so they refuse and ``backend="auto"``
+runs the reference loop, plain torch ops that every transform handles.  torch has no public test.
+
+``forward_ad_active``: whether a ``torch.autograd.forward_ad.dual_level`` is open (forward-mode AD
+outside torch.func), read from the module's level counter: the one cheap test (``unpack_dual`` on
+every tensor of every call would cost microseconds, paid by every call).
 """
 from __future__ import annotations
 
 from torch._C import _functorch
+from torch.autograd import forward_ad as _forward_ad
 
 
 def any_batched(tensors) -> bool:
@@ -15,4 +25,12 @@ def any_batched(tensors) -> bool:
                for t in tensors)
 
 
-__all__ = ["any_batched"]
+def in_functorch_transform() -> bool:
+    return _functorch.maybe_current_level() is not None
+
+
+def forward_ad_active() -> bool:
+    return _forward_ad._current_level >= 0
+
+
+__all__ = ["any_batched", "in_functorch_transform", "forward_ad_active"]

@@ -29,6 +29,7 @@ import torch
 
 from ...cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS
 from ...errors import UnsupportedBackendError
+from .._torch_internals import forward_ad_active, in_functorch_transform
 from ..base import Kernel, named_tensors
 
 DTYPES = (torch.float32, torch.float64)
@@ -151,6 +152,11 @@ class FusedKernel(Kernel):
             raise UnsupportedBackendError(
                 "backend 'fused' cannot be recorded by torch.jit.trace (the tracer sees torch ops only, and the "
                 "fused loop is numba code); use backend='auto' or 'reference', which trace")
+        if in_functorch_transform() or forward_ad_active():  # see _torch_internals: no vmap/jvp rules
+            raise UnsupportedBackendError(
+                "backend 'fused' does not run under torch.func transforms (vmap, grad, jacrev, jacfwd, jvp) or "
+                "forward-mode AD (the fused loop is one kernel with a hand-written backward and no vmap or jvp "
+                "rule); use backend='auto' or 'reference', whose torch ops every transform handles")
         dtype = x.dtype
         if (dtype in DTYPES and _have_numba()
                 and all(t is None or (t.is_cpu and t.dtype == dtype and t.layout == torch.strided)

@@ -20,6 +20,7 @@ import torch
 
 from ...cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS
 from ...errors import UnsupportedBackendError
+from .._torch_internals import forward_ad_active, in_functorch_transform
 from ..base import Kernel, named_tensors
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -41,6 +42,10 @@ class CudaFusedKernel(Kernel):
             raise UnsupportedBackendError(
                 f"backend 'fused_cuda' has no kernel for the recurrence {eq.name!r} "
                 "(it runs rnn_tanh, rnn_relu, lstm and gru); use backend='reference'")
+        if in_functorch_transform() or forward_ad_active():  # see _torch_internals: no vmap/jvp rules
+            raise UnsupportedBackendError(
+                "backend 'fused_cuda' does not run under torch.func transforms (vmap, grad, jacrev, jacfwd, jvp) "
+                "or forward-mode AD; use backend='auto' or 'reference', whose torch ops every transform handles")
         tensors = named_tensors(x, weights)
         for name, t in tensors:
             if t.device.type != "cuda":
