@@ -190,12 +190,16 @@ class RNNBase(nn.Module):
         params = self._parameters
         # the registered Parameter (a dict lookup, called per layer-direction and call); getattr
         # for a weight a parametrization or weight norm has replaced
-        return CellWeights(*[p if (p := params.get(name)) is not None else getattr(self, name, None)
-                             for name in _weight_names(layer, direction)])
+        # (a loop, not a comprehension with :=, which dynamo cannot trace)
+        weights = []
+        for name in _weight_names(layer, direction):
+            p = params.get(name)
+            weights.append(p if p is not None else getattr(self, name, None))
+        return CellWeights(*weights)
 
     # ----- the one forward --------------------------------------------------------------
     def forward(self, input, hx=None):
-        if _export.capturing():  # inside torch.export / torch.onnx.export / torch.compile: see rnnkit/export
+        if _export.exporting():  # inside torch.export / torch.onnx.export: see rnnkit/export
             return _export.captured_forward(self, input, hx)
         num_directions = 2 if self.bidirectional else 1
         cls = type(self).__name__

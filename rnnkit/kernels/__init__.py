@@ -9,11 +9,14 @@ fallback to the reference loop.
 """
 from __future__ import annotations
 
+import torch
+
 from ..errors import UnsupportedBackendError
 from .base import Kernel
 from .cpu import FusedKernel
 from .gpu import CudaFusedKernel  # imports triton only when a CUDA call first needs it
 from .parallel_scan import ParallelScanKernel
+from .opaque import for_compile
 from .reference import ReferenceKernel
 
 REFERENCE = ReferenceKernel()
@@ -42,6 +45,13 @@ def check_backend_name(backend) -> None:
 
 
 def select(backend: str, eq, x, weights) -> Kernel:
+    kernel = _select(backend, eq, x, weights)
+    if torch.compiler.is_compiling() and not torch.compiler.is_exporting():  # torch.compile traces: see opaque.py
+        return for_compile(kernel, eq, weights)
+    return kernel
+
+
+def _select(backend: str, eq, x, weights) -> Kernel:
     if backend == "auto":  # first: the default, and a name that needs no check (this runs on every call)
         for kernel in AUTO_ORDER:
             try:

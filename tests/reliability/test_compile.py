@@ -1,8 +1,9 @@
 """torch.compile (issue 7, item 5): a model using rnnkit layers compiles, runs and equals eager.
 
-What happens: dynamo compiles the model around each rnnkit layer, and the layer itself is a graph
-break that runs eagerly on its kernel (rnnkit.export.captured_forward / eager_call): the fused numba
-kernels cannot be traced, and inductor in torch 2.13 cannot lower the scan loop on the CPU.
+What happens: dynamo traces the layers' Python (checks, layers, directions) and records each fused
+kernel of rnnkit.LSTM/GRU/RNN as one operator, rnnkit::fused_layer (rnnkit/kernels/opaque.py): no
+graph break, so fullgraph=True compiles.  The reference loop and Recurrent's cells run eagerly, a
+graph break (rnnkit.export.eager_call): their time loop would otherwise be unrolled into the graph.
 """
 from __future__ import annotations
 
@@ -51,34 +52,97 @@ def test_compiled_model_equals_eager():
     assert max((a - b).abs().max().item() for a, b in zip(grads, ref_grads)) <= 1e-10
 
 
-@pytest.mark.parametrize("backend", ["auto", "fused", "reference"])
-def test_rnnkit_layers_are_graph_breaks_that_run_their_kernels(backend):
-    """With a backend that records what dynamo hands it: the code around the layers is compiled
-    (graphs with the Linear layers' addmm), the layers' own recurrences are not in any graph, and
-    the result and its gradient equal eager bitwise (the layers ran the same kernels)."""
-    torch.manual_seed(0)
-    model = Model(backend)
+def _compiled_with_recorded_graphs(model):
     graphs = []
 
     def recording_backend(gm, example_inputs):
         graphs.append(gm)
         return gm.forward
 
-    compiled = torch.compile(model, backend=recording_backend)
-    for shape in [(2, 5, 3), (4, 11, 3)]:  # a new batch and length: the graphs around the layers recompile
+    return torch.compile(model, backend=recording_backend), graphs
+
+
+def _targets(graphs):
+    return [str(n.target) for gm in graphs for n in gm.graph.nodes if n.op in ("call_function", "call_method")]
+
+
+@pytest.mark.parametrize("backend", ["auto", "fused", "reference"])
+def test_rnnkit_layers_run_their_kernels_in_the_compiled_model(backend):
+    """With a backend that records what dynamo hands it: the code around the layers is compiled (graphs
+    with the Linear layers' addmm); a fused kernel of rnnkit.LSTM/GRU/RNN is one node of the graph, the
+    operator rnnkit::fused_layer (rnnkit/kernels/opaque.py), and the reference loop and Recurrent's cells
+    run eagerly (graph breaks); no gate math is traced; the result and its gradient equal eager bitwise
+    (the layers ran the same kernels)."""
+    torch.manual_seed(0)
+    model = Model(backend)
+    compiled, graphs = _compiled_with_recorded_graphs(model)
+    for shape in [(2, 5, 3), (4, 11, 3)]:  # a new batch and length: the graphs recompile
         x = torch.randn(*shape, requires_grad=True)
         out = compiled(x)
         assert torch.equal(out, model(x))
         grad, = torch.autograd.grad(out.sum(), [x])
         assert torch.equal(grad, torch.autograd.grad(model(x).sum(), [x])[0])
-    targets = [str(n.target) for gm in graphs for n in gm.graph.nodes if n.op in ("call_function", "call_method")]
+    targets = _targets(graphs)
     assert graphs and any("linear" in t or "addmm" in t for t in targets)
     assert not any("sigmoid" in t or "scan" in t for t in targets)  # no gate math was traced
+    assert any("rnnkit.fused_layer" in t for t in targets) == (backend != "reference")
 
 
-def test_fullgraph_reports_the_graph_break():
-    """fullgraph=True promises no graph break; rnnkit layers are one, so it refuses (as documented)."""
+@pytest.mark.parametrize("mode, kwargs", [("LSTM", dict(num_layers=2, bidirectional=True)), ("LSTM", dict(proj_size=3)),
+                                          ("GRU", dict(bias=False)), ("RNN", dict(nonlinearity="relu"))])
+def test_fullgraph_compiles_the_layers_with_no_graph_break(mode, kwargs):
+    """torch.compile(fullgraph=True) of a model holding rnnkit.LSTM/GRU/RNN: one graph, the layers'
+    kernels inside it as rnnkit::fused_layer; forward bitwise equal to eager, every gradient equal
+    in float64 (inductor's code for the Linear layers around rounds its own way)."""
+    torch.manual_seed(0)
+    layer = getattr(rnnkit, mode)(4, 5, dtype=torch.float64, **kwargs)
+    width = (getattr(layer, "proj_size", 0) or 5) * (2 if layer.bidirectional else 1)
+    head = torch.nn.Linear(width, 2, dtype=torch.float64)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4, dtype=torch.float64), torch.nn.Tanh())
+
+    def forward(x, h0):
+        out, state = layer(model(x)) if h0 is None else layer(model(x), h0)
+        return head(out), state
+
+    x = torch.randn(6, 3, 3, dtype=torch.float64)
+    explained = torch._dynamo.explain(forward)(x, None)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    compiled = torch.compile(forward, fullgraph=True)
+    params = list(layer.parameters()) + list(head.parameters()) + list(model.parameters())
+    for x in (torch.randn(6, 3, 3, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)):
+        x.requires_grad_()
+        got, want = compiled(x, None), forward(x, None)
+        assert torch.equal(got[0], want[0]) or (got[0] - want[0]).abs().max() <= 1e-12
+        g = torch.autograd.grad(got[0].pow(2).sum() + sum(s.sum() for s in _states(got[1])), [x] + params)
+        w = torch.autograd.grad(want[0].pow(2).sum() + sum(s.sum() for s in _states(want[1])), [x] + params)
+        for a, b in zip(g, w):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _states(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+@pytest.mark.parametrize("compiler", ["eager", "inductor"])
+def test_a_gradient_of_a_gradient_inside_a_compiled_graph_is_refused(compiler):
+    """create_graph=True gives the first-order gradient (equal to eager's); differentiating it again
+    raises (rnnkit's message, or inductor's own for any model), never a silently dropped term."""
     torch.manual_seed(0)
     layer = rnnkit.GRU(3, 4)
+    compiled = torch.compile(lambda x: layer(x)[0], fullgraph=True, backend=compiler)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    g, = torch.autograd.grad(compiled(x).sum(), x, create_graph=True)
+    assert torch.equal(g, torch.autograd.grad(layer(x)[0].sum(), x)[0])
+    with pytest.raises(RuntimeError, match="gradient of a gradient|does not currently support double backward"):
+        torch.autograd.grad(g.pow(2).sum(), [x, layer.weight_hh_l0])
+
+
+def test_fullgraph_reports_the_graph_breaks_that_remain():
+    """fullgraph=True promises no graph break: the reference loop and Recurrent's cells are one (see
+    the module doc), so it refuses them rather than run them another way."""
+    torch.manual_seed(0)
     with pytest.raises(Exception):
-        torch.compile(layer, fullgraph=True, backend="eager")(torch.randn(5, 2, 3))
+        torch.compile(rnnkit.GRU(3, 4, backend="reference"), fullgraph=True, backend="eager")(torch.randn(5, 2, 3))
+    with pytest.raises(Exception):
+        torch.compile(rnnkit.Recurrent(rnnkit.cells.LayerNormLSTMCell, 3, 4), fullgraph=True,
+                      backend="eager")(torch.randn(5, 2, 3))
