@@ -115,3 +115,43 @@ def test_explain_counts_the_layer_it_would_build_and_suggests_a_size_that_fits(m
     suggested = int(re.search(r"largest --hidden-size that fits with the other sizes is (\d+)",
                               capsys.readouterr().err)[1])
     assert explain.needed_bytes(args, kwargs, suggested) <= need - 1 < explain.needed_bytes(args, kwargs, suggested + 1)
+
+
+# ----- explain --structure (issue 19): the shapes through each structure's model -------------------------
+@pytest.mark.parametrize("structure,lines", [
+    ("N-1", ["input x    (3, 5, 10)", "output o   (3, 5, 40)", "h_n        (2, 3, 20)", "summary s  (3, 40)",
+             "scores     (3, 7)", "x_t     (3, 10)", "h_t     (3, 40)"]),
+    ("N-N", ["input x   (3, 5, 10)", "output o  (3, 5, 40)", "scores    (3, 5, 7)", "scores_t  (3, 7)"]),
+    ("N-M", ["source ids   (3, 5)", "memory m     (3, 5, 40)", "attention    (3, 5, 5)", "logits       (3, 5, 7)"]),
+])
+def test_explain_structure_shapes_by_hand(structure, lines, capsys):
+    """B = 3, T = 5, F = 10, H = 20, bidirectional: D*H = 40; 7 outputs (classes, tags, vocabulary)."""
+    assert main(["explain", "--structure", structure, "--bidirectional", "--batch-first", "--outputs", "7",
+                 "--seq-len", "5", "--batch", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Structure {structure}, ")
+    for line in lines:
+        assert line in out, line
+
+
+def test_explain_structure_one_to_many_and_its_picture(tmp_path, capsys):
+    picture = tmp_path / "structure.png"
+    assert main(["explain", "lstm", "--structure", "1-N", "--input-size", "6", "--hidden-size", "8", "--seq-len", "4",
+                 "--outputs", "12", "--plot", str(picture)]) == 0
+    out = capsys.readouterr().out
+    assert "LSTM(12, 8)" in out  # the decoder reads [embedding 6 ; condition 6]
+    for line in ("condition c  (3, 6)", "step input   (3, 12)", "scores       (4, 3, 12)"):  # (T, B, V)
+        assert line in out, line
+    assert picture.stat().st_size > 0
+
+
+@pytest.mark.parametrize("args,phrase", [
+    (["--structure", "1-N", "--bidirectional"], "build the layer with bidirectional=False"),
+    (["--structure", "N-1", "--check"], "with --structure leave it out"),
+    (["--structure", "N-M", "--outputs", "3"], "more than the 3 special tokens"),
+    ([], "name the layer (rnn, lstm or gru), or give --structure"),
+])
+def test_explain_structure_bad_input_is_one_line(args, phrase, capsys):
+    assert main(["explain"] + args) == 2
+    err = capsys.readouterr().err
+    assert phrase in err and err.count("\n") == 1

@@ -6,6 +6,7 @@ import torch
 import rnnkit
 from rnnkit.cells.lstm import PROJECTION_MATH
 
+from .explain_structure import STRUCTURES
 from .main import UsageError
 
 LAYERS = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}
@@ -13,8 +14,16 @@ LAYERS = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}
 
 def add_parser(sub) -> None:
     p = sub.add_parser("explain", help="show a layer's parameters, shapes and equations",
-                       description="Show a recurrent layer's parameters, input/output shapes and equations.")
-    p.add_argument("mode", choices=sorted(LAYERS), help="the layer")
+                       description="Show a recurrent layer's parameters, input/output shapes and equations; "
+                                   "with --structure, the shapes through a model of that structure, step by step.")
+    p.add_argument("mode", nargs="?", choices=sorted(LAYERS),
+                   help="the layer (default with --structure: gru)")
+    p.add_argument("--structure", choices=STRUCTURES,
+                   help="N-1 (SequenceClassifier), N-N (SequenceTagger), 1-N (SequenceGenerator) or N-M (Seq2Seq) "
+                        "around the layer")
+    p.add_argument("--outputs", type=int, default=10,
+                   help="with --structure: classes (N-1), tags (N-N), vocabulary (1-N, N-M); default %(default)s")
+    p.add_argument("--pooling", choices=["last", "attention"], default="last", help="with --structure N-1")
     p.add_argument("--input-size", type=int, default=10)
     p.add_argument("--hidden-size", type=int, default=20)
     p.add_argument("--num-layers", type=int, default=1)
@@ -170,6 +179,10 @@ def plot_gates(layer, seq_len: int, batch: int, seed: int, path: str) -> None:
 
 
 def run(args) -> int:
+    if args.structure is not None:
+        return _run_structure(args)
+    if args.mode is None:
+        raise UsageError("name the layer (rnn, lstm or gru), or give --structure N-1|N-N|1-N|N-M")
     layer = build_layer(args)
     print(describe(layer, args.seq_len, args.batch))
     if args.plot:
@@ -183,4 +196,17 @@ def run(args) -> int:
               f"largest difference in output and states = {diff:.3g}")
         if diff > 1e-5:
             return 1
+    return 0
+
+
+def _run_structure(args) -> int:
+    from . import explain_structure
+
+    args.mode = args.mode or "gru"
+    model = explain_structure.build_model(args, build_layer)
+    print(explain_structure.describe(model, args.batch, args.seq_len))
+    if args.plot:
+        explain_structure.plot(model, args.batch, args.seq_len, args.plot)
+        print()
+        print(f"The structure, with these shapes, drawn to {args.plot}")
     return 0

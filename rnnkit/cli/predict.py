@@ -7,8 +7,10 @@ from .main import UsageError
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="run a model trained by `rnnkit train` on your input",
                        description="Print a trained model's output for TEXT (dates: the ISO date; "
-                                   "lm: a continuation of TEXT).")
-    p.add_argument("text", help='e.g. "3 March 1998"')
+                                   "lm: a continuation of TEXT; digits: the digit of a held-out image index or of "
+                                   "64 pixel values 0..16; date-tags: each character's field; spell-numbers: the "
+                                   "words of a number 0..999; forecast: the next value after TEXT's values).")
+    p.add_argument("text", help='e.g. "3 March 1998", "17", "342", "50, 80, 120"')
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by rnnkit train")
     p.add_argument("--plot", help="write the attention heatmap to this PNG (dates)")
     p.add_argument("--length", type=int, default=200, help="lm: characters to generate")

@@ -22,22 +22,25 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a sequence model (default: date normalisation with attention)",
                        description="Train a recurrent model. With no arguments: a seq2seq model with attention "
                                    "that rewrites human dates ('tuesday 3 march 1998') as ISO dates.")
-    p.add_argument("--task", default=DEFAULTS.task, help=f"one of {', '.join(TASKS)} (default %(default)s)")
-    p.add_argument("--data", help="text file for --task lm")
+    p.add_argument("--task", default=DEFAULTS.task,
+                   help=f"one of {', '.join(TASKS)} (default %(default)s). The four structures of the notes: "
+                        "digits (N-1), date-tags (N-N), spell-numbers (1-N), dates (N-M); forecast: N-1 on a series")
+    p.add_argument("--data", help="text file for --task lm; a series, one number per line, for --task forecast "
+                                  "(default: the yearly sunspot numbers)")
     p.add_argument("--cell", default=DEFAULTS.cell, help="rnn, lstm, gru or any rnnkit.cells name (default %(default)s)")
-    p.add_argument("--attention", default=DEFAULTS.attention,
-                   help=f"one of {', '.join(ATTENTIONS)} (default %(default)s)")
-    p.add_argument("--hidden", type=int, default=DEFAULTS.hidden)
+    p.add_argument("--attention", help=f"one of {', '.join(ATTENTIONS)} (default {DEFAULTS.attention}; digits and "
+                                      "forecast: none, which reads the last state instead of attention pooling)")
+    p.add_argument("--hidden", type=int, help=f"default {DEFAULTS.hidden}, or the task's own")
     p.add_argument("--embedding", type=int, default=DEFAULTS.embedding)
     p.add_argument("--layers", type=int, default=DEFAULTS.layers)
     p.add_argument("--bidirectional", action=_BoolFlag, default=None,
                    help="bidirectional encoder (default: yes for dates, no for lm)")
     steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--steps", type=int, help=f"optimizer steps (default {DEFAULTS.steps})")
+    steps.add_argument("--steps", type=int, help=f"optimizer steps (default {DEFAULTS.steps}, or the task's own)")
     steps.add_argument("--epochs", type=float, help="passes over the task's epoch (dates: 20,000 examples; "
-                                                     "lm: the training text once)")
+                                                     "lm: the training text once; the others: their training set)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    p.add_argument("--lr", type=float, default=DEFAULTS.lr)
+    p.add_argument("--lr", type=float, help=f"default {DEFAULTS.lr}, or the task's own")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--device", default=DEFAULTS.device, help="cpu or cuda")
     p.add_argument("--seq-len", type=int, default=DEFAULTS.seq_len, help="lm: characters per window")
@@ -72,9 +75,15 @@ def config_from_args(args) -> TrainConfig:
     bidirectional = args.bidirectional
     if bidirectional is None:
         bidirectional = TASKS[args.task].default_bidirectional
-    cfg = TrainConfig(task=args.task, data=args.data, cell=args.cell, attention=args.attention,
-                      hidden=args.hidden, embedding=args.embedding, layers=args.layers,
-                      bidirectional=bidirectional, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+    # a setting left out takes the task's own default (what reaches its stated level in time), else rnnkit's
+    task_defaults = getattr(TASKS[args.task], "defaults", {})
+
+    def setting(name):
+        given = getattr(args, name)
+        return given if given is not None else task_defaults.get(name, getattr(DEFAULTS, name))
+    cfg = TrainConfig(task=args.task, data=args.data, cell=args.cell, attention=setting("attention"),
+                      hidden=setting("hidden"), embedding=args.embedding, layers=args.layers,
+                      bidirectional=bidirectional, batch_size=args.batch_size, lr=setting("lr"), seed=args.seed,
                       device=args.device, eval_every=args.eval_every, log_every=args.log_every,
                       checkpoint_every=args.checkpoint_every, eval_size=args.eval_size, seq_len=args.seq_len)
     if args.epochs is not None:
@@ -84,6 +93,8 @@ def config_from_args(args) -> TrainConfig:
         cfg.steps = max(1, round(steps))
     elif args.steps is not None:
         cfg.steps = args.steps
+    else:
+        cfg.steps = task_defaults.get("steps", cfg.steps)
     try:
         cfg.check()
     except ConfigError as e:
@@ -98,6 +109,8 @@ def config_from_args(args) -> TrainConfig:
 def epoch_examples(cfg) -> int:
     if cfg.task == "dates":
         return 20_000
+    if hasattr(TASKS[cfg.task], "epoch_size"):
+        return TASKS[cfg.task].epoch_size
     size = Path(cfg.data).stat().st_size if cfg.data and Path(cfg.data).is_file() else cfg.seq_len
     return max(1, size // cfg.seq_len)
 
@@ -173,11 +186,13 @@ def run(args) -> int:
     from rnnkit.training.trainer import ConfigMismatch
 
     cfg = config_from_args(args)
-    if cfg.task == "lm":  # read the text before any folder is made, so a bad --data writes nothing
-        from rnnkit.training.lm_task import LMTask
+    if cfg.task != "dates":  # read the data before any folder is made, so bad input writes nothing
+        from dataclasses import replace
+
+        from rnnkit.data.extras import MissingExtra
         try:
-            LMTask(cfg, "cpu")
-        except TaskInputError as e:
+            TASKS[cfg.task](replace(cfg, eval_size=1), "cpu")
+        except (TaskInputError, MissingExtra) as e:
             raise UsageError(str(e)) from None
     try:
         check_training_fits(cfg)

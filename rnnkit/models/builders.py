@@ -39,10 +39,10 @@ def cell_class(cell: str):
 
 
 def recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
-                    bidirectional: bool = False) -> nn.Module:
+                    bidirectional: bool = False, batch_first: bool = False) -> nn.Module:
     """rnn/lstm/gru -> rnnkit.RNN/LSTM/GRU; any other rnnkit.cells name -> Recurrent over that cell."""
     cls = cell_class(cell)
     layer = TORCH_LAYERS.get(snake_name(cls.__name__))
     if layer is not None:
-        return layer(input_size, hidden_size, num_layers, bidirectional=bidirectional)
-    return Recurrent(cls, input_size, hidden_size, num_layers, bidirectional=bidirectional)
+        return layer(input_size, hidden_size, num_layers, bidirectional=bidirectional, batch_first=batch_first)
+    return Recurrent(cls, input_size, hidden_size, num_layers, bidirectional=bidirectional, batch_first=batch_first)

@@ -30,8 +30,8 @@ def _whole(value) -> bool:
 
 @dataclass
 class TrainConfig:
-    task: str = "dates"            # "dates" (seq2seq, embedded) or "lm" (character LM on --data)
-    data: Optional[str] = None     # text file for task "lm"
+    task: str = "dates"            # "dates" (seq2seq, embedded), "lm" (character LM on --data) or a structure's
+    data: Optional[str] = None     # text file for task "lm" (and "forecast": a series, one number a line)
     cell: str = "gru"
     attention: str = "additive"
     hidden: int = 64

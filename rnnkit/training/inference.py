@@ -20,7 +20,11 @@ class Predictor:
         # predict draws no held-out set, whatever size the run evaluated on
         self.cfg = replace(TrainConfig.from_dict(state["config"]), device="cpu", eval_size=1)
         vocab = state["vocab"]
-        if self.cfg.task == "dates":
+        self.task = None
+        if self.cfg.task not in ("dates", "lm"):  # a task of the four structures: it rebuilds itself
+            self.task = _structure_task(path, self.cfg, vocab)
+            build = self.task.build_model
+        elif self.cfg.task == "dates":
             task = DatesTask(self.cfg, torch.device("cpu"))
             self.src_vocab = _vocab(path, vocab, "source", len(task.src_vocab))
             self.tgt_vocab = _vocab(path, vocab, "target", len(task.tgt_vocab))
@@ -38,6 +42,8 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, text: str, length: int = 200):
+        if self.task is not None:
+            return self.task.predict(self.model, text), None
         if self.cfg.task != "dates":
             ids = torch.tensor(self.vocab.encode(text))
             out = self.model.sample(ids, length, generator=torch.Generator().manual_seed(self.cfg.seed))
@@ -47,6 +53,17 @@ class Predictor:
         decoded = self.tgt_vocab.decode(out[0].tolist())
         weights = None if attn is None else attn[0, : len(decoded), : len(text)].numpy()
         return decoded, weights
+
+
+def _structure_task(path, cfg, saved: dict):
+    """The checkpoint's task, rebuilt from what it saved (vocabulary, scale) without its data."""
+    from .trainer import TASKS
+
+    try:
+        return TASKS[cfg.task](cfg, torch.device("cpu"), saved=saved)
+    except (KeyError, TypeError, ValueError) as e:
+        raise checkpoint.CheckpointError(f"{path}: what its task {cfg.task} saved beside the weights is not what "
+                                         f"rnnkit train writes ({type(e).__name__}: {e})") from None
 
 
 def _vocab(path, vocab: dict, key: str, size: int | None = None) -> Vocab:

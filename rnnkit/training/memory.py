@@ -123,7 +123,12 @@ def training_parameters(cfg, task) -> float:
 def training_bytes(cfg, task) -> float:
     """A lower bound on what training ``cfg`` holds in memory at once."""
     params = training_parameters(cfg, task)
-    length = cfg.seq_len if cfg.task == "lm" else task.max_src_len + task.data.max_target_len
+    if cfg.task == "lm":
+        length = cfg.seq_len
+    elif hasattr(task, "sequence_length"):  # the tasks of the four structures
+        length = task.sequence_length
+    else:
+        length = task.max_src_len + task.data.max_target_len
     directions = 2 if cfg.bidirectional else 1
     # every layer's outputs at every position are kept for the backward pass
     activations = 4 * cfg.batch_size * length * cfg.layers * directions * cfg.hidden

@@ -10,8 +10,9 @@ from . import checkpoint, plots
 from .interrupts import InterruptGate
 
 CSV_FIELDS = ["step", "loss", "accuracy", "examples_per_sec", "seconds", "heldout_loss", "exact_match"]
-# Every file a run puts into --out.
-FILES = (checkpoint.NAME, "metrics.json", "metrics.csv", "loss.png", "attention.png", "samples.txt")
+# Every file a run puts into --out (the tasks of the four structures add structure.png and their own picture).
+FILES = (checkpoint.NAME, "metrics.json", "metrics.csv", "loss.png", "attention.png", "samples.txt",
+         "structure.png", "confusion.png", "forecast.png", "steps.png")
 
 
 def write_final(cfg, task, model, history, elapsed, folder, ctx, final_state) -> dict:
@@ -33,6 +34,7 @@ def write_final(cfg, task, model, history, elapsed, folder, ctx, final_state) ->
                 "seconds": round(elapsed, 3),
                 "examples_per_sec": round(cfg.steps * cfg.batch_size / max(elapsed, 1e-9), 1),
                 **{k: v for k, v in final.items() if k != "exact_match"},
+                **({"structure": task.structure, "metric": task.metric} if hasattr(task, "structure") else {}),
                 "world_size": ctx.world,
                 "config": cfg.to_dict(),
             }
@@ -41,12 +43,15 @@ def write_final(cfg, task, model, history, elapsed, folder, ctx, final_state) ->
                 metrics["samples"] = task.samples(model)
                 files["samples.txt"] = _text("\n\n".join(metrics["samples"]) + "\n")
             files["metrics.json"] = _text(json.dumps(metrics, indent=2) + "\n")
-            files["metrics.csv"] = _text(_csv(history))
+            files["metrics.csv"] = _text(_csv(history, getattr(task, "csv_fields", ())))
             title = f"rnnkit train: {cfg.task}, {cfg.cell}, {cfg.attention}"
             files["loss.png"] = _picture(lambda f: plots.loss_curves(history, f, title))
             if hasattr(task, "attention_examples") and cfg.attention != "none":
                 examples = task.attention_examples(model)
                 files["attention.png"] = _picture(lambda f: plots.attention_heatmaps(examples, f))
+            if hasattr(task, "pictures"):
+                files.update({name: _picture(draw) for name, draw in task.pictures(model).items()})
+                files["structure.png"] = _picture(lambda f: _structure(task, model, f))
             files[checkpoint.NAME] = checkpoint.writer(final_state)
             for name, fill in files.items():
                 staged[name] = folder.stage(name, fill)
@@ -63,9 +68,21 @@ def _text(text: str):
     return lambda f: f.write(data)
 
 
-def _csv(history: list) -> str:
+def _structure(task, model, f) -> None:
+    """The task's structure drawn with its trained model's shapes: the run's batch size, the task's
+    longest sequence."""
+    from ..models.structures import flow
+    from .structure_plots import structure_diagram
+
+    batch, steps = task.cfg.batch_size, task.sequence_length
+    structure_diagram(flow(model, batch=batch, steps=steps, out_steps=steps), f,
+                      f"{task.structure}: task {task.name}, {type(model).__name__} (batch {batch}, {steps} steps)")
+
+
+def _csv(history: list, task_fields=()) -> str:
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    fields = CSV_FIELDS + [f for f in task_fields if f not in CSV_FIELDS]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     for row in history:
         writer.writerow(row)

@@ -30,6 +30,12 @@ class RichProgress:
                           speed=f"{row['examples_per_sec']:.0f}")
         if "exact_match" in row:
             fields["heldout"] = f"{row['exact_match']:.3f} exact"
+        elif "heldout_accuracy" in row:
+            fields["heldout"] = f"{row['heldout_accuracy']:.3f} acc"
+        elif "step_accuracy" in row:
+            fields["heldout"] = f"{row['step_accuracy']:.4f} per step"
+        elif "mae_ratio" in row:
+            fields["heldout"] = f"MAE {row['mae']:.2f} (naive {row['naive_mae']:.2f})"
         elif "bits_per_char" in row:
             fields["heldout"] = f"{row['bits_per_char']:.3f} bpc"
         self.bar.update(self.task, completed=step, **fields)
@@ -44,7 +50,8 @@ def summary(metrics: dict, out, console: Console) -> None:
     table = Table(title=f"rnnkit train: {metrics['task']}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    for key in ("exact_match", "accuracy", "bits_per_char", "loss", "heldout_loss", "steps", "seconds",
+    for key in ("exact_match", "heldout_accuracy", "step_accuracy", "whole_dates", "char_accuracy", "mae",
+                "naive_mae", "mae_ratio", "accuracy", "bits_per_char", "loss", "heldout_loss", "steps", "seconds",
                 "examples_per_sec", "world_size"):
         value = metrics.get(key)
         if value is not None:

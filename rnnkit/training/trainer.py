@@ -10,12 +10,18 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint, distributed, outputs
 from .config import TrainConfig
+from .date_tags_task import DateTagsTask
 from .date_task import DatesTask
+from .digits_task import DigitsTask
+from .forecast_task import ForecastTask
 from .interrupts import InterruptGate
 from .lm_task import LMTask
 from .outdir import OutFolder
+from .spell_task import SpellTask
 
-TASKS = {"dates": DatesTask, "lm": LMTask}
+# The default seq2seq task (N -> M), the character LM, and one task per structure of the notes.
+TASKS = {"dates": DatesTask, "lm": LMTask, "digits": DigitsTask, "date-tags": DateTagsTask,
+         "spell-numbers": SpellTask, "forecast": ForecastTask}
 
 
 class Interrupted(Exception):
