@@ -101,12 +101,24 @@ class DateTagsTask(StructureTask):
 
     def predict(self, model, text: str) -> str:
         """A written date -> one tag letter per character (d day, m month, y year, w weekday, . other)."""
+        tags = self._tag_probabilities(model, text).argmax(-1)
+        return f"{text}\n{''.join(TAGS[int(t)] for t in tags)}"
+
+    def prediction_picture(self, model, text: str):
+        """The probability of every tag at every character (step)."""
+        from . import prediction_plots
+        probs = self._tag_probabilities(model, text).numpy()
+        title = f"date-tags: {text!r}, the probability of each field at each step"
+        names = [TAG_NAMES[t] for t in TAGS]
+        return lambda path: prediction_plots.tag_probabilities(text, probs, names, path, title)
+
+    def _tag_probabilities(self, model, text: str) -> Tensor:
+        """(len(text), tags): the softmax of the tagger's scores at each character."""
         if not text:
             raise ValueError("expected a written date, e.g. \"3 March 1998\"")
         ids, lengths = self.vocab.batch([text])
         with self.evaluating(model):
-            tags = model(ids, lengths)[0].argmax(-1)
-        return f"{text}\n{''.join(TAGS[int(t)] for t in tags)}"
+            return torch.softmax(model(ids, lengths)[0], dim=-1).cpu()
 
     def vocab_state(self) -> dict:
         return {"source": self.vocab.to_dict()}

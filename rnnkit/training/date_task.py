@@ -23,6 +23,7 @@ class Batch(NamedTuple):
 
 class DatesTask:
     name = "dates"
+    structure = "N-M"  # drawn in structure.png with the trained model's shapes, as the other structures are
     default_bidirectional = True
 
     def __init__(self, cfg, device):
@@ -31,6 +32,8 @@ class DatesTask:
         self.src_vocab, self.tgt_vocab = self.data.source_vocab, self.data.target_vocab
         self.heldout = self.data.sample("heldout", cfg.eval_size, seed=0)
         self.max_src_len = self.data.max_source_len
+        # structure.png's lengths: the longest source read, the longest target written (with <eos>)
+        self.sequence_length, self.output_length = self.max_src_len, self.data.max_target_len
 
     def build_model(self) -> nn.Module:
         cfg = self.cfg

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ..data import digits
 from ..models.builders import recurrent_layer
 from ..models.classifier import SequenceClassifier
-from .structure_task import StructureTask
+from .structure_task import NothingToDraw, StructureTask
 
 
 class Batch(NamedTuple):
@@ -79,20 +79,38 @@ class DigitsTask(StructureTask):
 
     def predict(self, model, text: str) -> str:
         """An index of a held-out image, or 64 pixel values (0..16) row by row -> the digit read."""
+        image, truth = self._image(text)
+        with self.evaluating(model):
+            probs = torch.softmax(model(image.unsqueeze(0)), dim=-1)[0]
+        digit = int(probs.argmax())
+        told = "" if truth is None else f", true {truth}"
+        return f"{digit} (probability {float(probs[digit]):.3f}{told})"
+
+    def prediction_picture(self, model, text: str):
+        """The image, the attention weight of each row (step) and each class's probability."""
+        from . import prediction_plots
+        if model.pooling != "attention":
+            raise NothingToDraw("this model reads its last state (trained with --attention none), so it has no "
+                                "weights over the rows to draw; train with --attention additive for attention "
+                                "pooling")
+        image, truth = self._image(text)
+        with self.evaluating(model):
+            scores, weights = model(image.unsqueeze(0), return_weights=True)
+        probs = torch.softmax(scores, dim=-1)[0]
+        told = "" if truth is None else f" (true {truth})"
+        title = f"digits: read {int(probs.argmax())}{told}, attention pooling over the 8 rows"
+        return lambda path: prediction_plots.attention_over_rows(image, weights[0], probs, path, title)
+
+    def _image(self, text: str) -> tuple:
+        """(image (8, 8), its true digit or None) from a held-out index or 64 pixel values."""
         if text.strip().isdigit() and len(text.split()) == 1:
             if self.images is None:
                 self._load()
             k = int(text)
             if not 0 <= k < len(self.heldout_index):
                 raise ValueError(f"a held-out image index lies in [0, {len(self.heldout_index)}), got {k}")
-            image, truth = self.images[self.heldout_index[k]], int(self.labels[self.heldout_index[k]])
-        else:
-            image, truth = digits.parse_image(text), None
-        with self.evaluating(model):
-            probs = torch.softmax(model(image.unsqueeze(0)), dim=-1)[0]
-        digit = int(probs.argmax())
-        told = "" if truth is None else f", true {truth}"
-        return f"{digit} (probability {float(probs[digit]):.3f}{told})"
+            return self.images[self.heldout_index[k]], int(self.labels[self.heldout_index[k]])
+        return digits.parse_image(text), None
 
     def vocab_state(self) -> dict:
         return {}

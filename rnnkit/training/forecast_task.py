@@ -113,11 +113,28 @@ class ForecastTask(StructureTask):
 
     def predict(self, model, text: str) -> str:
         """The recent values, oldest first (any number; the last 20 are read) -> the next value."""
+        _, forecast, _ = self._forecast(model, text)
+        return f"{forecast:.2f}"
+
+    def prediction_picture(self, model, text: str):
+        """The values read and the forecast after them (and the attention over them, where the model pools so)."""
+        from . import prediction_plots
+        values, forecast, weights = self._forecast(model, text)
+        pooling = "attention pooling" if weights is not None else "its last state"
+        title = f"forecast: the next value from the last {len(values)} read ({pooling})"
+        return lambda path: prediction_plots.forecast_window(values.numpy(), forecast, weights, path, title)
+
+    def _forecast(self, model, text: str) -> tuple:
+        """(the values read, the forecast in the series' units, the attention weights (steps,) or None)."""
         values = series.parse_values(text)[-series.WINDOW:]
         window = ((values - self.mean) / self.std).view(1, -1, 1)
         with self.evaluating(model):
-            scaled = float(model(window))
-        return f"{scaled * self.std + self.mean:.2f}"
+            if model.pooling == "attention":
+                scaled, weights = model(window, return_weights=True)
+                weights = weights[0].cpu().numpy()
+            else:
+                scaled, weights = model(window), None
+        return values, float(scaled) * self.std + self.mean, weights
 
     def vocab_state(self) -> dict:
         return {"scale": {"mean": self.mean, "std": self.std}}

@@ -10,6 +10,7 @@ from ..models.charlm import CharLM
 from . import checkpoint
 from .config import TrainConfig
 from .date_task import DatesTask
+from .structure_task import NothingToDraw
 
 
 class Predictor:
@@ -53,6 +54,17 @@ class Predictor:
         decoded = self.tgt_vocab.decode(out[0].tolist())
         weights = None if attn is None else attn[0, : len(decoded), : len(text)].numpy()
         return decoded, weights
+
+    def picture(self, text: str, output: str, weights):
+        """``draw(path)`` for `rnnkit predict --plot`: what the model did with ``text``.  NothingToDraw (one
+        line) when the model has nothing to show; ``output`` and ``weights`` are what predict returned."""
+        if self.task is not None:
+            return self.task.prediction_picture(self.model, text)
+        if weights is None:
+            reason = "its attention is --attention none" if self.cfg.task == "dates" else "a language model"
+            raise NothingToDraw(f"this model has no attention to draw ({reason})")
+        from . import plots
+        return lambda path: plots.attention_heatmaps([(text, output, weights)], path)
 
 
 def _structure_task(path, cfg, saved: dict):

@@ -125,10 +125,10 @@ def training_bytes(cfg, task) -> float:
     params = training_parameters(cfg, task)
     if cfg.task == "lm":
         length = cfg.seq_len
-    elif hasattr(task, "sequence_length"):  # the tasks of the four structures
+    elif hasattr(task, "output_length"):  # N-M (dates): the encoder's steps and the decoder's
+        length = task.sequence_length + task.output_length
+    else:  # the other structures: their longest sequence
         length = task.sequence_length
-    else:
-        length = task.max_src_len + task.data.max_target_len
     directions = 2 if cfg.bidirectional else 1
     # every layer's outputs at every position are kept for the backward pass
     activations = 4 * cfg.batch_size * length * cfg.layers * directions * cfg.hidden

@@ -34,7 +34,8 @@ def write_final(cfg, task, model, history, elapsed, folder, ctx, final_state) ->
                 "seconds": round(elapsed, 3),
                 "examples_per_sec": round(cfg.steps * cfg.batch_size / max(elapsed, 1e-9), 1),
                 **{k: v for k, v in final.items() if k != "exact_match"},
-                **({"structure": task.structure, "metric": task.metric} if hasattr(task, "structure") else {}),
+                # the tasks of the four structures name theirs; the dates task's metrics stay as they were
+                **({"structure": task.structure, "metric": task.metric} if hasattr(task, "metric") else {}),
                 "world_size": ctx.world,
                 "config": cfg.to_dict(),
             }
@@ -51,6 +52,7 @@ def write_final(cfg, task, model, history, elapsed, folder, ctx, final_state) ->
                 files["attention.png"] = _picture(lambda f: plots.attention_heatmaps(examples, f))
             if hasattr(task, "pictures"):
                 files.update({name: _picture(draw) for name, draw in task.pictures(model).items()})
+            if hasattr(task, "structure"):  # every task of the four structures, the default dates task too
                 files["structure.png"] = _picture(lambda f: _structure(task, model, f))
             files[checkpoint.NAME] = checkpoint.writer(final_state)
             for name, fill in files.items():
@@ -70,13 +72,15 @@ def _text(text: str):
 
 def _structure(task, model, f) -> None:
     """The task's structure drawn with its trained model's shapes: the run's batch size, the task's
-    longest sequence."""
+    longest sequence (and, where the output has a length of its own, as N-M's has, its longest output)."""
     from ..models.structures import flow
     from .structure_plots import structure_diagram
 
     batch, steps = task.cfg.batch_size, task.sequence_length
-    structure_diagram(flow(model, batch=batch, steps=steps, out_steps=steps), f,
-                      f"{task.structure}: task {task.name}, {type(model).__name__} (batch {batch}, {steps} steps)")
+    out_steps = getattr(task, "output_length", steps)
+    lengths = f"{steps} steps" if out_steps == steps else f"{steps} steps in, {out_steps} out"
+    structure_diagram(flow(model, batch=batch, steps=steps, out_steps=out_steps), f,
+                      f"{task.structure}: task {task.name}, {type(model).__name__} (batch {batch}, {lengths})")
 
 
 def _csv(history: list, task_fields=()) -> str:

@@ -93,17 +93,27 @@ class SpellTask(StructureTask):
 
     def pictures(self, model) -> dict:
         from . import task_plots
-        examples = []
-        labels = list(self.vocab.itos)  # the specials are named "<pad>", "<bos>", "<eos>"
-        with self.evaluating(model):
-            for n in self.data.heldout[:3]:
-                condition, _ = self._encode([n])
-                written = model.greedy(condition, max_len=self.data.max_len)  # (1, T)
-                inputs = torch.cat([torch.full((1, 1), BOS), written[:, :-1]], dim=1)
-                probs = torch.softmax(model(condition, inputs), dim=-1)[0]  # (T, V)
-                examples.append((str(n), [labels[int(t)] for t in written[0]], probs.cpu().numpy(), labels))
+        examples = [self._written_steps(model, n) for n in self.data.heldout[:3]]
         title = "spell-numbers: the probability of every character at every step (greedy decoding)"
         return {"steps.png": lambda f: task_plots.token_probabilities(examples, f, title)}
+
+    def prediction_picture(self, model, text: str):
+        """The probability of every character at every step of the number's greedy spelling."""
+        from . import task_plots
+        example = self._written_steps(model, parse_number(text))
+        title = "spell-numbers: the probability of every character at every step (greedy decoding)"
+        return lambda path: task_plots.token_probabilities([example], path, title)
+
+    def _written_steps(self, model, n: int) -> tuple:
+        """(n, the tokens written greedily, their probabilities (steps, V), the vocabulary's labels)."""
+        labels = list(self.vocab.itos)  # the specials are named "<pad>", "<bos>", "<eos>"
+        condition, _ = self._encode([n])
+        with self.evaluating(model):
+            written = model.greedy(condition, max_len=self.data.max_len)  # (1, T)
+            # teacher-forced on its own output: the distribution each greedy step chose from
+            inputs = torch.cat([torch.full((1, 1), BOS, device=written.device), written[:, :-1]], dim=1)
+            probs = torch.softmax(model(condition, inputs), dim=-1)[0]  # (T, V)
+        return str(n), [labels[int(t)] for t in written[0]], probs.cpu().numpy(), labels
 
     def predict(self, model, text: str) -> str:
         """A number from 0 to 999 -> its words."""

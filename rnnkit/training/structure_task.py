@@ -10,6 +10,10 @@ import torch
 from .lm_task import TaskInputError
 
 
+class NothingToDraw(Exception):
+    """Why `rnnkit predict --plot` has no picture of this model's prediction, in one line."""
+
+
 class StructureTask:
     """A task of ``rnnkit train``; subclasses give the data, the model and the metric.
 
@@ -41,6 +45,11 @@ class StructureTask:
         generator = torch.Generator().manual_seed(seed)
         chosen = torch.randint(population, (self.cfg.batch_size,), generator=generator)
         return chosen[rank::world]
+
+    def prediction_picture(self, model, text: str):
+        """``draw(path)``: what the model did with ``text`` (`rnnkit predict --plot`); NothingToDraw says why
+        there is none, ValueError that ``text`` cannot be read."""
+        raise NothingToDraw(f"task {self.name} has no picture of one prediction")
 
     @contextmanager
     def evaluating(self, model):

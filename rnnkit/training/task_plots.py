@@ -46,11 +46,12 @@ def token_probabilities(examples: list, path, title: str) -> None:
     """``examples``: (what it was asked, the tokens it wrote (list of str), probabilities (steps, V), the
     vocabulary's labels): one heatmap each, the written token of every step outlined."""
     n = len(examples)
-    fig, axes = plt.subplots(n, 1, figsize=(9, 2.3 * n), squeeze=False)
+    # one example alone (`rnnkit predict --plot`) gets the room to read the vocabulary's labels
+    fig, axes = plt.subplots(n, 1, figsize=(9, max(2.3 * n, 4.5)), squeeze=False)
     for ax, (asked, written, probs, labels) in zip(axes[:, 0], examples):
         ax.imshow(probs.T, aspect="auto", cmap="viridis", vmin=0, vmax=1)
         ax.set_yticks(range(len(labels)))
-        ax.set_yticklabels(labels, fontsize=5)
+        ax.set_yticklabels(labels, fontsize=5 if n > 1 else 6.5)
         ax.set_xticks(range(len(written)))
         ax.set_xticklabels(written, fontsize=7)
         ax.set_xlabel("output step (the token written)")

@@ -1,9 +1,10 @@
 """Fixtures of the fault tests of `rnnkit train` / `predict` (helpers are in faults.py)."""
 import pytest
 import torch
-from faults import SETTINGS, StopAt, fake_picture, result
+from faults import SETTINGS, StopAt, fake_picture, no_picture, result
 
-from rnnkit.training import Interrupted, TrainConfig, plots, train
+from rnnkit.cli.main import main
+from rnnkit.training import Interrupted, TrainConfig, plots, structure_plots, task_plots, train
 
 
 @pytest.fixture(autouse=True)
@@ -43,3 +44,34 @@ def stopped_run(tmp_path, quick_plots):
         train(TrainConfig(**SETTINGS), out, progress=StopAt(2))
     assert stop.value.step == 2
     return out
+
+
+# Every picture a run of the four structures' tasks draws (drawing would take most of a tiny run's time).
+STRUCTURE_PICTURES = ((plots, "loss_curves"), (structure_plots, "structure_diagram"), (task_plots, "confusion_matrix"),
+                      (task_plots, "forecast"), (task_plots, "token_probabilities"))
+
+
+@pytest.fixture
+def quick_structure_pictures(monkeypatch):
+    for module, name in STRUCTURE_PICTURES:
+        monkeypatch.setattr(module, name, no_picture)
+
+
+# The one-step runs `checkpoints` makes: each task with its defaults, and the two N-1 tasks with attention pooling.
+ONE_STEP_RUNS = {"digits": ["--task", "digits"], "date-tags": ["--task", "date-tags"],
+                 "spell-numbers": ["--task", "spell-numbers"], "forecast": ["--task", "forecast"],
+                 "digits-attention": ["--task", "digits", "--attention", "additive"],
+                 "forecast-attention": ["--task", "forecast", "--attention", "additive"]}
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """One-step runs of the tasks of the four structures (ONE_STEP_RUNS): enough for predict to read."""
+    root = tmp_path_factory.mktemp("one-step")
+    with pytest.MonkeyPatch.context() as mp:
+        for module, name in STRUCTURE_PICTURES:
+            mp.setattr(module, name, no_picture)
+        for run, options in ONE_STEP_RUNS.items():
+            assert main(["train", "--out", str(root / run), "--steps", "1", "--hidden", "8", "--batch-size", "4",
+                         "--eval-size", "4", "--quiet"] + options) == 0
+    return root
