@@ -15,6 +15,7 @@ from ..errors import UnsupportedBackendError
 from .base import Kernel
 from .cpu import FusedKernel
 from .gpu import CudaFusedKernel  # imports triton only when a CUDA call first needs it
+from .ops import OpsKernel  # loads rnnkit._C only when a call first needs it
 from .parallel_scan import ParallelScanKernel
 from .opaque import for_compile
 from .reference import ReferenceKernel
@@ -36,6 +37,7 @@ def register(kernel: Kernel, auto: bool = True, fused: bool = True) -> None:
 register(FusedKernel())  # named "fused": the CPU kernels
 register(CudaFusedKernel())  # "fused_cuda"
 register(ParallelScanKernel())  # "scan": MinGRU / MinLSTM, parallel over time
+register(OpsKernel(), auto=False, fused=False)  # "ops": the C++ operators (torch.ops.rnnkit), by name only
 
 
 def check_backend_name(backend) -> None:

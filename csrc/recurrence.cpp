@@ -1,0 +1,63 @@
+// The schemas of rnnkit's recurrence operators: torch.ops.rnnkit.*, one forward and one backward per
+// family of torch.nn's recurrent layers.  Kernels: cpu/*_kernel.cpp (CPU); the fake (shape) kernels
+// and the autograd formulas are registered from Python (rnnkit/kernels/ops/).
+//
+// Each operator runs ONE layer-direction over input in packed layout: `input` (N, I) holds the rows
+// of all steps one after the other, step t owning batch_sizes[t] rows (batch_sizes: 1-D int64 on the
+// CPU, non-increasing, summing to N; a padded (T, B, I) input is this layout with every size B).
+// `reverse` runs the steps from the last to the first.  Initial states have one row per sequence
+// (B = batch_sizes[0] rows); H is the hidden size, P the width of h (H, or LSTM's proj_size).
+// Biases are both given or both None.
+//
+// Forward operators return the layer's output (N, P), its final states, and what their backward
+// reads (`gates`, `cells`), which are not differentiable outputs.
+// Backward operators take the gradients of the differentiable outputs (all of them, zeros where a
+// result was not used), the forward's arguments and results, and
+// output_mask = [dL/dinput wanted, the weights' gradients wanted]; a gradient not wanted comes back
+// as an empty (0,) tensor, as does grad_w_hr without a projection.  grad_b_ih and grad_b_hh are
+// returned also without biases (the gradient the biases would have).
+#include <torch/library.h>
+
+TORCH_LIBRARY(rnnkit, m) {
+  // Where the fake kernels live: torch imports it when it meets an operator without one (torch.compile,
+  // torch.export) and checks that they are registered there.
+  m.set_python_module("rnnkit.kernels.ops.fake");
+  // LSTM (gates i, f, g, o), with an optional projection w_hr (P, H).
+  // gates (N, 4H): the activations i, f, g, o of every row; cells (N, H): c_t of every row.
+  m.def(
+      "lstm(Tensor input, Tensor batch_sizes, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh, Tensor? w_hr, bool reverse) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, "
+      "Tensor cells)");
+  m.def(
+      "lstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, Tensor batch_sizes, "
+      "Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor output, Tensor gates, "
+      "Tensor cells, bool reverse, bool[2] output_mask) -> (Tensor grad_input, Tensor grad_h0, "
+      "Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh, "
+      "Tensor grad_w_hr)");
+  // GRU (gates r, z, n; torch.nn's, the reset gate on the recurrent product).
+  // gates (N, 4H): r, z, n and W_hn h_{t-1} + b_hn of every row.
+  m.def(
+      "gru(Tensor input, Tensor batch_sizes, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+      "bool reverse) -> (Tensor output, Tensor h_n, Tensor gates)");
+  m.def(
+      "gru_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor batch_sizes, Tensor h0, "
+      "Tensor w_ih, Tensor w_hh, Tensor output, Tensor gates, bool reverse, bool[2] output_mask) -> "
+      "(Tensor grad_input, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
+      "Tensor grad_b_hh)");
+  // Elman RNN, h_t = tanh or relu(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh); the backward reads the
+  // output (the activations) alone.
+  m.def(
+      "rnn_tanh(Tensor input, Tensor batch_sizes, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh, bool reverse) -> (Tensor output, Tensor h_n)");
+  m.def(
+      "rnn_tanh_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor batch_sizes, Tensor h0, "
+      "Tensor w_ih, Tensor w_hh, Tensor output, bool reverse, bool[2] output_mask) -> (Tensor grad_input, "
+      "Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
+  m.def(
+      "rnn_relu(Tensor input, Tensor batch_sizes, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh, bool reverse) -> (Tensor output, Tensor h_n)");
+  m.def(
+      "rnn_relu_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor batch_sizes, Tensor h0, "
+      "Tensor w_ih, Tensor w_hh, Tensor output, bool reverse, bool[2] output_mask) -> (Tensor grad_input, "
+      "Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
+}

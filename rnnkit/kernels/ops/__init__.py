@@ -1,0 +1,15 @@
+"""The "ops" backend: rnnkit's recurrences as PyTorch operators (``torch.ops.rnnkit.*``).
+
+The operators are C++ (csrc/, built into ``rnnkit._C`` at install time, registered with
+``TORCH_LIBRARY``): one generic time loop over the packed layout, a pointwise step per cell, the
+products through ATen.  From Python they get what PyTorch asks of an operator: fake kernels for
+shapes (``fake``) and autograd formulas (``autograd``).  One module per concern: ``families`` (which
+operator runs which recurrence, and their argument orders), ``extension`` (loading rnnkit._C on
+first use), ``fake``, ``autograd``, ``kernel`` (the Kernel interface, registered as the named
+backend "ops").
+"""
+from __future__ import annotations
+
+from .kernel import OpsKernel
+
+__all__ = ["OpsKernel"]

@@ -1,0 +1,54 @@
+"""Loading rnnkit's C++ extension (``rnnkit._C``, built from csrc/ at install time) and completing its
+operators with what is registered from Python: the fake (shape) kernels and the autograd formulas.
+
+Loaded on first use, never at ``import rnnkit``: the package must import without the extension (a
+source tree never built, an isolated build that had no torch to build against), and then only
+``backend="ops"`` refuses, saying how to build.
+"""
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+
+from ...errors import UnsupportedBackendError
+
+BUILD_HINT = ("build it against the installed torch from the source tree with "
+              "`pip install --no-build-isolation -e .` (after `pip install torch`); "
+              "use backend='auto', 'fused' or 'reference' meanwhile")
+
+
+def _import_extension():
+    """Imports rnnkit._C, whose static initialisers register the operators and their CPU kernels."""
+    return importlib.import_module("rnnkit._C")
+
+
+@lru_cache(maxsize=1)
+def _load() -> str | None:
+    """None once the operators are complete; else why the extension could not be loaded."""
+    try:
+        _import_extension()
+    except (ImportError, OSError) as e:  # not built, or built for another torch (undefined symbols)
+        return f"{type(e).__name__}: {e}"
+    from . import autograd, fake  # noqa: F401  (each registers its part of every operator on import)
+    return None
+
+
+def load() -> None:
+    """Make the operators ready (once); UnsupportedBackendError, saying how to build, if they cannot be."""
+    problem = _load()
+    if problem is not None:
+        raise UnsupportedBackendError(
+            f"backend 'ops' needs rnnkit's C++ extension rnnkit._C, which could not be loaded ({problem}); "
+            + BUILD_HINT)
+
+
+def available() -> bool:
+    return _load() is None
+
+
+def reset() -> None:
+    """Forget the outcome of the last load (for tests that hide the extension)."""
+    _load.cache_clear()
+
+
+__all__ = ["load", "available", "reset", "BUILD_HINT"]

@@ -1,0 +1,346 @@
+"""The C++ operators (backend="ops", torch.ops.rnnkit.*) against the reference loop: outputs, final
+states and every gradient, for each family, both directions, padded and packed (sorted or not), with
+and without initial states and projections, float64 and float32 (held to float32's rounding of the
+float64 truth); torch.library.opcheck on every operator; gradcheck, gradgradcheck and batched gradients;
+edge shapes; and the refusals, including a missing extension.
+
+Everything but the missing-extension test needs rnnkit._C built (pip install --no-build-isolation -e .),
+and is skipped, saying so, without it."""
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnkit
+from rnnkit import kernels
+from rnnkit.cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS, CellWeights
+from rnnkit.errors import UnsupportedBackendError
+from rnnkit.kernels.ops import extension
+
+TESTS = str(pathlib.Path(__file__).resolve().parent.parent)  # helpers.py (no conftest in this folder)
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+from helpers import assert_within_rounding, float64_truth_of, outputs_and_grads  # noqa: E402
+
+needs_extension = pytest.mark.skipif(
+    not extension.available(),
+    reason="rnnkit._C (the C++ operators) is not built: pip install --no-build-isolation -e .")
+
+MODES = ["rnn_tanh", "rnn_relu", "lstm", "lstm_proj", "gru"]
+EQUATIONS = {"rnn_tanh": ELMAN_TANH, "rnn_relu": ELMAN_RELU, "lstm": LSTM_EQUATIONS, "lstm_proj": LSTM_EQUATIONS,
+             "gru": GRU_EQUATIONS}
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "lstm_proj": 4, "gru": 3}
+INPUT, HIDDEN, PROJ, STEPS, BATCH = 5, 6, 4, 6, 4
+SORTED_LENGTHS, UNSORTED_LENGTHS = [6, 4, 4, 1], [4, 6, 1, 4]
+
+
+def make_layer(mode, backend, dtype, **kwargs):
+    kw = dict(backend=backend, dtype=dtype, **kwargs)
+    if mode.startswith("rnn"):
+        return rnnkit.RNN(INPUT, HIDDEN, nonlinearity=mode[4:], **kw)
+    if mode == "gru":
+        return rnnkit.GRU(INPUT, HIDDEN, **kw)
+    return rnnkit.LSTM(INPUT, HIDDEN, proj_size=PROJ if mode == "lstm_proj" else 0, **kw)
+
+
+def run(form, lengths=None):
+    """fn(layer, x, *states) for outputs_and_grads: the layer called on x (T, B, I) in ``form`` (packed:
+    with ``lengths``, by default SORTED_LENGTHS or UNSORTED_LENGTHS)."""
+    def call(layer, x, *states):
+        if form == "padded":
+            inp = x.transpose(0, 1) if layer.batch_first else x
+        else:
+            given = lengths or (SORTED_LENGTHS if form == "packed_sorted" else UNSORTED_LENGTHS)
+            inp = pack_padded_sequence(x, given, enforce_sorted=form == "packed_sorted")
+        hx = None if not states else states[0] if len(states) == 1 else tuple(states)
+        out, hn = layer(inp, hx)
+        return out, hn
+    return call
+
+
+# (form, initial states given, bidirectional, layers, batch_first, bias): every axis in both values,
+# each direction alone and together (bidirectional runs a reverse layer-direction on the same packing)
+CONFIGS = [
+    ("padded", True, False, 1, False, True),
+    ("padded", False, True, 2, True, False),
+    ("packed_sorted", False, False, 1, False, True),
+    ("packed_sorted", True, True, 1, False, True),
+    ("packed_unsorted", True, True, 2, False, True),
+    ("packed_unsorted", False, False, 1, False, False),
+]
+
+
+def config_id(config):
+    form, with_state, bidirectional, layers, batch_first, bias = config
+    return (f"{form}-{'h0' if with_state else 'no_h0'}-{'bi' if bidirectional else 'uni'}-{layers}layer"
+            + ("-batch_first" if batch_first else "") + ("" if bias else "-no_bias"))
+
+
+@needs_extension
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+@pytest.mark.parametrize("mode", MODES)
+def test_ops_equals_reference(mode, config, dtype):
+    """Outputs, final states and the gradients of input, initial states and every parameter, within
+    ``dtype``'s rounding of the float64 reference loop (float64: both float64 implementations' rounding)."""
+    assert_equals_reference(mode, config, dtype, BATCH, run(config[0]))
+
+
+# A batch the time loop splits across 2 threads (row_split.h: at least 4 rows per chunk), packed with
+# lengths that put unequal work in the chunks; the sequences of a chunk end at different steps.
+SPLIT_LENGTHS = [6, 3, 6, 1, 5, 2, 6, 4, 4, 1, 2]
+
+
+@needs_extension
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("form", ["padded", "packed_unsorted"])
+@pytest.mark.parametrize("mode", MODES)
+def test_batch_split_across_threads_equals_reference(mode, form, dtype):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        config = (form, True, True, 1, False, True)
+        assert_equals_reference(mode, config, dtype, len(SPLIT_LENGTHS), run(form, SPLIT_LENGTHS))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def assert_equals_reference(mode, config, dtype, batch, fn):
+    form, with_state, bidirectional, layers, batch_first, bias = config
+    torch.manual_seed(0)
+    layer = make_layer(mode, "ops", dtype, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
+                       bias=bias)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(STEPS, batch, INPUT, generator=gen, dtype=dtype).requires_grad_()
+    directions = 2 if bidirectional else 1
+    states = [torch.randn(layers * directions, batch, size, generator=gen, dtype=dtype).requires_grad_()
+              for size in layer._state_sizes()] if with_state else []
+    truth, sensitivities = float64_truth_of(fn, layer, [x, *states], dtype=dtype)
+    got = outputs_and_grads(fn, layer, [x, *states])
+    assert_within_rounding(got, truth, sensitivities, dtype, implementations=2 if dtype == torch.float64 else 1,
+                           who="ops")
+
+
+def layer_inputs(mode, sizes, dtype=torch.float64, seed=3, sizes_ihp=(INPUT, HIDDEN, PROJ)):
+    """Leaves for one layer-direction: x (N, I), state0, CellWeights (with a projection for lstm_proj);
+    ``sizes_ihp``: input, hidden and projection sizes."""
+    gen = torch.Generator().manual_seed(seed)
+    I, H, P = sizes_ihp
+    G, P = GATES[mode], P if mode == "lstm_proj" else H
+
+    def leaf(*shape):
+        return (0.5 * torch.randn(*shape, generator=gen, dtype=dtype)).requires_grad_()
+
+    x = leaf(sum(sizes), I)
+    state0 = (leaf(sizes[0], P), leaf(sizes[0], H)) if mode.startswith("lstm") else (leaf(sizes[0], P),)
+    weights = CellWeights(leaf(G * H, I), leaf(G * H, P), leaf(G * H), leaf(G * H),
+                          leaf(P, H) if mode == "lstm_proj" else None)
+    return x, state0, weights
+
+
+def layer_function(mode, sizes, reverse, weights):
+    """f(x, *state0, *present weights) -> (output, *final state) through the "ops" kernel."""
+    kernel, eq = kernels.BACKENDS["ops"], EQUATIONS[mode]
+    present = [name for name, w in zip(weights._fields, weights) if w is not None]
+    states = 2 if mode.startswith("lstm") else 1
+
+    def f(x, *rest):
+        state0, given = rest[:states], dict(zip(present, rest[states:]))
+        out, final = kernel.layer(eq, x, sizes, state0, CellWeights(**given), reverse)
+        return (out, *final)
+
+    return f, [w for w in weights if w is not None]
+
+
+GRAD_CASES = [(False, [3, 3, 3, 3]), (True, [3, 3, 2, 1]), (False, [3, 2, 2, 1])]
+
+
+@needs_extension
+@pytest.mark.parametrize("reverse,sizes", GRAD_CASES, ids=["forward-padded", "reverse-packed", "forward-packed"])
+@pytest.mark.parametrize("mode", MODES)
+def test_gradcheck_and_batched_grads(mode, reverse, sizes):
+    """First-order gradients by finite differences (the C++ backward) and through vmap's batched output
+    gradients (is_grads_batched: the recompute on the reference loop)."""
+    x, state0, weights = layer_inputs(mode, sizes)
+    f, present = layer_function(mode, sizes, reverse, weights)
+    assert torch.autograd.gradcheck(f, (x, *state0, *present), eps=1e-6, atol=1e-7, rtol=1e-5,
+                                    check_batched_grad=True)
+
+
+@needs_extension
+@pytest.mark.parametrize("mode", MODES)
+def test_gradgradcheck(mode):
+    """Second-order gradients (create_graph=True), which recompute on the reference loop; small sizes,
+    since gradgradcheck's cost grows with the square of the elements."""
+    reverse, sizes = True, [2, 2, 1]
+    x, state0, weights = layer_inputs(mode, sizes, sizes_ihp=(2, 3, 2))
+    f, present = layer_function(mode, sizes, reverse, weights)
+    assert torch.autograd.gradgradcheck(f, (x, *state0, *present), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+@needs_extension
+def test_double_backward_gives_the_reference_numbers():
+    """A gradient penalty through the "ops" layer equals the reference backend's (not zero, as a
+    backward that autograd cannot see through would give)."""
+    results = []
+    for backend in ("ops", "reference"):
+        torch.manual_seed(0)
+        layer = make_layer("lstm", backend, torch.float64)
+        x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64, generator=torch.Generator().manual_seed(1),
+                        requires_grad=True)
+        out, _ = layer(x)
+        (gx,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+        penalty = gx.pow(2).sum()
+        results.append(torch.autograd.grad(penalty, list(layer.parameters())))
+    for a, b in zip(*results):
+        assert b.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def op_arguments(mode, sizes, reverse, dtype=torch.float64):
+    """(forward operator, its arguments) for one layer-direction."""
+    x, state0, weights = layer_inputs(mode, sizes, dtype)
+    family = {"lstm_proj": "lstm"}.get(mode, mode)
+    w = list(weights[:4]) + ([weights.w_hr] if family == "lstm" else [])
+    return getattr(torch.ops.rnnkit, family).default, (x, torch.tensor(sizes), *state0, *w, reverse)
+
+
+def backward_arguments(mode, sizes, reverse, output_mask):
+    """(backward operator, its arguments): the forward's arguments and results, output gradients."""
+    forward, args = op_arguments(mode, sizes, reverse)
+    detached = [a.detach() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
+    results = forward(*detached)
+    states = 2 if mode.startswith("lstm") else 1
+    gen = torch.Generator().manual_seed(5)
+    grads = [torch.randn(r.shape, generator=gen, dtype=r.dtype) for r in results[:1 + states]]
+    x, batch_sizes, state0 = detached[0], detached[1], detached[2:2 + states]
+    w_ih, w_hh = detached[2 + states:4 + states]
+    projection = [detached[-2]] if forward.name().endswith("lstm") else []
+    backward = getattr(torch.ops.rnnkit, forward.name().split("::")[1] + "_backward").default
+    return backward, (*grads, x, batch_sizes, *state0, w_ih, w_hh, *projection, results[0],
+                      *results[1 + states:], reverse, output_mask)
+
+
+@needs_extension
+@pytest.mark.parametrize("reverse,sizes", [(False, [3, 3, 3]), (True, [3, 2, 2, 1])], ids=["padded", "reverse-packed"])
+@pytest.mark.parametrize("mode", MODES)
+def test_opcheck(mode, reverse, sizes):
+    """Schema, fake kernel, autograd registration and AOT dispatch of every operator."""
+    forward, args = op_arguments(mode, sizes, reverse)
+    torch.library.opcheck(forward, args)
+    for output_mask in ([True, True], [False, False]):
+        backward, bargs = backward_arguments(mode, sizes, reverse, output_mask)
+        torch.library.opcheck(backward, bargs)
+
+
+@needs_extension
+@pytest.mark.parametrize("mode", MODES)
+def test_backward_operator_leaves_out_what_the_mask_turns_off(mode):
+    backward, args = backward_arguments(mode, [3, 2, 1], False, [False, False])
+    results = backward(*args)
+    states = 2 if mode.startswith("lstm") else 1
+    assert results[0].shape == (0,)  # grad_input
+    assert all(r.shape == (0,) for r in results[1 + states:])  # every weight's gradient
+    full = backward(*args[:-1], [True, True])
+    assert all(torch.equal(a, b) for a, b in zip(results[1:1 + states], full[1:1 + states]))  # same state grads
+
+
+@needs_extension
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", [(STEPS, 0), (1, BATCH), (1, 1)], ids=["batch0", "T1", "T1-B1"])
+def test_edge_shapes(mode, shape):
+    """A batch of 0 sequences and a single step, forward and backward, as the reference loop."""
+    T, B = shape
+    results = []
+    for backend in ("ops", "reference"):
+        torch.manual_seed(0)
+        layer = make_layer(mode, backend, torch.float64, bidirectional=True)
+        x = torch.randn(T, B, INPUT, dtype=torch.float64, generator=torch.Generator().manual_seed(1),
+                        requires_grad=True)
+        out, hn = layer(x)
+        states = hn if isinstance(hn, tuple) else (hn,)
+        loss = out.sum() + sum(s.pow(2).sum() for s in states)
+        results.append([out, *states, *torch.autograd.grad(loss, [x, *layer.parameters()])])
+    for a, b in zip(*results):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@needs_extension
+@pytest.mark.parametrize("what,match", [
+    ("growing", "non-increasing"), ("sum", "sum to"), ("h0 rows", "h0 should have shape"),
+    ("dtype", "dtype"), ("w_hh rows", "w_hh"), ("one bias", "both"), ("no steps", "at least one step"),
+])
+def test_operators_refuse_inconsistent_arguments(what, match):
+    """Called directly, the operators check everything the loops index by: an error, never a crash."""
+    _, (x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse) = op_arguments("lstm", [3, 2, 1], False)
+    args = dict(input=x.detach(), batch_sizes=batch_sizes, h0=h0.detach(), c0=c0.detach(), w_ih=w_ih.detach(),
+                w_hh=w_hh.detach(), b_ih=b_ih.detach(), b_hh=b_hh.detach(), w_hr=None, reverse=reverse)
+    if what == "growing":
+        args["batch_sizes"] = torch.tensor([2, 3, 1])
+    elif what == "sum":
+        args["batch_sizes"] = torch.tensor([3, 2, 2])
+    elif what == "h0 rows":
+        args["h0"] = args["h0"][:2]
+    elif what == "dtype":
+        args["w_ih"] = args["w_ih"].float()
+    elif what == "w_hh rows":
+        args["w_hh"] = args["w_hh"][:-1]
+    elif what == "one bias":
+        args["b_hh"] = None
+    elif what == "no steps":
+        args["batch_sizes"] = torch.tensor([], dtype=torch.int64)
+    with pytest.raises(RuntimeError, match=match):
+        torch.ops.rnnkit.lstm(**args)
+
+
+@needs_extension
+def test_named_only_auto_and_fused_never_pick_it():
+    x = torch.randn(3, INPUT)
+    layer = rnnkit.LSTM(INPUT, HIDDEN)
+    weights = layer.layer_weights(0, 0)
+    assert kernels.select("ops", LSTM_EQUATIONS, x, weights).name == "ops"
+    assert kernels.select("auto", LSTM_EQUATIONS, x, weights).name != "ops"
+    assert kernels.select("fused", LSTM_EQUATIONS, x, weights).name != "ops"
+
+
+@pytest.mark.parametrize("what", ["bfloat16", "meta device", "mixed dtypes", "other cell", "autocast"])
+def test_check_names_what_it_does_not_run(what):
+    dtype = torch.bfloat16 if what == "bfloat16" else torch.float32
+    device = "meta" if what == "meta device" else "cpu"
+    x = torch.randn(4, INPUT, dtype=dtype, device=device)
+    w = CellWeights(torch.randn(HIDDEN, INPUT, dtype=dtype, device=device),
+                    torch.randn(HIDDEN, HIDDEN, dtype=torch.float64 if what == "mixed dtypes" else dtype,
+                                device=device))
+    eq = rnnkit.cells.LayerNormLSTMCell(INPUT, HIDDEN).equations if what == "other cell" else ELMAN_TANH
+    expected = {"bfloat16": "bfloat16", "meta device": "meta", "mixed dtypes": "float64",
+                "other cell": "layernorm_lstm", "autocast": "autocast"}[what]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=what == "autocast"):
+        with pytest.raises(UnsupportedBackendError, match=expected):
+            kernels.select("ops", eq, x, w)
+
+
+@pytest.fixture
+def extension_missing(monkeypatch):
+    """rnnkit._C as in a source tree that was never built."""
+    def missing():
+        raise ModuleNotFoundError("No module named 'rnnkit._C'")
+
+    monkeypatch.setattr(extension, "_import_extension", missing)
+    extension.reset()
+    yield
+    monkeypatch.undo()
+    extension.reset()
+
+
+def test_missing_extension_is_refused_with_how_to_build(extension_missing):
+    layer = rnnkit.GRU(INPUT, HIDDEN, backend="ops")  # the name is known: only running it needs the extension
+    with pytest.raises(UnsupportedBackendError, match=r"rnnkit\._C.*No module named.*--no-build-isolation"):
+        layer(torch.randn(STEPS, BATCH, INPUT))
+    assert not extension.available()
+    out, _ = rnnkit.GRU(INPUT, HIDDEN)(torch.randn(STEPS, BATCH, INPUT))  # the default backend runs on
+    assert out.shape == (STEPS, BATCH, HIDDEN)
