@@ -5,6 +5,7 @@ from .attention import (AdditiveAttention, Attn, DotAttention, GeneralAttention,
 from .cells import GRUCell, LSTMCell, RNNCell
 from .errors import UnsupportedBackendError
 from .layers import GRU, LSTM, RNN, RNNBase
+from .quantization import quantize_dynamic
 from .recurrent import Recurrent
 
 __version__ = "0.1.0"
@@ -12,4 +13,4 @@ __version__ = "0.1.0"
 __all__ = ["RNN", "LSTM", "GRU", "RNNBase", "RNNCell", "LSTMCell", "GRUCell", "Recurrent",
            "Attn", "AdditiveAttention", "DotAttention", "GeneralAttention", "MultiheadAttention",
            "TransformerEncoderLayer", "TransformerEncoder", "attention", "models",
-           "UnsupportedBackendError", "__version__"]
+           "UnsupportedBackendError", "quantize_dynamic", "__version__"]
