@@ -2,8 +2,8 @@
 
 rnnkit's kernels walk time in a Python loop (reference) or in numba (fused).  A graph
 capture would unroll the first, baking the sequence length into the graph, and cannot look
-into the second.  ``RNNBase.forward`` therefore asks ``capturing()`` first and, while a
-graph is captured, hands the call to ``captured_forward``:
+into the second.  ``RNNBase.forward`` therefore asks ``exporting()`` first and, while an
+export captures a graph, hands the call to ``captured_forward``:
 
 - **torch.export / torch.onnx.export** (``exporting()``): padded or unbatched input runs
   as one ``torch._higher_order_ops.scan`` per layer-direction (rnnkit.export.scan), the
@@ -12,12 +12,13 @@ graph is captured, hands the call to ``captured_forward``:
   model takes any batch size and sequence length (see rnnkit.export.onnx).
   A PackedSequence cannot be captured (its batch sizes are data): a clear error.  So is the
   TorchScript exporter (``torch.onnx.export(..., dynamo=False)``), which cannot trace the scan.
-- **torch.compile** (dynamo): the layer is a graph break.  It runs eagerly, on the kernel
-  ``backend`` selects (the fused numba kernels by default), and dynamo compiles the
-  rest of the model around it.  (Inductor in torch 2.13 cannot lower the scan loop on the
-  CPU, and numba code cannot be traced; the eager fused kernel is also the fastest loop.)
-  rnnkit.Recurrent does the same under torch.compile (``eager_call``); it is not exportable
-  with dynamic shapes (it packs every input, and packing reads the lengths as data).
+- **torch.compile** (dynamo): the layers are not diverted here.  dynamo traces their Python, and
+  ``kernels.select`` hands it each fused kernel of torch.nn's families as one operator,
+  ``rnnkit::fused_layer`` (kernels/opaque.py): no graph break, so ``fullgraph=True`` compiles.
+  The reference loop runs eagerly (a graph break, not a loop unrolled into the graph), and so does
+  rnnkit.Recurrent (``eager_call``); Recurrent is not exportable with dynamic shapes (it packs every
+  input, and packing reads the lengths as data).  (Inductor in torch 2.13 cannot lower the scan
+  loop on the CPU, and numba code cannot be traced.)
 
 This module stays light: ``import rnnkit`` imports it, and nothing here imports torch.onnx,
 onnx or onnxruntime.
@@ -108,21 +109,19 @@ def eager_call(module, *args, **kwargs):
 
 
 def captured_forward(layer, input, hx=None):
-    """``layer(input, hx)`` for an rnnkit RNN/LSTM/GRU while a graph is captured (see the module doc)."""
-    if exporting():
-        if not torch.compiler.is_exporting():  # torch.onnx.export(..., dynamo=False): TorchScript tracing
-            raise RuntimeError(
-                f"{type(layer).__name__}: rnnkit layers export with torch.onnx.export(..., dynamo=True), the "
-                "default (their time loop is captured as an ONNX Scan); the TorchScript exporter (dynamo=False) "
-                "cannot trace that loop")
-        if isinstance(input, PackedSequence):
-            raise RuntimeError(
-                f"{type(layer).__name__}: a PackedSequence cannot be exported (its batch sizes are data, "
-                "not shapes); export the layer on a padded tensor (L, N, H_in), with a mask or "
-                "lengths handled outside the layer")
-        from .scan import scan_forward
-        return scan_forward(layer, input, hx)
-    return eager_call(layer, input, hx)
+    """``layer(input, hx)`` for an rnnkit RNN/LSTM/GRU while an export captures a graph (see the module doc)."""
+    if not torch.compiler.is_exporting():  # torch.onnx.export(..., dynamo=False): TorchScript tracing
+        raise RuntimeError(
+            f"{type(layer).__name__}: rnnkit layers export with torch.onnx.export(..., dynamo=True), the "
+            "default (their time loop is captured as an ONNX Scan); the TorchScript exporter (dynamo=False) "
+            "cannot trace that loop")
+    if isinstance(input, PackedSequence):
+        raise RuntimeError(
+            f"{type(layer).__name__}: a PackedSequence cannot be exported (its batch sizes are data, "
+            "not shapes); export the layer on a padded tensor (L, N, H_in), with a mask or "
+            "lengths handled outside the layer")
+    from .scan import scan_forward
+    return scan_forward(layer, input, hx)
 
 
 __all__ = ["exporting", "compiling", "capturing", "captured_forward", "eager_call", "pin_traced_shapes"]
