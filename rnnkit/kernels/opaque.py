@@ -170,6 +170,11 @@ def _eager_layer(kernel, eq, x, batch_sizes, state0, weights, reverse):
 def for_compile(kernel: Kernel, eq, weights) -> Kernel:
     """The kernel to run while dynamo traces: a fused kernel of torch.nn's families as the operator
     rnnkit::fused_layer (in the graph); any other kernel eagerly (a graph break)."""
+    if kernel.name == "ops":
+        from .ops import extension
+        # already operators with fake kernels: traced as they are, once loaded (loading imports a module,
+        # which dynamo refuses to trace: the first call runs eagerly and loads it)
+        return kernel if extension.ready() else EagerKernel(kernel)
     if FAMILIES.get(eq.name) is eq and type(weights) is CellWeights and kernel.name == "fused":
         return OpaqueKernel(kernel)
     return EagerKernel(kernel)

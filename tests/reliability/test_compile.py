@@ -146,3 +146,20 @@ def test_fullgraph_reports_the_graph_breaks_that_remain():
     with pytest.raises(Exception):
         torch.compile(rnnkit.Recurrent(rnnkit.cells.LayerNormLSTMCell, 3, 4), fullgraph=True,
                       backend="eager")(torch.randn(5, 2, 3))
+
+
+def test_backend_ops_compiles_with_no_graph_break_once_loaded():
+    """backend="ops" (the C++ operators, with fake kernels): traced as they are, no graph break, once
+    the extension is loaded (its first call, eager here, loads it; dynamo refuses to trace an import)."""
+    from rnnkit.kernels.ops import extension
+    if not extension.available():
+        pytest.skip("rnnkit._C is not built (pip install --no-build-isolation -e .)")
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(4, 5, num_layers=2, backend="ops")
+    x = torch.randn(6, 3, 4, requires_grad=True)
+    want = layer(x)[0]
+    explained = torch._dynamo.explain(layer)(x)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    got = torch.compile(layer, fullgraph=True, backend="eager")(x)[0]
+    assert torch.equal(got, want)
+    assert torch.equal(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(want.sum(), x)[0])

@@ -33,13 +33,26 @@ def _load() -> str | None:
     return None
 
 
+# True once the operators are complete: a plain flag, which dynamo reads as a constant while it traces
+# (through _load's lru_cache it would trace the import itself, which it refuses)
+_READY = False
+
+
+def ready() -> bool:
+    return _READY
+
+
 def load() -> None:
     """Make the operators ready (once); UnsupportedBackendError, saying how to build, if they cannot be."""
+    global _READY
+    if _READY:
+        return
     problem = _load()
     if problem is not None:
         raise UnsupportedBackendError(
             f"backend 'ops' needs rnnkit's C++ extension rnnkit._C, which could not be loaded ({problem}); "
             + BUILD_HINT)
+    _READY = True
 
 
 def available() -> bool:
@@ -48,7 +61,9 @@ def available() -> bool:
 
 def reset() -> None:
     """Forget the outcome of the last load (for tests that hide the extension)."""
+    global _READY
+    _READY = False
     _load.cache_clear()
 
 
-__all__ = ["load", "available", "reset", "BUILD_HINT"]
+__all__ = ["load", "ready", "available", "reset", "BUILD_HINT"]
