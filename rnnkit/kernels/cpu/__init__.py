@@ -29,8 +29,7 @@ import torch
 
 from ...cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS
 from ...errors import UnsupportedBackendError
-from .._torch_internals import forward_ad_active, in_functorch_transform
-from ..base import Kernel, named_tensors
+from ..base import Kernel, check_tensors, refuse_under_transforms
 
 DTYPES = (torch.float32, torch.float64)
 
@@ -152,30 +151,13 @@ class FusedKernel(Kernel):
             raise UnsupportedBackendError(
                 "backend 'fused' cannot be recorded by torch.jit.trace (the tracer sees torch ops only, and the "
                 "fused loop is numba code); use backend='auto' or 'reference', which trace")
-        if in_functorch_transform() or forward_ad_active():  # see _torch_internals: no vmap/jvp rules
-            raise UnsupportedBackendError(
-                "backend 'fused' does not run under torch.func transforms (vmap, grad, jacrev, jacfwd, jvp) or "
-                "forward-mode AD (the fused loop is one kernel with a hand-written backward and no vmap or jvp "
-                "rule); use backend='auto' or 'reference', whose torch ops every transform handles")
+        refuse_under_transforms("fused")
         dtype = x.dtype
         if (dtype in DTYPES and _have_numba()
                 and all(t is None or (t.is_cpu and t.dtype == dtype and t.layout == torch.strided)
                         for t in (x, *weights))):
             return  # the common case, checked cheaply: it is paid on every call
-        for name, t in named_tensors(x, weights):
-            if t.device.type != "cpu":
-                raise UnsupportedBackendError(
-                    f"backend 'fused' runs on the CPU only, got {name} on {t.device}; "
-                    "use backend='reference' (or 'auto')")
-            if t.layout != torch.strided:
-                raise UnsupportedBackendError(f"backend 'fused' needs dense tensors, got {name} with {t.layout}")
-            if t.dtype not in DTYPES:
-                raise UnsupportedBackendError(
-                    f"backend 'fused' supports float32 and float64, got {name} of dtype {t.dtype}; "
-                    "use backend='reference' (or 'auto')")
-            if t.dtype != x.dtype:
-                raise UnsupportedBackendError(
-                    f"backend 'fused' needs one dtype throughout, got input {x.dtype} and {name} {t.dtype}")
+        check_tensors("fused", x, weights, "cpu", DTYPES)
         if not _have_numba():
             raise UnsupportedBackendError("backend 'fused' needs numba (pip install numba)")
 

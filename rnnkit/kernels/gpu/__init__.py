@@ -20,8 +20,7 @@ import torch
 
 from ...cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS
 from ...errors import UnsupportedBackendError
-from .._torch_internals import forward_ad_active, in_functorch_transform
-from ..base import Kernel, named_tensors
+from ..base import Kernel, check_tensors, refuse_under_transforms
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _CELLS = {id(ELMAN_TANH): "elman", id(ELMAN_RELU): "elman", id(LSTM_EQUATIONS): "lstm",
@@ -42,29 +41,8 @@ class CudaFusedKernel(Kernel):
             raise UnsupportedBackendError(
                 f"backend 'fused_cuda' has no kernel for the recurrence {eq.name!r} "
                 "(it runs rnn_tanh, rnn_relu, lstm and gru); use backend='reference'")
-        if in_functorch_transform() or forward_ad_active():  # see _torch_internals: no vmap/jvp rules
-            raise UnsupportedBackendError(
-                "backend 'fused_cuda' does not run under torch.func transforms (vmap, grad, jacrev, jacfwd, jvp) "
-                "or forward-mode AD; use backend='auto' or 'reference', whose torch ops every transform handles")
-        tensors = named_tensors(x, weights)
-        for name, t in tensors:
-            if t.device.type != "cuda":
-                raise UnsupportedBackendError(
-                    f"backend 'fused_cuda' runs on CUDA devices only, got {name} on {t.device}; "
-                    "use backend='reference' (or 'auto')")
-            if t.device != x.device:
-                raise UnsupportedBackendError(
-                    f"backend 'fused_cuda' needs every tensor on one device, got input on {x.device} "
-                    f"and {name} on {t.device}")
-            if t.layout != torch.strided:
-                raise UnsupportedBackendError(f"backend 'fused_cuda' needs dense tensors, got {name} with {t.layout}")
-            if t.dtype not in DTYPES:
-                raise UnsupportedBackendError(
-                    f"backend 'fused_cuda' supports float32, bfloat16 and float16, got {name} of dtype {t.dtype}; "
-                    "use backend='reference' (or 'auto')")
-            if t.dtype != x.dtype:
-                raise UnsupportedBackendError(
-                    f"backend 'fused_cuda' needs one dtype throughout, got input {x.dtype} and {name} {t.dtype}")
+        refuse_under_transforms("fused_cuda")
+        check_tensors("fused_cuda", x, weights, "cuda", DTYPES)
         if importlib.util.find_spec("triton") is None:
             raise UnsupportedBackendError("backend 'fused_cuda' needs triton (pip install triton)")
 

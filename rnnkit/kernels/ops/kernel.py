@@ -6,7 +6,7 @@ from functools import lru_cache
 import torch
 
 from ...errors import UnsupportedBackendError
-from ..base import Kernel, named_tensors
+from ..base import Kernel, check_tensors
 from . import extension
 from .families import FAMILIES
 
@@ -38,20 +38,7 @@ class OpsKernel(Kernel):
         dtype = x.dtype
         if not (dtype in DTYPES and all(t is None or (t.device.type == "cpu" and t.dtype == dtype
                                                       and t.layout == torch.strided) for t in (x, *weights))):
-            for name, t in named_tensors(x, weights):
-                if t.device.type != "cpu":
-                    raise UnsupportedBackendError(
-                        f"backend 'ops' runs on the CPU only, got {name} on {t.device}; use backend='auto' "
-                        "(or 'fused', 'reference')")
-                if t.layout != torch.strided:
-                    raise UnsupportedBackendError(f"backend 'ops' needs dense tensors, got {name} with {t.layout}")
-                if t.dtype not in DTYPES:
-                    raise UnsupportedBackendError(
-                        f"backend 'ops' supports float32 and float64, got {name} of dtype {t.dtype}; "
-                        "use backend='auto' or 'reference'")
-                if t.dtype != dtype:
-                    raise UnsupportedBackendError(
-                        f"backend 'ops' needs one dtype throughout, got input {dtype} and {name} {t.dtype}")
+            check_tensors("ops", x, weights, "cpu", DTYPES)
         extension.load()
 
     def layer(self, eq, x, batch_sizes, state0, weights, reverse):
