@@ -51,11 +51,6 @@ def compiling() -> bool:
     return bool(torch.compiler.is_compiling()) and not exporting()
 
 
-def capturing() -> bool:
-    """True while any graph capture runs: torch.export, torch.onnx.export or torch.compile."""
-    return bool(torch.compiler.is_compiling()) or exporting()
-
-
 def pin_traced_shapes(who: str, input, hx):
     """(input, hx) as ``torch.jit.trace`` should record them for an rnnkit layer.
 
@@ -86,26 +81,33 @@ def pin_traced_shapes(who: str, input, hx):
     return pin(input), hx
 
 
-def _forward(module, *args, **kwargs):
-    return module.forward(*args, **kwargs)
+def _call(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
 
 
-# torch.compiler.disable(_forward), made on the first call under torch.compile: the decorator imports
+# torch.compiler.disable(_call), made on the first call under torch.compile: the decorator imports
 # torch._dynamo, which would add ~1.2 s to every `import rnnkit` (issue 17), and dynamo is imported
 # anyway by the time anything compiles.
 _EAGER = {}
 
 
+def run_eagerly(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` run eagerly: a graph break under torch.compile (dynamo does not trace
+    into it).  Used for what dynamo should not unroll or cannot trace: Recurrent's forward, the
+    reference loop (kernels/opaque.py)."""
+    call = _EAGER.get("call")
+    if call is None:
+        call = _EAGER["call"] = torch.compiler.disable(_call)
+    return call(fn, *args, **kwargs)
+
+
 def eager_call(module, *args, **kwargs):
     """``module.forward(*args, **kwargs)`` run eagerly: a graph break under torch.compile.
 
-    Inside, dynamo is not tracing (``capturing()`` is False), so this is the module's ordinary
-    forward on its kernels.  rnnkit.Recurrent uses it under torch.compile as the layers do.
+    Inside, dynamo is not tracing, so this is the module's ordinary forward on its kernels.
+    rnnkit.Recurrent uses it under torch.compile.
     """
-    forward = _EAGER.get("forward")
-    if forward is None:
-        forward = _EAGER["forward"] = torch.compiler.disable(_forward)
-    return forward(module, *args, **kwargs)
+    return run_eagerly(module.forward, *args, **kwargs)
 
 
 def captured_forward(layer, input, hx=None):
@@ -124,4 +126,4 @@ def captured_forward(layer, input, hx=None):
     return scan_forward(layer, input, hx)
 
 
-__all__ = ["exporting", "compiling", "capturing", "captured_forward", "eager_call", "pin_traced_shapes"]
+__all__ = ["exporting", "compiling", "captured_forward", "eager_call", "run_eagerly", "pin_traced_shapes"]

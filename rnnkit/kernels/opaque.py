@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS, CellWeights
+from ..export import run_eagerly
 from .base import Kernel
 
 FAMILIES = {eq.name: eq for eq in (ELMAN_TANH, ELMAN_RELU, LSTM_EQUATIONS, GRU_EQUATIONS)}
@@ -154,17 +155,7 @@ class EagerKernel(Kernel):
         self.kernel.check(eq, x, weights)
 
     def layer(self, eq, x, batch_sizes, state0, weights, reverse):
-        run = _EAGER.get("layer")
-        if run is None:  # made on first use: torch.compiler.disable imports torch._dynamo (see rnnkit.export)
-            run = _EAGER["layer"] = torch.compiler.disable(_eager_layer)
-        return run(self.kernel, eq, x, batch_sizes, state0, weights, reverse)
-
-
-_EAGER = {}
-
-
-def _eager_layer(kernel, eq, x, batch_sizes, state0, weights, reverse):
-    return kernel.layer(eq, x, batch_sizes, state0, weights, reverse)
+        return run_eagerly(self.kernel.layer, eq, x, batch_sizes, state0, weights, reverse)
 
 
 def for_compile(kernel: Kernel, eq, weights) -> Kernel:
