@@ -1,10 +1,22 @@
 """Fixtures of the fault tests of `rnnkit train` / `predict` (helpers are in faults.py)."""
+import signal
+
 import pytest
 import torch
 from faults import SETTINGS, StopAt, fake_picture, no_picture, result
 
 from rnnkit.cli.main import main
 from rnnkit.training import Interrupted, TrainConfig, plots, structure_plots, task_plots, train
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_delivered():
+    """These tests press Ctrl-C (SIGINT). A shell starts a background job (`cmd &`) with SIGINT ignored,
+    and Python then installs no handler: the presses would vanish and every interrupt test fail. Give
+    the run Python's default handler, as in a foreground shell."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
 
 
 @pytest.fixture(autouse=True)
