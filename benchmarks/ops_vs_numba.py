@@ -1,4 +1,4 @@
-"""rnnkit's C++ operators (backend="ops") against its numba kernels (backend="fused") and torch.nn,
+"""rnnkit's C++ operators (backend="ops") against its numba kernels (backend="numba") and torch.nn,
 side by side in one process.
 
 Each case builds the three layers with identical parameters and times them interleaved (the order
@@ -8,7 +8,7 @@ rotates every repeat, so drifts of a noisy machine hit all three), median of the
 
     python benchmarks/ops_vs_numba.py [--repeats 15] [--threads 2] [--modes lstm gru] [--json FILE]
 
-Ratios: "ops/fused" and "ops/torch" are time ratios, below 1 means backend="ops" is faster.
+Ratios: "ops/numba" and "ops/torch" are time ratios, below 1 means backend="ops" is faster.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import torch
 import rnnkit
 
 SHAPES = [(1, 1, 256, 256), (1, 32, 256, 256), (100, 1, 32, 32), (200, 16, 64, 64), (100, 32, 256, 256)]
-IMPLEMENTATIONS = ("torch.nn", "fused", "ops")
+IMPLEMENTATIONS = ("torch.nn", "numba", "ops")
 
 
 def build(mode: str, input_size: int, hidden_size: int) -> dict:
@@ -33,7 +33,7 @@ def build(mode: str, input_size: int, hidden_size: int) -> dict:
     torch.manual_seed(0)
     reference = torch_cls(input_size, hidden_size)
     layers = {"torch.nn": reference}
-    for backend in ("fused", "ops"):
+    for backend in ("numba", "ops"):
         layer = ours_cls(input_size, hidden_size, backend=backend)
         layer.load_state_dict(reference.state_dict())
         layers[backend] = layer
@@ -91,8 +91,8 @@ def main(argv=None) -> list:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_name()}, "
           f"median of {args.repeats}; ratios < 1: ops faster")
-    header = (f"{'mode':5} | {'T,B,I,H':15} | {'pass':7} | {'torch.nn ms':>11} | {'fused ms':>9} | {'ops ms':>9} | "
-              f"{'ops/fused':>9} | {'ops/torch':>9}")
+    header = (f"{'mode':5} | {'T,B,I,H':15} | {'pass':7} | {'torch.nn ms':>11} | {'numba ms':>9} | {'ops ms':>9} | "
+              f"{'ops/numba':>9} | {'ops/torch':>9}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -105,10 +105,10 @@ def main(argv=None) -> list:
                 runs = {name: runner(layers[name], x, backward) for name in IMPLEMENTATIONS}
                 ms = {k: 1e3 * v for k, v in time_interleaved(runs, args.repeats, args.warmup).items()}
                 row = {"mode": mode, "shape": shape, "pass": "fwd+bwd" if backward else "fwd", **ms,
-                       "ops/fused": ms["ops"] / ms["fused"], "ops/torch": ms["ops"] / ms["torch.nn"]}
+                       "ops/numba": ms["ops"] / ms["numba"], "ops/torch": ms["ops"] / ms["torch.nn"]}
                 rows.append(row)
                 print(f"{mode:5} | {','.join(map(str, shape)):15} | {row['pass']:7} | {ms['torch.nn']:11.3f} | "
-                      f"{ms['fused']:9.3f} | {ms['ops']:9.3f} | {row['ops/fused']:9.2f} | {row['ops/torch']:9.2f}")
+                      f"{ms['numba']:9.3f} | {ms['ops']:9.3f} | {row['ops/numba']:9.2f} | {row['ops/torch']:9.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"cpu": cpu_name(), "torch": torch.__version__, "threads": args.threads, "rows": rows}, f,

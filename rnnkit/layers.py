@@ -158,6 +158,12 @@ class RNNBase(nn.Module):
     def all_weights(self) -> list:
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
+    def __prepare_scriptable__(self):
+        """What torch.jit.script compiles in this layer's place: a twin on the same parameters whose forward
+        is TorchScript on rnnkit's C++ operators (rnnkit/export/torchscript.py)."""
+        from .export.torchscript import scriptable_layer
+        return scriptable_layer(self)
+
     def extra_repr(self) -> str:
         s = "{input_size}, {hidden_size}"
         if self.proj_size != 0:

@@ -22,7 +22,9 @@ FORBIDDEN_NAMES = re.compile(
     r"|^torch\.(lstm|gru|rnn_tanh|rnn_relu)(_cell)?$"
     r"|mkldnn_rnn|_cudnn_rnn|_thnn_fused_(lstm|gru)_cell|quantized_(lstm|gru)"
 )
-FORBIDDEN_OPS = re.compile(r"lstm|gru|rnn_tanh|rnn_relu|mkldnn_rnn|cudnn_rnn")
+# aten's recurrent ops by name; rnnkit's own operators (rnnkit::lstm, ...: backend "ops"), which OpRecorder
+# names with their namespace, are rnnkit computing the recurrence itself
+FORBIDDEN_OPS = re.compile(r"^(?!rnnkit::).*(lstm|gru|rnn_tanh|rnn_relu|mkldnn_rnn|cudnn_rnn)")
 
 
 def dotted(node):
@@ -71,7 +73,8 @@ class OpRecorder(TorchDispatchMode):
         self.ops = set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.add(str(func.overloadpacket.__name__))
+        name = str(func.overloadpacket.__name__)
+        self.ops.add(name if func.namespace == "aten" else f"{func.namespace}::{name}")
         return func(*args, **(kwargs or {}))
 
 

@@ -30,7 +30,7 @@ struct ElmanStep {
   static void forward(const ForwardRow<scalar_t>& row, int64_t H) {
     for_each_vector<scalar_t>(H, [&](int64_t j, int64_t n) {
       const Vec<scalar_t> pre = load(row.input_projection + j, n) + load(row.recurrent_product + j, n);
-      const Vec<scalar_t> h = kActivation == Nonlinearity::kTanh ? pre.tanh() : relu(pre);
+      const Vec<scalar_t> h = kActivation == Nonlinearity::kTanh ? tanh(pre) : relu(pre);
       store(h, row.h + j, n);
       if (row.output != nullptr) store(h, row.output + j, n);
     });

@@ -38,7 +38,7 @@ struct GruStep {
       const Vec<scalar_t> a_n = load(a + 2 * H + j, n);
       const Vec<scalar_t> r = sigmoid(load(x + j, n) + load(a + j, n));
       const Vec<scalar_t> z = sigmoid(load(x + H + j, n) + load(a + H + j, n));
-      const Vec<scalar_t> nv = (load(x + 2 * H + j, n) + r * a_n).tanh();
+      const Vec<scalar_t> nv = tanh(load(x + 2 * H + j, n) + r * a_n);
       const Vec<scalar_t> h = (load(row.h_prev + j, n) - nv) * z + nv;
       store(r, row.saved + j, n);
       store(z, row.saved + H + j, n);

@@ -39,9 +39,9 @@ struct LstmStep {
       auto pre = [&](int64_t gate) {
         return load(row.input_projection + gate * H + j, n) + load(row.recurrent_product + gate * H + j, n);
       };
-      const Vec<scalar_t> i = sigmoid(pre(0)), f = sigmoid(pre(1)), g = pre(2).tanh(), o = sigmoid(pre(3));
+      const Vec<scalar_t> i = sigmoid(pre(0)), f = sigmoid(pre(1)), g = tanh(pre(2)), o = sigmoid(pre(3));
       const Vec<scalar_t> c = f * load(row.c + j, n) + i * g;
-      const Vec<scalar_t> h = o * c.tanh();
+      const Vec<scalar_t> h = o * tanh(c);
       store(i, row.saved + j, n);
       store(f, row.saved + H + j, n);
       store(g, row.saved + 2 * H + j, n);
@@ -58,7 +58,7 @@ struct LstmStep {
     for_each_vector<scalar_t>(H, [&](int64_t j, int64_t n) {
       const Vec<scalar_t> i = load(row.saved + j, n), f = load(row.saved + H + j, n),
                           g = load(row.saved + 2 * H + j, n), o = load(row.saved + 3 * H + j, n);
-      const Vec<scalar_t> tanh_c = load(row.c + j, n).tanh();
+      const Vec<scalar_t> tanh_c = tanh(load(row.c + j, n));
       const Vec<scalar_t> dm = load(row.grad_h + j, n);
       const Vec<scalar_t> dm_o = dm * o;
       const Vec<scalar_t> dc = load(row.grad_c + j, n) + (dm_o - dm_o * tanh_c * tanh_c);

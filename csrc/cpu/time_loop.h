@@ -25,11 +25,13 @@
 #include <ATen/Parallel.h>
 
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "cell_step.h"
 #include "layer_args.h"
 #include "packed_layout.h"
+#include "recurrent_product.h"
 #include "row_split.h"
 #include "vector_math.h"
 
@@ -120,9 +122,13 @@ ForwardResult forward_loop(const LayerArgs& a) {
   const at::Tensor product = at::empty({B, G * H}, options);  // A_t: row r holds batch row r's
   const at::Tensor m = project ? at::empty({B, H}, options) : at::Tensor();  // what W_hr projects
   const at::Tensor w_hh_t = a.w_hh.t(), w_hr_t = project ? a.w_hr.t() : at::Tensor();
+  // W_hh^T packed once for all steps (recurrent_product.h), unless the call is too small to repay it
+  std::optional<PackedMatrix<scalar_t>> w_hh_packed;
+  if (worth_packing(layout.steps())) w_hh_packed.emplace(PackedMatrix<scalar_t>::transpose_of(a.w_hh));
+  const scalar_t* recurrent_bias_data = recurrent_bias.defined() ? recurrent_bias.const_data_ptr<scalar_t>() : nullptr;
 
   const scalar_t* gx_data = gx.const_data_ptr<scalar_t>();
-  const scalar_t* product_data = product.const_data_ptr<scalar_t>();
+  scalar_t* product_data = product.mutable_data_ptr<scalar_t>();
   scalar_t* h_data = result.h_n.mutable_data_ptr<scalar_t>();
   scalar_t* m_data = project ? m.mutable_data_ptr<scalar_t>() : nullptr;
   scalar_t* output_data = result.output.mutable_data_ptr<scalar_t>();
@@ -136,7 +142,9 @@ ForwardResult forward_loop(const LayerArgs& a) {
     for (int64_t s = 0; s < layout.steps(); ++s) {
       const int64_t t = layout.forward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t);
       if (n == 0) continue;
-      if (recurrent_bias.defined()) {
+      if (w_hh_packed) {  // product rows lo.. = h rows lo.. W_hh^T (+ b_hh)
+        w_hh_packed->multiply(h_data + lo * P, P, n, product_data + lo * G * H, G * H, recurrent_bias_data, false);
+      } else if (recurrent_bias.defined()) {
         at::addmm_out(product_rows.rows(lo, n), recurrent_bias, h_rows.rows(lo, n), w_hh_t);
       } else {
         at::mm_out(product_rows.rows(lo, n), h_rows.rows(lo, n), w_hh_t);
@@ -216,6 +224,9 @@ BackwardResult backward_loop(const LayerArgs& a, const at::Tensor& grad_output_i
   scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
   scalar_t* grad_a_data = grad_a.mutable_data_ptr<scalar_t>();
   scalar_t* grad_h_history_data = grad_h_history.defined() ? grad_h_history.mutable_data_ptr<scalar_t>() : nullptr;
+  // W_hh packed once for all steps' dL/dh_{t-1} = dA_t W_hh (recurrent_product.h)
+  std::optional<PackedMatrix<scalar_t>> w_hh_packed;
+  if (worth_packing(layout.steps())) w_hh_packed.emplace(PackedMatrix<scalar_t>::of(a.w_hh));
 
   // The whole backward time loop over the batch rows [lo, hi): of step t, rows lo .. lo + n - 1.
   for_each_chunk(row_chunks(layout), [&](int64_t lo, int64_t hi) {
@@ -249,6 +260,11 @@ BackwardResult backward_loop(const LayerArgs& a, const at::Tensor& grad_output_i
           Cell::template backward<scalar_t>(step, H);
         }
       });
+      if (w_hh_packed) {
+        w_hh_packed->multiply(grad_a_data + (o0 + lo) * G * H, G * H, n, grad_h_data + lo * P, P, nullptr,
+                              Cell::kDirectStateGrad);
+        continue;
+      }
       const at::Tensor grad_a_rows = grad_a.narrow(0, o0 + lo, n);
       at::Tensor& grad_h_out = grad_h_rows.rows(lo, n);
       if (Cell::kDirectStateGrad) {

@@ -127,6 +127,13 @@ class CellBase(nn.Module):
     def equations(self) -> CellEquations:
         raise NotImplementedError
 
+    def __prepare_scriptable__(self):
+        """What torch.jit.script compiles in this cell's place: for torch.nn's cells, a twin on the same
+        parameters whose forward is TorchScript on rnnkit's C++ operators; a clear error for the others
+        (rnnkit/export/torchscript.py)."""
+        from ..export.torchscript import scriptable_cell
+        return scriptable_cell(self)
+
     def cell_weights(self) -> CellWeights:
         return CellWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 

@@ -2,8 +2,9 @@
 
 ``backend="auto"`` tries the fast backends in order and takes the first whose
 ``check`` passes; the reference loop runs everything.  ``backend="fused"`` means
-rnnkit's fused kernel for the call, whichever device and cell it is: the CPU kernels
-(numba), the CUDA kernels (Triton) or the parallel scan of the min-cells.  A backend
+rnnkit's fused kernel for the call, whichever device and cell it is: the C++ operators
+(torch.nn's families, "ops"), the numba kernels (every rnnkit cell, "numba"), the CUDA kernels
+(Triton) or the parallel scan of the min-cells.  A backend
 named explicitly is used or its UnsupportedBackendError reaches the user: no silent
 fallback to the reference loop.
 """
@@ -34,14 +35,14 @@ def register(kernel: Kernel, auto: bool = True, fused: bool = True) -> None:
         FUSED.append(kernel)
 
 
-register(FusedKernel())  # named "fused": the CPU kernels
+register(OpsKernel())  # "ops": torch.nn's families on the C++ operators (torch.ops.rnnkit), built at install
+register(FusedKernel())  # "numba": the numba CPU kernels (every rnnkit cell; where rnnkit._C is not built)
 register(CudaFusedKernel())  # "fused_cuda"
 register(ParallelScanKernel())  # "scan": MinGRU / MinLSTM, parallel over time
-register(OpsKernel(), auto=False, fused=False)  # "ops": the C++ operators (torch.ops.rnnkit), by name only
 
 
 def check_backend_name(backend) -> None:
-    names = ("auto",) + tuple(BACKENDS)
+    names = ("auto", "fused") + tuple(BACKENDS)
     if backend not in names:
         raise ValueError(f"backend should be one of {', '.join(map(repr, names))}, got {backend!r}")
 

@@ -166,7 +166,7 @@ def for_compile(kernel: Kernel, eq, weights) -> Kernel:
         # already operators with fake kernels: traced as they are, once loaded (loading imports a module,
         # which dynamo refuses to trace: the first call runs eagerly and loads it)
         return kernel if extension.ready() else EagerKernel(kernel)
-    if FAMILIES.get(eq.name) is eq and type(weights) is CellWeights and kernel.name == "fused":
+    if FAMILIES.get(eq.name) is eq and type(weights) is CellWeights and kernel.name == "numba":
         return OpaqueKernel(kernel)
     return EagerKernel(kernel)
 

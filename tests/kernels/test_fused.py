@@ -187,7 +187,7 @@ def test_gradcheck(mode, reverse, packed, strategy):
     gen = torch.Generator().manual_seed(3)
     x, sizes, state0, weights = _layer_inputs(mode, packed, gen)
     eq = EQUATIONS[mode]
-    kernel = kernels.BACKENDS["fused"]
+    kernel = kernels.BACKENDS["numba"]
     present = [w for w in weights if w is not None]
     ns = len(state0)
 

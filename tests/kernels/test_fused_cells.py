@@ -189,7 +189,7 @@ def test_gradcheck(name, reverse, packed, strategy):
     state0 = tuple((0.5 * torch.randn(3, 3, generator=gen, dtype=torch.float64)).requires_grad_(True)
                    for _ in range(ns))
     params = [p for p in cell.parameters()]
-    kernel = kernels.BACKENDS["fused"]
+    kernel = kernels.BACKENDS["numba"]
     names = [n for n, _ in cell.named_parameters()]
 
     def f(x, *rest):

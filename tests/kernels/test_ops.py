@@ -18,7 +18,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import rnnkit
 from rnnkit import kernels
 from rnnkit.cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS, CellWeights
+from rnnkit.cells.gru import GRU_RESET_BEFORE
 from rnnkit.errors import UnsupportedBackendError
+from rnnkit.kernels.ops import extension
 from rnnkit.kernels.ops import extension
 
 TESTS = str(pathlib.Path(__file__).resolve().parent.parent)  # helpers.py (no conftest in this folder)
@@ -299,13 +301,31 @@ def test_operators_refuse_inconsistent_arguments(what, match):
 
 
 @needs_extension
-def test_named_only_auto_and_fused_never_pick_it():
+def test_auto_and_fused_pick_the_operators_for_torch_nn_families_and_numba_for_the_rest():
     x = torch.randn(3, INPUT)
     layer = rnnkit.LSTM(INPUT, HIDDEN)
     weights = layer.layer_weights(0, 0)
-    assert kernels.select("ops", LSTM_EQUATIONS, x, weights).name == "ops"
-    assert kernels.select("auto", LSTM_EQUATIONS, x, weights).name != "ops"
-    assert kernels.select("fused", LSTM_EQUATIONS, x, weights).name != "ops"
+    for backend in ("ops", "auto", "fused"):
+        assert kernels.select(backend, LSTM_EQUATIONS, x, weights).name == "ops"
+    assert kernels.select("numba", LSTM_EQUATIONS, x, weights).name == "numba"
+    gru_reset_before = CellWeights(torch.randn(3 * HIDDEN, INPUT), torch.randn(3 * HIDDEN, HIDDEN))
+    assert kernels.select("auto", GRU_RESET_BEFORE, x, gru_reset_before).name == "numba"
+
+
+def test_without_the_extension_auto_runs_the_numba_kernels(monkeypatch):
+    x = torch.randn(3, INPUT)
+    weights = rnnkit.LSTM(INPUT, HIDDEN).layer_weights(0, 0)
+
+    def missing():
+        raise ImportError("rnnkit._C hidden by the test")
+    monkeypatch.setattr(extension, "_import_extension", missing)
+    extension.reset()
+    try:
+        assert kernels.select("auto", LSTM_EQUATIONS, x, weights).name == "numba"
+    finally:
+        monkeypatch.undo()
+        extension.reset()
+        extension.load()
 
 
 @pytest.mark.parametrize("what", ["bfloat16", "meta device", "mixed dtypes", "other cell", "autocast"])

@@ -1,4 +1,4 @@
-"""The "fused" backend: rnnkit's own CPU kernels (numba-compiled time loops + BLAS products).
+"""The "numba" backend: rnnkit's own CPU kernels (numba-compiled time loops + BLAS products).
 
 One module per concern: ``_jit`` (numba options, activations), ``gemm`` (the in-loop
 matrix product), ``common`` (step layout, matrix-product providers), ``split`` (a time loop
@@ -135,31 +135,31 @@ class FusedKernel(Kernel):
     and for IndRNN, peephole LSTM, GRU (reset before), layer-norm LSTM and layer-norm GRU, minGRU and minLSTM;
     float32 and float64, padded or packed, either direction."""
 
-    name = "fused"
+    name = "numba"
 
     def check(self, eq, x, weights) -> None:
         if eq not in (ELMAN_TANH, ELMAN_RELU, LSTM_EQUATIONS, GRU_EQUATIONS) and eq not in _more_kernels():
             raise UnsupportedBackendError(
-                f"backend 'fused' has no kernel for the recurrence {eq.name!r} "
+                f"backend 'numba' has no kernel for the recurrence {eq.name!r} "
                 "(it runs rnn_tanh, rnn_relu, lstm, gru and the cells of rnnkit.cells: indrnn, peephole_lstm, "
                 "gru_reset_before, layernorm_lstm, layernorm_gru, min_gru, min_lstm); use backend='reference'")
         if torch.is_autocast_enabled("cpu"):  # autocast acts on each torch op, the fused loop has none
             raise UnsupportedBackendError(
-                "backend 'fused' does not run under torch.autocast (autocast casts torch ops one by one, as in "
+                "backend 'numba' does not run under torch.autocast (autocast casts torch ops one by one, as in "
                 "torch.nn's loop; the fused loop is one kernel); use backend='auto' or 'reference'")
         if torch.jit.is_tracing():  # the trace would record the kernel's outputs as empty tensors
             raise UnsupportedBackendError(
-                "backend 'fused' cannot be recorded by torch.jit.trace (the tracer sees torch ops only, and the "
+                "backend 'numba' cannot be recorded by torch.jit.trace (the tracer sees torch ops only, and the "
                 "fused loop is numba code); use backend='auto' or 'reference', which trace")
-        refuse_under_transforms("fused")
+        refuse_under_transforms("numba")
         dtype = x.dtype
         if (dtype in DTYPES and _have_numba()
                 and all(t is None or (t.is_cpu and t.dtype == dtype and t.layout == torch.strided)
                         for t in (x, *weights))):
             return  # the common case, checked cheaply: it is paid on every call
-        check_tensors("fused", x, weights, "cpu", DTYPES)
+        check_tensors("numba", x, weights, "cpu", DTYPES)
         if not _have_numba():
-            raise UnsupportedBackendError("backend 'fused' needs numba (pip install numba)")
+            raise UnsupportedBackendError("backend 'numba' needs numba (pip install numba)")
 
     def layer(self, eq, x, batch_sizes, state0, weights, reverse):
         key = tuple(batch_sizes)
@@ -183,7 +183,7 @@ class FusedKernel(Kernel):
         w_ih, w_hh, b_ih, b_hh, w_hr = w
         function = _functions().get(eq)
         if function is None:
-            raise UnsupportedBackendError(f"backend 'fused' has no kernel for the recurrence {eq.name!r}")
+            raise UnsupportedBackendError(f"backend 'numba' has no kernel for the recurrence {eq.name!r}")
         from .common import whole_loop
         plan = Plan(offsets, bsz, reverse, save, whole_loop(batch, P, w_hh.shape[0]), relu=eq is ELMAN_RELU,
                     chunks=row_split(key, batch, x.dtype), eq=eq, weights_type=type(weights))

@@ -1,9 +1,10 @@
 """Loading rnnkit's C++ extension (``rnnkit._C``, built from csrc/ at install time) and completing its
 operators with what is registered from Python: the fake (shape) kernels and the autograd formulas.
 
-Loaded on first use, never at ``import rnnkit``: the package must import without the extension (a
-source tree never built, an isolated build that had no torch to build against), and then only
-``backend="ops"`` refuses, saying how to build.
+Loaded at ``import rnnkit`` when it is built (rnnkit/export/torchscript.py: about 10 ms, so that
+``torch.jit.load`` finds the operators), else on first use.  The package must import without the
+extension (a source tree never built, an isolated build that had no torch to build against): then
+``backend="auto"`` runs the numba kernels and only ``backend="ops"`` refuses, saying how to build.
 """
 from __future__ import annotations
 

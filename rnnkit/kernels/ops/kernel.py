@@ -6,7 +6,7 @@ from functools import lru_cache
 import torch
 
 from ...errors import UnsupportedBackendError
-from ..base import Kernel, check_tensors
+from ..base import Kernel, check_tensors, refuse_under_transforms
 from . import extension
 from .families import FAMILIES
 
@@ -35,6 +35,12 @@ class OpsKernel(Kernel):
             raise UnsupportedBackendError(
                 "backend 'ops' does not run under torch.autocast yet (no autocast rule is registered for its "
                 "operators); use backend='auto' or 'reference'")
+        if torch.jit.is_tracing():  # a trace of the operators would load only where rnnkit._C is loaded
+            raise UnsupportedBackendError(
+                "backend 'ops' is not recorded by torch.jit.trace (a trace holding rnnkit's operators would run "
+                "only where rnnkit._C is loaded; the reference loop's trace is plain torch ops, which load "
+                "anywhere); use backend='auto' or 'reference', which trace")
+        refuse_under_transforms("ops")
         dtype = x.dtype
         if not (dtype in DTYPES and all(t is None or (t.device.type == "cpu" and t.dtype == dtype
                                                       and t.layout == torch.strided) for t in (x, *weights))):
