@@ -22,7 +22,7 @@ def arguments(cell, kwargs, batch_sizes, reverse=False, dtype=torch.float64):
     width = layer.proj_size if getattr(layer, "proj_size", 0) else 4
     h0 = torch.randn(batch_sizes[0], width, dtype=dtype, requires_grad=True)
     c0 = torch.randn(batch_sizes[0], 4, dtype=dtype, requires_grad=True) if cell == "lstm" else None
-    return ("fused", cell, x, list(batch_sizes), h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, reverse)
+    return ("numba", cell, x, list(batch_sizes), h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, reverse)
 
 
 @pytest.mark.parametrize("cell, kwargs", CASES, ids=[f"{c}-{k}" for c, k in CASES])

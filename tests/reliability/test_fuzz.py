@@ -50,7 +50,7 @@ def test_the_space_covers_every_option():
     assert seen["form"] == set(fuzz.RECURRENT_FORMS)
     assert seen["dtype"] == {"float32", "float64"}
     # every backend that runs on this machine (a CUDA-only backend's check refuses CPU tensors)
-    assert {"auto", "reference", "fused"} <= seen["backend"] <= {"auto", *kernels.BACKENDS}
+    assert {"auto", "reference", "ops", "numba"} <= seen["backend"] <= {"auto", *kernels.BACKENDS}
     assert seen["merge"] == {"concat", "sum", "mean", "mul"}
     assert seen["num_layers"] == {1, 2, 3}
     for key in ("bidirectional", "batch_first", "bias", "with_hx", "proj", "dropout"):
