@@ -7,11 +7,6 @@ from .errors import UnsupportedBackendError
 from .layers import GRU, LSTM, RNN, RNNBase
 from .quantization import quantize_dynamic
 from .recurrent import Recurrent
-from .export import torchscript as _torchscript
-
-# rnnkit's C++ operators registered now when the extension is built (~10 ms), so that after
-# `import rnnkit` torch.jit.load runs a model scripted with rnnkit layers.
-_torchscript.load_operators_if_built()
 
 __version__ = "0.1.0"
 

@@ -58,35 +58,28 @@ PackedMatrix<scalar_t>::PackedMatrix(int64_t k, int64_t n) : k_(k), n_(n), panel
 }
 
 template <typename scalar_t>
-PackedMatrix<scalar_t> PackedMatrix<scalar_t>::transpose_of(const at::Tensor& w) {
-  // w (N, K): B[k][j] = w[j][k]; panel p, row k holds w[p*width .. p*width + width)[k]
-  const at::Tensor source = w.contiguous();
-  PackedMatrix packed(source.size(1), source.size(0));
-  const scalar_t* from = source.const_data_ptr<scalar_t>();
+PackedMatrix<scalar_t> PackedMatrix<scalar_t>::pack(const at::Tensor& b) {
+  // b (K, N), any strides: panel p, row k holds b[k][p*width .. p*width + width)
+  PackedMatrix packed(b.size(0), b.size(1));
+  const scalar_t* from = b.const_data_ptr<scalar_t>();
+  const int64_t row_stride = b.stride(0), column_stride = b.stride(1);
   scalar_t* to = packed.panels_.template mutable_data_ptr<scalar_t>();
   const int64_t K = packed.k_, N = packed.n_, width = packed.panel_width_;
   for (int64_t j = 0; j < N; ++j) {
     scalar_t* column = to + (j / width) * K * width + (j % width);
-    const scalar_t* row = from + j * K;
-    for (int64_t k = 0; k < K; ++k) column[k * width] = row[k];
+    for (int64_t k = 0; k < K; ++k) column[k * width] = from[k * row_stride + j * column_stride];
   }
   return packed;
 }
 
 template <typename scalar_t>
+PackedMatrix<scalar_t> PackedMatrix<scalar_t>::transpose_of(const at::Tensor& w) {
+  return pack(w.t());  // w (N, K): B = w^T, read through the transposed view
+}
+
+template <typename scalar_t>
 PackedMatrix<scalar_t> PackedMatrix<scalar_t>::of(const at::Tensor& w) {
-  // w (K, N): panel p, row k holds w[k][p*width .. p*width + width)
-  const at::Tensor source = w.contiguous();
-  PackedMatrix packed(source.size(0), source.size(1));
-  const scalar_t* from = source.const_data_ptr<scalar_t>();
-  scalar_t* to = packed.panels_.template mutable_data_ptr<scalar_t>();
-  const int64_t K = packed.k_, N = packed.n_, width = packed.panel_width_;
-  for (int64_t j = 0; j < N; j += width) {
-    const int64_t cols = std::min(width, N - j);
-    scalar_t* panel = to + (j / width) * K * width;
-    for (int64_t k = 0; k < K; ++k) std::memcpy(panel + k * width, from + k * N + j, sizeof(scalar_t) * cols);
-  }
-  return packed;
+  return pack(w);
 }
 
 template <typename scalar_t>

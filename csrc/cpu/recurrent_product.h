@@ -40,6 +40,7 @@ class PackedMatrix {
 
  private:
   PackedMatrix(int64_t k, int64_t n);
+  static PackedMatrix pack(const at::Tensor& b);  // B = b (K, N), whatever its strides
   at::Tensor panels_;
   int64_t k_ = 0, n_ = 0, panel_width_ = 0;
 };

@@ -31,16 +31,6 @@ from ..kernels.ops.families import FAMILIES
 SCRIPTABLE_CELLS = "rnnkit.RNNCell, rnnkit.LSTMCell and rnnkit.GRUCell"
 
 
-def load_operators_if_built() -> None:
-    """Register rnnkit's operators if the extension is built, silently otherwise: ``import rnnkit``
-    runs this, so that ``torch.jit.load`` of a scripted model finds them (about 10 ms). Without the
-    extension the package imports as before and only what needs the operators refuses."""
-    try:
-        extension.load()
-    except UnsupportedBackendError:
-        pass
-
-
 def _operator_of(module, equations) -> str:
     """The operator family name ("lstm", "gru", "rnn_tanh", "rnn_relu") that runs ``module``; loads
     the extension (UnsupportedBackendError, saying how to build, if it is missing)."""
@@ -364,5 +354,5 @@ def scriptable_cell(cell) -> CellTwin:
     return LSTMCellTwin(cell) if cell._state_arity == 2 else RNNCellTwin(cell)
 
 
-__all__ = ["scriptable_layer", "scriptable_cell", "load_operators_if_built", "LayerTwin", "CellTwin",
+__all__ = ["scriptable_layer", "scriptable_cell", "LayerTwin", "CellTwin",
            "RNNTwin", "LSTMTwin", "RNNCellTwin", "LSTMCellTwin"]

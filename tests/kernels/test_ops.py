@@ -21,7 +21,6 @@ from rnnkit.cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS, 
 from rnnkit.cells.gru import GRU_RESET_BEFORE
 from rnnkit.errors import UnsupportedBackendError
 from rnnkit.kernels.ops import extension
-from rnnkit.kernels.ops import extension
 
 TESTS = str(pathlib.Path(__file__).resolve().parent.parent)  # helpers.py (no conftest in this folder)
 if TESTS not in sys.path:
@@ -312,20 +311,10 @@ def test_auto_and_fused_pick_the_operators_for_torch_nn_families_and_numba_for_t
     assert kernels.select("auto", GRU_RESET_BEFORE, x, gru_reset_before).name == "numba"
 
 
-def test_without_the_extension_auto_runs_the_numba_kernels(monkeypatch):
+def test_without_the_extension_auto_runs_the_numba_kernels(extension_missing):
     x = torch.randn(3, INPUT)
     weights = rnnkit.LSTM(INPUT, HIDDEN).layer_weights(0, 0)
-
-    def missing():
-        raise ImportError("rnnkit._C hidden by the test")
-    monkeypatch.setattr(extension, "_import_extension", missing)
-    extension.reset()
-    try:
-        assert kernels.select("auto", LSTM_EQUATIONS, x, weights).name == "numba"
-    finally:
-        monkeypatch.undo()
-        extension.reset()
-        extension.load()
+    assert kernels.select("auto", LSTM_EQUATIONS, x, weights).name == "numba"
 
 
 @pytest.mark.parametrize("what", ["bfloat16", "meta device", "mixed dtypes", "other cell", "autocast"])
@@ -342,19 +331,6 @@ def test_check_names_what_it_does_not_run(what):
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=what == "autocast"):
         with pytest.raises(UnsupportedBackendError, match=expected):
             kernels.select("ops", eq, x, w)
-
-
-@pytest.fixture
-def extension_missing(monkeypatch):
-    """rnnkit._C as in a source tree that was never built."""
-    def missing():
-        raise ModuleNotFoundError("No module named 'rnnkit._C'")
-
-    monkeypatch.setattr(extension, "_import_extension", missing)
-    extension.reset()
-    yield
-    monkeypatch.undo()
-    extension.reset()
 
 
 def test_missing_extension_is_refused_with_how_to_build(extension_missing):

@@ -14,7 +14,6 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import rnnkit
 from helpers import MODES, TOL, flat
 from rnnkit.cells import LayerNormLSTMCell
-from rnnkit.kernels.ops import extension
 from test_purity import FORBIDDEN_OPS, OpRecorder
 
 I, H, T, B = 4, 5, 6, 3
@@ -264,19 +263,6 @@ def test_cells_outside_torch_nns_families_are_refused_clearly():
         torch.jit.script(LayerNormLSTMCell(I, H))
     with pytest.raises(rnnkit.UnsupportedBackendError, match="TorchScript"):
         torch.jit.script(rnnkit.GRUCell(I, H, reset_after=False))  # not torch.nn's GRU equations
-
-
-@pytest.fixture
-def extension_missing(monkeypatch):
-    """rnnkit._C as in a source tree that was never built."""
-    def missing():
-        raise ModuleNotFoundError("No module named 'rnnkit._C'")
-
-    monkeypatch.setattr(extension, "_import_extension", missing)
-    extension.reset()
-    yield
-    monkeypatch.undo()
-    extension.reset()
 
 
 @pytest.mark.parametrize("module", [lambda: rnnkit.GRU(I, H), lambda: rnnkit.LSTMCell(I, H)], ids=["layer", "cell"])

@@ -4,12 +4,15 @@ The operators are C++ (csrc/, built into ``rnnkit._C`` at install time, register
 ``TORCH_LIBRARY``): one generic time loop over the packed layout, a pointwise step per cell, the
 products through ATen.  From Python they get what PyTorch asks of an operator: fake kernels for
 shapes (``fake``) and autograd formulas (``autograd``).  One module per concern: ``families`` (which
-operator runs which recurrence, and their argument orders), ``extension`` (loading rnnkit._C on
-first use), ``fake``, ``autograd``, ``kernel`` (the Kernel interface, registered as the named
+operator runs which recurrence, and their argument orders), ``extension`` (loading rnnkit._C at
+import when built), ``fake``, ``autograd``, ``kernel`` (the Kernel interface, registered as the named
 backend "ops").
 """
 from __future__ import annotations
 
+from . import extension
 from .kernel import OpsKernel
+
+extension.load_if_built()  # at import: see extension.py
 
 __all__ = ["OpsKernel"]

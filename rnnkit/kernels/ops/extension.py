@@ -1,7 +1,7 @@
 """Loading rnnkit's C++ extension (``rnnkit._C``, built from csrc/ at install time) and completing its
 operators with what is registered from Python: the fake (shape) kernels and the autograd formulas.
 
-Loaded at ``import rnnkit`` when it is built (rnnkit/export/torchscript.py: about 10 ms, so that
+Loaded at ``import rnnkit`` when it is built (load_if_built: about 10 ms, so that
 ``torch.jit.load`` finds the operators), else on first use.  The package must import without the
 extension (a source tree never built, an isolated build that had no torch to build against): then
 ``backend="auto"`` runs the numba kernels and only ``backend="ops"`` refuses, saying how to build.
@@ -56,6 +56,16 @@ def load() -> None:
     _READY = True
 
 
+def load_if_built() -> None:
+    """load(), silently doing nothing without the extension: run when rnnkit.kernels.ops is imported
+    (by ``import rnnkit``), so that ``torch.jit.load`` of a model scripted with rnnkit's layers finds the
+    operators (about 10 ms); without the extension only what needs the operators refuses."""
+    try:
+        load()
+    except UnsupportedBackendError:
+        pass
+
+
 def available() -> bool:
     return _load() is None
 
@@ -67,4 +77,4 @@ def reset() -> None:
     _load.cache_clear()
 
 
-__all__ = ["load", "ready", "available", "reset", "BUILD_HINT"]
+__all__ = ["load", "load_if_built", "ready", "available", "reset", "BUILD_HINT"]
