@@ -17,8 +17,9 @@
 //   dm[:b_t] = dh[:b_t] W_hr                                   only with a projection
 //   cell.backward(row) for each row: dX_t, dA_t (and dc, and dh's direct part for GRU)
 //   dh[:b_t] = dA_t W_hh (+ the direct part)                    dL/dh_{t-1}
-// then the products over all steps at once: dx = dX W_ih, dW_ih = dX^T x, db_ih = sum dX,
-// dW_hh = dA^T H_prev (H_prev: the state each row read), db_hh = sum dA, dW_hr = dH^T M.
+// in blocks of steps (kBackwardBlockBytes of gate gradients each), and after each block the products
+// over its steps at once: dx = dX W_ih, dW_ih += dX^T x, db_ih += sum dX, dW_hh += dA^T H_prev
+// (H_prev: the state each row read), db_hh += sum dA, dW_hr += dH^T M.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -71,31 +72,6 @@ template <typename Cell>
 at::Tensor hoisted_bias(const LayerArgs& a) {
   if (!a.b_ih.defined()) return at::Tensor();
   return Cell::kRecurrentBiasInProduct ? a.b_ih : a.b_ih + a.b_hh;
-}
-
-// (N, P): the state each row read (a previous step's row of `history`, else its row of `initial`),
-// gathered step by step in blocks: the rows of a step that read a previous step are that step's
-// first rows, contiguous in `history`.
-template <typename scalar_t>
-at::Tensor previous_states(const PackedLayout& layout, const at::Tensor& history, const at::Tensor& initial) {
-  const int64_t width = history.size(1);
-  at::Tensor result = at::empty_like(history, at::MemoryFormat::Contiguous);
-  const scalar_t* from_history = history.const_data_ptr<scalar_t>();
-  const scalar_t* from_initial = initial.const_data_ptr<scalar_t>();
-  scalar_t* to = result.mutable_data_ptr<scalar_t>();
-  for (int64_t t = 0; t < layout.steps(); ++t) {
-    const int64_t rows = layout.batch_size(t), continued = layout.rows_with_previous_step(t);
-    scalar_t* dst = to + layout.offset(t) * width;
-    if (continued > 0) {
-      std::memcpy(dst, from_history + layout.offset(layout.previous_time(t)) * width,
-                  sizeof(scalar_t) * continued * width);
-    }
-    if (rows > continued) {
-      std::memcpy(dst + continued * width, from_initial + continued * width,
-                  sizeof(scalar_t) * (rows - continued) * width);
-    }
-  }
-  return result;
 }
 
 template <typename Cell, typename scalar_t>
@@ -187,6 +163,62 @@ void add_rows(scalar_t* dst, const scalar_t* src, int64_t src_row_stride, int64_
   }
 }
 
+// The backward runs the steps in blocks: the gate gradients (dX, and dA where it differs) are kept
+// for one block of steps at a time, and each block's products (dx, the weights' gradients) are
+// taken before the next block starts, so the backward's memory does not grow with the sequence
+// beyond its inputs and results.  A block holds whole steps, at least one, and about this many
+// bytes of gate gradients: enough rows that the block's products run at full speed.
+constexpr int64_t kBackwardBlockBytes = int64_t{1} << 20;
+
+// A block of the backward's steps: s in [first_step, end_step) in backward order, whose rows are
+// the packed rows [first_row, end_row) (consecutive steps' rows are adjacent in either direction).
+struct StepBlock {
+  int64_t first_step, end_step, first_row, end_row;
+  int64_t rows() const { return end_row - first_row; }
+};
+
+inline std::vector<StepBlock> backward_blocks(const PackedLayout& layout, int64_t bytes_per_row) {
+  const int64_t max_rows = std::max<int64_t>(1, kBackwardBlockBytes / std::max<int64_t>(bytes_per_row, 1));
+  std::vector<StepBlock> blocks;
+  int64_t s = 0;
+  while (s < layout.steps()) {
+    const int64_t first = s;
+    int64_t rows = layout.batch_size(layout.backward_time(s++));
+    while (s < layout.steps() && rows + layout.batch_size(layout.backward_time(s)) <= max_rows) {
+      rows += layout.batch_size(layout.backward_time(s++));
+    }
+    const int64_t t_a = layout.backward_time(first), t_b = layout.backward_time(s - 1);
+    const int64_t first_row = layout.offset(std::min(t_a, t_b));
+    blocks.push_back({first, s, first_row, first_row + rows});
+  }
+  return blocks;
+}
+
+// (rows, P) into `result`: for the steps of `block`, the state each row read (a previous step's row
+// of `history`, else its row of `initial`).  The rows of a step that read a previous step are that
+// step's first rows, contiguous in `history`.
+template <typename scalar_t>
+void previous_states(const PackedLayout& layout, const StepBlock& block, const at::Tensor& history,
+                     const at::Tensor& initial, at::Tensor& result) {
+  const int64_t width = history.size(1);
+  const scalar_t* from_history = history.const_data_ptr<scalar_t>();
+  const scalar_t* from_initial = initial.const_data_ptr<scalar_t>();
+  scalar_t* to = result.mutable_data_ptr<scalar_t>();
+  for (int64_t s = block.first_step; s < block.end_step; ++s) {
+    const int64_t t = layout.backward_time(s);
+    const int64_t rows = layout.batch_size(t), continued = layout.rows_with_previous_step(t);
+    scalar_t* dst = to + (layout.offset(t) - block.first_row) * width;
+    if (continued > 0) {
+      std::memcpy(dst, from_history + layout.offset(layout.previous_time(t)) * width,
+                  sizeof(scalar_t) * continued * width);
+    }
+    if (rows > continued) {
+      std::memcpy(dst + continued * width, from_initial + continued * width,
+                  sizeof(scalar_t) * (rows - continued) * width);
+    }
+  }
+}
+
 template <typename Cell, typename scalar_t>
 BackwardResult backward_loop(const LayerArgs& a, const at::Tensor& grad_output_in, const at::Tensor& grad_h_n,
                              const at::Tensor& grad_c_n, const at::Tensor& output, const at::Tensor& saved,
@@ -194,23 +226,52 @@ BackwardResult backward_loop(const LayerArgs& a, const at::Tensor& grad_output_i
   constexpr int64_t G = Cell::kGates;
   const PackedLayout& layout = a.layout;
   const int64_t H = a.hidden_size, P = a.state_size, B = layout.batch(), N = a.input.size(0);
+  const int64_t I = a.input.size(1);
   const bool project = a.w_hr.defined();
   const auto options = a.input.options();
   // A gradient not asked for: a fresh empty tensor each (an operator's results must not alias).
   const auto none = [&] { return at::empty({0}, options); };
 
   // Rows of the output's gradient are read through a row stride; within a row it must be contiguous.
+  // A gradient broadcast along the rows (the gradient of output.sum() arrives expanded, every stride
+  // 0) is read as its one row with row stride 0, not copied out to N rows.
+  const bool same_rows = N > 1 && grad_output_in.stride(0) == 0;
   const at::Tensor grad_output =
-      (grad_output_in.stride(1) == 1 || P <= 1) ? grad_output_in : grad_output_in.contiguous();
-  const int64_t grad_output_stride = grad_output.size(0) > 1 ? grad_output.stride(0) : P;
+      same_rows ? grad_output_in.narrow(0, 0, 1).contiguous()
+                : (grad_output_in.stride(1) == 1 || P <= 1) ? grad_output_in : grad_output_in.contiguous();
+  const int64_t grad_output_stride = same_rows ? 0 : grad_output.size(0) > 1 ? grad_output.stride(0) : P;
 
   BackwardResult result;
   result.grad_h0 = grad_h_n.clone(at::MemoryFormat::Contiguous);  // dh, carried backwards in time
   if constexpr (Cell::kHasCellState) result.grad_c0 = grad_c_n.clone(at::MemoryFormat::Contiguous);
-  at::Tensor grad_x = at::empty({N, G * H}, options);                                   // dX
-  at::Tensor grad_a = Cell::kSameProductGrads ? grad_x : at::empty({N, G * H}, options);  // dA
+  result.grad_input = need_input_grad ? at::empty({N, I}, options) : none();
+  result.grad_w_hr = none();
+  if (need_weight_grads) {  // summed over the blocks
+    result.grad_w_ih = at::zeros_like(a.w_ih);
+    result.grad_w_hh = at::zeros_like(a.w_hh);
+    result.grad_b_ih = at::zeros({G * H}, options);
+    result.grad_b_hh = Cell::kSameProductGrads ? at::Tensor() : at::zeros({G * H}, options);
+    if (project) result.grad_w_hr = at::zeros_like(a.w_hr);
+  } else {
+    result.grad_w_ih = none();
+    result.grad_w_hh = none();
+    result.grad_b_ih = none();
+    result.grad_b_hh = none();
+  }
+
+  // One block's buffers, reused by every block (a block's rows: 0 .. block.rows() - 1).
+  const bool keep_grad_h = project && need_weight_grads;
+  const int64_t bytes_per_row =
+      sizeof(scalar_t) * (G * H * (Cell::kSameProductGrads ? 1 : 2) + (need_weight_grads ? P : 0) +
+                          (keep_grad_h ? P : 0));
+  const std::vector<StepBlock> blocks = backward_blocks(layout, bytes_per_row);
+  int64_t block_rows = 0;
+  for (const StepBlock& block : blocks) block_rows = std::max(block_rows, block.rows());
+  at::Tensor grad_x = at::empty({block_rows, G * H}, options);                                   // dX
+  at::Tensor grad_a = Cell::kSameProductGrads ? grad_x : at::empty({block_rows, G * H}, options);  // dA
+  at::Tensor states = need_weight_grads ? at::empty({block_rows, P}, options) : at::Tensor();   // H_prev
+  at::Tensor grad_h_history = keep_grad_h ? at::empty({block_rows, P}, options) : at::Tensor();
   at::Tensor grad_m = project ? at::empty({B, H}, options) : at::Tensor();
-  at::Tensor grad_h_history = (project && need_weight_grads) ? at::empty({N, P}, options) : at::Tensor();
 
   const scalar_t* saved_data = saved.const_data_ptr<scalar_t>();
   const scalar_t* output_data = output.const_data_ptr<scalar_t>();
@@ -223,76 +284,87 @@ BackwardResult backward_loop(const LayerArgs& a, const at::Tensor& grad_output_i
   scalar_t* grad_m_data = project ? grad_m.mutable_data_ptr<scalar_t>() : nullptr;
   scalar_t* grad_x_data = grad_x.mutable_data_ptr<scalar_t>();
   scalar_t* grad_a_data = grad_a.mutable_data_ptr<scalar_t>();
-  scalar_t* grad_h_history_data = grad_h_history.defined() ? grad_h_history.mutable_data_ptr<scalar_t>() : nullptr;
+  scalar_t* grad_h_history_data = keep_grad_h ? grad_h_history.mutable_data_ptr<scalar_t>() : nullptr;
   // W_hh packed once for all steps' dL/dh_{t-1} = dA_t W_hh (recurrent_product.h)
   std::optional<PackedMatrix<scalar_t>> w_hh_packed;
   if (worth_packing(layout.steps())) w_hh_packed.emplace(PackedMatrix<scalar_t>::of(a.w_hh));
+  const std::vector<int64_t> chunks = row_chunks(layout);
 
-  // The whole backward time loop over the batch rows [lo, hi): of step t, rows lo .. lo + n - 1.
-  for_each_chunk(row_chunks(layout), [&](int64_t lo, int64_t hi) {
-    RowsView grad_h_rows(result.grad_h0), grad_m_rows(grad_m);
-    for (int64_t s = 0; s < layout.steps(); ++s) {
-      const int64_t t = layout.backward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t);
-      if (n == 0) continue;
-      for_rows(n, P, [&](int64_t begin, int64_t end) {
-        add_rows(grad_h_data, grad_output_data, grad_output_stride, P, o0, lo + begin, lo + end);
-      });
-      if (project) {
-        if (grad_h_history.defined()) {
-          std::memcpy(grad_h_history_data + (o0 + lo) * P, grad_h_data + lo * P, sizeof(scalar_t) * n * P);
+  for (const StepBlock& block : blocks) {
+    const int64_t first_row = block.first_row;
+    // The time loop over the block's steps and the batch rows [lo, hi): of step t, rows lo .. lo + n - 1.
+    for_each_chunk(chunks, [&](int64_t lo, int64_t hi) {
+      RowsView grad_h_rows(result.grad_h0), grad_m_rows(grad_m);
+      for (int64_t s = block.first_step; s < block.end_step; ++s) {
+        const int64_t t = layout.backward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t);
+        const int64_t b0 = o0 - first_row;  // the step's first row in the block's buffers
+        if (n == 0) continue;
+        for_rows(n, P, [&](int64_t begin, int64_t end) {
+          add_rows(grad_h_data, grad_output_data, grad_output_stride, P, o0, lo + begin, lo + end);
+        });
+        if (project) {
+          if (keep_grad_h) {
+            std::memcpy(grad_h_history_data + (b0 + lo) * P, grad_h_data + lo * P, sizeof(scalar_t) * n * P);
+          }
+          at::mm_out(grad_m_rows.rows(lo, n), grad_h_rows.rows(lo, n), a.w_hr);
         }
-        at::mm_out(grad_m_rows.rows(lo, n), grad_h_rows.rows(lo, n), a.w_hr);
-      }
-      for_rows(n, G * H, [&](int64_t begin, int64_t end) {
-        for (int64_t r = lo + begin; r < lo + end; ++r) {
-          const int64_t row = o0 + r;
-          BackwardRow<scalar_t> step{
-              saved_data + row * Cell::kSaved * H,
-              output_data + row * P,
-              layout.previous_row(output_data, h0_data, P, t, r),
-              Cell::kHasCellState ? cells_data + row * H : nullptr,
-              Cell::kHasCellState ? layout.previous_row(cells_data, c0_data, H, t, r) : nullptr,
-              project ? grad_m_data + r * H : grad_h_data + r * P,
-              Cell::kHasCellState ? grad_c_data + r * H : nullptr,
-              grad_x_data + row * G * H,
-              Cell::kSameProductGrads ? nullptr : grad_a_data + row * G * H,
-          };
-          Cell::template backward<scalar_t>(step, H);
+        for_rows(n, G * H, [&](int64_t begin, int64_t end) {
+          for (int64_t r = lo + begin; r < lo + end; ++r) {
+            const int64_t row = o0 + r;
+            BackwardRow<scalar_t> step{
+                saved_data + row * Cell::kSaved * H,
+                output_data + row * P,
+                layout.previous_row(output_data, h0_data, P, t, r),
+                Cell::kHasCellState ? cells_data + row * H : nullptr,
+                Cell::kHasCellState ? layout.previous_row(cells_data, c0_data, H, t, r) : nullptr,
+                project ? grad_m_data + r * H : grad_h_data + r * P,
+                Cell::kHasCellState ? grad_c_data + r * H : nullptr,
+                grad_x_data + (b0 + r) * G * H,
+                Cell::kSameProductGrads ? nullptr : grad_a_data + (b0 + r) * G * H,
+            };
+            Cell::template backward<scalar_t>(step, H);
+          }
+        });
+        if (w_hh_packed) {
+          w_hh_packed->multiply(grad_a_data + (b0 + lo) * G * H, G * H, n, grad_h_data + lo * P, P, nullptr,
+                                Cell::kDirectStateGrad);
+          continue;
         }
-      });
-      if (w_hh_packed) {
-        w_hh_packed->multiply(grad_a_data + (o0 + lo) * G * H, G * H, n, grad_h_data + lo * P, P, nullptr,
-                              Cell::kDirectStateGrad);
-        continue;
+        const at::Tensor grad_a_rows = grad_a.narrow(0, b0 + lo, n);
+        at::Tensor& grad_h_out = grad_h_rows.rows(lo, n);
+        if (Cell::kDirectStateGrad) {
+          grad_h_out.addmm_(grad_a_rows, a.w_hh);
+        } else {
+          at::mm_out(grad_h_out, grad_a_rows, a.w_hh);
+        }
       }
-      const at::Tensor grad_a_rows = grad_a.narrow(0, o0 + lo, n);
-      at::Tensor& grad_h_out = grad_h_rows.rows(lo, n);
-      if (Cell::kDirectStateGrad) {
-        grad_h_out.addmm_(grad_a_rows, a.w_hh);
-      } else {
-        at::mm_out(grad_h_out, grad_a_rows, a.w_hh);
-      }
+    });
+
+    // The block's products, on all threads: dx = dX W_ih, dW_ih += dX^T x, db_ih += sum dX,
+    // dW_hh += dA^T H_prev, db_hh += sum dA, dW_hr += dH^T M.
+    const int64_t rows = block.rows();
+    const at::Tensor block_grad_x = grad_x.narrow(0, 0, rows);
+    const at::Tensor block_grad_a = grad_a.narrow(0, 0, rows);
+    if (need_input_grad) {
+      at::Tensor block_grad_input = result.grad_input.narrow(0, first_row, rows);
+      at::mm_out(block_grad_input, block_grad_x, a.w_ih);
     }
-  });
-
-  result.grad_input = need_input_grad ? at::mm(grad_x, a.w_ih) : none();
-  result.grad_w_hr = none();
-  if (!need_weight_grads) {
-    result.grad_w_ih = none();
-    result.grad_w_hh = none();
-    result.grad_b_ih = none();
-    result.grad_b_hh = none();
-  } else {
-    result.grad_w_ih = at::mm(grad_x.t(), a.input);
-    result.grad_b_ih = grad_x.sum(0);
-    result.grad_w_hh = at::mm(grad_a.t(), previous_states<scalar_t>(layout, output, a.h0));
-    result.grad_b_hh = Cell::kSameProductGrads ? result.grad_b_ih.clone() : grad_a.sum(0);
-    if (project) {
-      if constexpr (Cell::kProjectable) {
-        result.grad_w_hr = at::mm(grad_h_history.t(), Cell::projected_states(saved, cells, H));
+    if (!need_weight_grads) continue;
+    result.grad_w_ih.addmm_(block_grad_x.t(), a.input.narrow(0, first_row, rows));
+    result.grad_b_ih.add_(block_grad_x.sum(0));
+    at::Tensor block_states = states.narrow(0, 0, rows);
+    previous_states<scalar_t>(layout, block, output, a.h0, block_states);
+    result.grad_w_hh.addmm_(block_grad_a.t(), block_states);
+    if (!Cell::kSameProductGrads) result.grad_b_hh.add_(block_grad_a.sum(0));
+    if constexpr (Cell::kProjectable) {
+      if (project) {
+        result.grad_w_hr.addmm_(grad_h_history.narrow(0, 0, rows).t(),
+                                Cell::projected_states(saved.narrow(0, first_row, rows),
+                                                       cells.narrow(0, first_row, rows), H));
       }
     }
   }
+  if (need_weight_grads && Cell::kSameProductGrads) result.grad_b_hh = result.grad_b_ih.clone();
   return result;
 }
 

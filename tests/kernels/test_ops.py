@@ -271,6 +271,42 @@ def test_edge_shapes(mode, shape):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+# Long enough that the backward runs several blocks of steps (time_loop.h: about 1 MiB of gate
+# gradients per block; at H = 64 in float64 that is 1,100-4,100 rows, and these are about 4,800).
+LONG_LENGTHS = [400, 377, 350, 341, 330, 311, 300, 290, 281, 266, 250, 240, 233, 220, 210, 200]
+
+
+@needs_extension
+@pytest.mark.parametrize("mode", MODES)
+def test_backward_in_several_blocks_equals_torch_nn(mode):
+    """Outputs and every gradient of a bidirectional packed layer with h0, long enough that the backward
+    sums the weights' gradients over several blocks, equal to torch.nn's in float64."""
+    torch.manual_seed(0)
+    sizes = dict(input_size=16, hidden_size=64, bidirectional=True, dtype=torch.float64)
+    if mode.startswith("rnn"):
+        ours, theirs = rnnkit.RNN(nonlinearity=mode[4:], backend="ops", **sizes), torch.nn.RNN(nonlinearity=mode[4:], **sizes)
+    elif mode == "gru":
+        ours, theirs = rnnkit.GRU(backend="ops", **sizes), torch.nn.GRU(**sizes)
+    else:
+        proj = 32 if mode == "lstm_proj" else 0
+        ours, theirs = rnnkit.LSTM(proj_size=proj, backend="ops", **sizes), torch.nn.LSTM(proj_size=proj, **sizes)
+    theirs.load_state_dict(ours.state_dict())
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(LONG_LENGTHS[0], len(LONG_LENGTHS), 16, generator=gen, dtype=torch.float64)
+    states = [torch.randn(2, len(LONG_LENGTHS), size, generator=gen, dtype=torch.float64)
+              for size in ours._state_sizes()]
+    results = []
+    for layer in (ours, theirs):
+        leaves = [x.clone().requires_grad_(), *(s.clone().requires_grad_() for s in states)]
+        packed = pack_padded_sequence(leaves[0], LONG_LENGTHS)
+        out, hn = layer(packed, leaves[1] if len(leaves) == 2 else tuple(leaves[1:]))
+        finals = hn if isinstance(hn, tuple) else (hn,)
+        loss = (out.data * out.data.roll(1, 0)).sum() + sum((s * s.flip(-1)).sum() for s in finals)
+        results.append([out.data, *finals, *torch.autograd.grad(loss, [*leaves, *layer.parameters()])])
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+
+
 @needs_extension
 @pytest.mark.parametrize("what,match", [
     ("growing", "non-increasing"), ("sum", "sum to"), ("h0 rows", "h0 should have shape"),

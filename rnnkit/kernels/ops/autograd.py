@@ -74,7 +74,10 @@ def _backward(family: Family):
     def backward(ctx, *grads):
         inputs, intermediates = saved(ctx)
         like = (intermediates[0], *(s for s in inputs[1:1 + family.states]))  # output, then states (their shapes)
-        grads = tuple(torch.zeros_like(t) if g is None else g for g, t in zip(grads[:num_differentiable], like))
+        # an unused result's gradient: one zero expanded to its shape (the operator reads it as such,
+        # with no (N, P) block of zeros made; e.g. a classifier that reads h_n alone)
+        grads = tuple(t.new_zeros(()).expand(t.shape) if g is None else g
+                      for g, t in zip(grads[:num_differentiable], like))
         op_needs = ctx.needs_input_grad
         ctx.needs_input_grad = (False,) + tuple(op_needs[i] for i in positions)
         try:
