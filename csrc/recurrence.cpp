@@ -13,8 +13,9 @@
 // reads (`gates`, `cells`), which are not differentiable outputs.
 // Backward operators take the gradients of the differentiable outputs (all of them, zeros where a
 // result was not used), the forward's arguments and results, and
-// output_mask = [dL/dinput wanted, the weights' gradients wanted]; a gradient not wanted comes back
-// as an empty (0,) tensor, as does grad_w_hr without a projection.  grad_b_ih and grad_b_hh are
+// output_mask = [dL/dinput wanted, the initial states' gradients wanted, the weights' gradients
+// wanted]; a gradient not wanted comes back as an empty (0,) tensor, as does grad_w_hr without a
+// projection.  grad_b_ih and grad_b_hh are
 // returned also without biases (the gradient the biases would have).
 #include <torch/library.h>
 
@@ -31,7 +32,7 @@ TORCH_LIBRARY(rnnkit, m) {
   m.def(
       "lstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, Tensor batch_sizes, "
       "Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor output, Tensor gates, "
-      "Tensor cells, bool reverse, bool[2] output_mask) -> (Tensor grad_input, Tensor grad_h0, "
+      "Tensor cells, bool reverse, bool[3] output_mask) -> (Tensor grad_input, Tensor grad_h0, "
       "Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh, "
       "Tensor grad_w_hr)");
   // GRU (gates r, z, n; torch.nn's, the reset gate on the recurrent product).
@@ -41,7 +42,7 @@ TORCH_LIBRARY(rnnkit, m) {
       "bool reverse) -> (Tensor output, Tensor h_n, Tensor gates)");
   m.def(
       "gru_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor batch_sizes, Tensor h0, "
-      "Tensor w_ih, Tensor w_hh, Tensor output, Tensor gates, bool reverse, bool[2] output_mask) -> "
+      "Tensor w_ih, Tensor w_hh, Tensor output, Tensor gates, bool reverse, bool[3] output_mask) -> "
       "(Tensor grad_input, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
       "Tensor grad_b_hh)");
   // Elman RNN, h_t = tanh or relu(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh); the backward reads the
@@ -51,13 +52,13 @@ TORCH_LIBRARY(rnnkit, m) {
       "Tensor? b_hh, bool reverse) -> (Tensor output, Tensor h_n)");
   m.def(
       "rnn_tanh_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor batch_sizes, Tensor h0, "
-      "Tensor w_ih, Tensor w_hh, Tensor output, bool reverse, bool[2] output_mask) -> (Tensor grad_input, "
+      "Tensor w_ih, Tensor w_hh, Tensor output, bool reverse, bool[3] output_mask) -> (Tensor grad_input, "
       "Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
   m.def(
       "rnn_relu(Tensor input, Tensor batch_sizes, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
       "Tensor? b_hh, bool reverse) -> (Tensor output, Tensor h_n)");
   m.def(
       "rnn_relu_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor batch_sizes, Tensor h0, "
-      "Tensor w_ih, Tensor w_hh, Tensor output, bool reverse, bool[2] output_mask) -> (Tensor grad_input, "
+      "Tensor w_ih, Tensor w_hh, Tensor output, bool reverse, bool[3] output_mask) -> (Tensor grad_input, "
       "Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
 }

@@ -25,7 +25,7 @@ std::tuple<Tensor, Tensor, Tensor> gru(const Tensor& input, const Tensor& batch_
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input, const Tensor& batch_sizes,
     const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& output, const Tensor& gates,
-    bool reverse, std::array<bool, 2> output_mask) {
+    bool reverse, std::array<bool, 3> output_mask) {
   const char* op = "rnnkit::gru_backward";
   const LayerArgs args = check_layer_args(op, GruStep::kGates, input, batch_sizes, h0, std::nullopt, w_ih, w_hh,
                                           std::nullopt, std::nullopt, std::nullopt, reverse);

@@ -28,7 +28,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
     const Tensor& batch_sizes, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptionalTensor& w_hr, const Tensor& output, const Tensor& gates, const Tensor& cells, bool reverse,
-    std::array<bool, 2> output_mask) {
+    std::array<bool, 3> output_mask) {
   const char* op = "rnnkit::lstm_backward";
   const LayerArgs args = check_layer_args(op, LstmStep::kGates, input, batch_sizes, h0, c0, w_ih, w_hh,
                                           std::nullopt, std::nullopt, w_hr, reverse);

@@ -52,12 +52,12 @@ void check_backward_args(const char* op, const LayerArgs& a, const at::Tensor& g
   }
 }
 
-// output_mask: {dL/dinput wanted, the weights' and biases' gradients wanted}; what is not wanted comes
-// back as an empty (0,) tensor.  The initial state's gradients come out of the loop at no cost.
+// output_mask: {dL/dinput wanted, the initial states' gradients wanted, the weights' and biases'
+// gradients wanted}; what is not wanted comes back as an empty (0,) tensor.
 template <typename Cell>
 BackwardResult run_backward(const char* op, const LayerArgs& args, const at::Tensor& grad_output,
                             const at::Tensor& grad_h_n, const at::Tensor& grad_c_n, const at::Tensor& output,
-                            const at::Tensor& saved, const at::Tensor& cells, std::array<bool, 2> output_mask) {
+                            const at::Tensor& saved, const at::Tensor& cells, std::array<bool, 3> output_mask) {
   check_backward_args<Cell>(op, args, grad_output, grad_h_n, grad_c_n, output, saved, cells);
   BelowAutograd below;
   const at::Tensor output_c = output.contiguous();
@@ -66,7 +66,7 @@ BackwardResult run_backward(const char* op, const LayerArgs& args, const at::Ten
   BackwardResult result;
   AT_DISPATCH_FLOATING_TYPES(args.input.scalar_type(), "rnnkit recurrence", [&] {
     result = backward_loop<Cell, scalar_t>(args, grad_output, grad_h_n, grad_c_n, output_c, saved_c, cells_c,
-                                           output_mask[0], output_mask[1]);
+                                           output_mask[0], output_mask[1], output_mask[2]);
   });
   return result;
 }

@@ -27,7 +27,7 @@ struct Elman {
   static std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> backward(
       const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input, const Tensor& batch_sizes,
       const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& output, bool reverse,
-      std::array<bool, 2> output_mask) {
+      std::array<bool, 3> output_mask) {
     const char* op =
         std::is_same_v<Cell, ElmanTanhStep> ? "rnnkit::rnn_tanh_backward" : "rnnkit::rnn_relu_backward";
     const LayerArgs args = check_layer_args(op, Cell::kGates, input, batch_sizes, h0, std::nullopt, w_ih, w_hh,

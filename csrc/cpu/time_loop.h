@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "cell_step.h"
+#include "few_rows_product.h"
 #include "layer_args.h"
 #include "packed_layout.h"
 #include "recurrent_product.h"
@@ -49,6 +50,14 @@ template <typename F>
 inline void for_rows(int64_t rows, int64_t elements_per_row, const F& body) {
   const int64_t grain = std::max<int64_t>(1, kMinParallelElements / std::max<int64_t>(elements_per_row, 1));
   at::parallel_for(0, rows, grain, body);
+}
+
+// The batch split of a call's loop (row_split.h), with the weight packed once for all steps; a call
+// too short to pack runs one chunk, its products on all threads: split, every thread's at::mm would
+// copy the whole weight again (MKL packs it per call), which at one step of 32 rows (H = 256) made
+// the GRU's products take 1.6x as long.
+inline std::vector<int64_t> loop_chunks(const PackedLayout& layout, bool weight_packed) {
+  return weight_packed ? row_chunks(layout) : std::vector<int64_t>{0, layout.batch()};
 }
 
 struct ForwardResult {
@@ -84,7 +93,15 @@ ForwardResult forward_loop(const LayerArgs& a) {
   const auto options = a.input.options();
 
   const at::Tensor bias = hoisted_bias<Cell>(a);
-  at::Tensor gx = bias.defined() ? at::addmm(bias, a.input, a.w_ih.t()) : at::mm(a.input, a.w_ih.t());
+  at::Tensor gx;
+  if (few_rows_product(N, G * H, a.input.size(1))) {  // a one-step call of a few rows (few_rows_product.h)
+    gx = at::empty({N, G * H}, options);
+    few_rows_times_transpose(a.input.const_data_ptr<scalar_t>(), a.input.size(1), N, a.w_ih.const_data_ptr<scalar_t>(),
+                             G * H, a.input.size(1), bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
+                             gx.mutable_data_ptr<scalar_t>(), G * H);
+  } else {
+    gx = bias.defined() ? at::addmm(bias, a.input, a.w_ih.t()) : at::mm(a.input, a.w_ih.t());
+  }
   const at::Tensor recurrent_bias = Cell::kRecurrentBiasInProduct ? a.b_hh : at::Tensor();
 
   ForwardResult result;
@@ -113,13 +130,16 @@ ForwardResult forward_loop(const LayerArgs& a) {
   scalar_t* saved_data = result.saved.mutable_data_ptr<scalar_t>();
 
   // The whole time loop over the batch rows [lo, hi): of step t, rows lo .. lo + n - 1.
-  for_each_chunk(row_chunks(layout), [&](int64_t lo, int64_t hi) {
+  for_each_chunk(loop_chunks(layout, w_hh_packed.has_value()), [&](int64_t lo, int64_t hi) {
     RowsView product_rows(product), h_rows(result.h_n), m_rows(m);
     for (int64_t s = 0; s < layout.steps(); ++s) {
       const int64_t t = layout.forward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t);
       if (n == 0) continue;
       if (w_hh_packed) {  // product rows lo.. = h rows lo.. W_hh^T (+ b_hh)
         w_hh_packed->multiply(h_data + lo * P, P, n, product_data + lo * G * H, G * H, recurrent_bias_data, false);
+      } else if (few_rows_product(n, G * H, P)) {
+        few_rows_times_transpose(h_data + lo * P, P, n, a.w_hh.const_data_ptr<scalar_t>(), G * H, P,
+                                 recurrent_bias_data, product_data + lo * G * H, G * H);
       } else if (recurrent_bias.defined()) {
         at::addmm_out(product_rows.rows(lo, n), recurrent_bias, h_rows.rows(lo, n), w_hh_t);
       } else {
@@ -222,7 +242,8 @@ void previous_states(const PackedLayout& layout, const StepBlock& block, const a
 template <typename Cell, typename scalar_t>
 BackwardResult backward_loop(const LayerArgs& a, const at::Tensor& grad_output_in, const at::Tensor& grad_h_n,
                              const at::Tensor& grad_c_n, const at::Tensor& output, const at::Tensor& saved,
-                             const at::Tensor& cells, bool need_input_grad, bool need_weight_grads) {
+                             const at::Tensor& cells, bool need_input_grad, bool need_state_grads,
+                             bool need_weight_grads) {
   constexpr int64_t G = Cell::kGates;
   const PackedLayout& layout = a.layout;
   const int64_t H = a.hidden_size, P = a.state_size, B = layout.batch(), N = a.input.size(0);
@@ -246,13 +267,7 @@ BackwardResult backward_loop(const LayerArgs& a, const at::Tensor& grad_output_i
   if constexpr (Cell::kHasCellState) result.grad_c0 = grad_c_n.clone(at::MemoryFormat::Contiguous);
   result.grad_input = need_input_grad ? at::empty({N, I}, options) : none();
   result.grad_w_hr = none();
-  if (need_weight_grads) {  // summed over the blocks
-    result.grad_w_ih = at::zeros_like(a.w_ih);
-    result.grad_w_hh = at::zeros_like(a.w_hh);
-    result.grad_b_ih = at::zeros({G * H}, options);
-    result.grad_b_hh = Cell::kSameProductGrads ? at::Tensor() : at::zeros({G * H}, options);
-    if (project) result.grad_w_hr = at::zeros_like(a.w_hr);
-  } else {
+  if (!need_weight_grads) {  // else: the first block's, then the later blocks' added
     result.grad_w_ih = none();
     result.grad_w_hh = none();
     result.grad_b_ih = none();
@@ -288,8 +303,25 @@ BackwardResult backward_loop(const LayerArgs& a, const at::Tensor& grad_output_i
   // W_hh packed once for all steps' dL/dh_{t-1} = dA_t W_hh (recurrent_product.h)
   std::optional<PackedMatrix<scalar_t>> w_hh_packed;
   if (worth_packing(layout.steps())) w_hh_packed.emplace(PackedMatrix<scalar_t>::of(a.w_hh));
-  const std::vector<int64_t> chunks = row_chunks(layout);
+  const std::vector<int64_t> chunks = loop_chunks(layout, w_hh_packed.has_value());
 
+  // total = a b at the first block (no zeros written and read back), total += a b after it; the same
+  // for the bias gradients' sums over the rows.
+  bool first_block = true;
+  const auto add_product = [&](at::Tensor& total, const at::Tensor& lhs, const at::Tensor& rhs) {
+    if (first_block) {
+      total = at::mm(lhs, rhs);  // (at::mm_out into a buffer measured slower here than a fresh result)
+    } else {
+      total.addmm_(lhs, rhs);
+    }
+  };
+  const auto add_row_sum = [&](at::Tensor& total, const at::Tensor& rows_of) {
+    if (first_block) {
+      total = rows_of.sum(0);
+    } else {
+      total.add_(rows_of.sum(0));
+    }
+  };
   for (const StepBlock& block : blocks) {
     const int64_t first_row = block.first_row;
     // The time loop over the block's steps and the batch rows [lo, hi): of step t, rows lo .. lo + n - 1.
@@ -325,9 +357,18 @@ BackwardResult backward_loop(const LayerArgs& a, const at::Tensor& grad_output_i
             Cell::template backward<scalar_t>(step, H);
           }
         });
+        // The last step's rows all read the initial state (forward: t = 0; in reverse, t = T - 1,
+        // which no step precedes), so its product feeds dL/dh0 alone: skipped when that is not
+        // asked for, a whole product in a one-step call.
+        if (!need_state_grads && s == layout.steps() - 1) continue;
         if (w_hh_packed) {
           w_hh_packed->multiply(grad_a_data + (b0 + lo) * G * H, G * H, n, grad_h_data + lo * P, P, nullptr,
                                 Cell::kDirectStateGrad);
+          continue;
+        }
+        if (few_rows_product(n, G * H, P)) {
+          few_rows_times(grad_a_data + (b0 + lo) * G * H, G * H, n, a.w_hh.const_data_ptr<scalar_t>(), G * H, P,
+                         grad_h_data + lo * P, P, Cell::kDirectStateGrad);
           continue;
         }
         const at::Tensor grad_a_rows = grad_a.narrow(0, b0 + lo, n);
@@ -345,26 +386,33 @@ BackwardResult backward_loop(const LayerArgs& a, const at::Tensor& grad_output_i
     const int64_t rows = block.rows();
     const at::Tensor block_grad_x = grad_x.narrow(0, 0, rows);
     const at::Tensor block_grad_a = grad_a.narrow(0, 0, rows);
-    if (need_input_grad) {
+    if (need_input_grad && few_rows_product(rows, G * H, I)) {
+      few_rows_times(grad_x_data, G * H, rows, a.w_ih.const_data_ptr<scalar_t>(), G * H, I,
+                     result.grad_input.mutable_data_ptr<scalar_t>() + first_row * I, I, false);
+    } else if (need_input_grad) {
       at::Tensor block_grad_input = result.grad_input.narrow(0, first_row, rows);
       at::mm_out(block_grad_input, block_grad_x, a.w_ih);
     }
     if (!need_weight_grads) continue;
-    result.grad_w_ih.addmm_(block_grad_x.t(), a.input.narrow(0, first_row, rows));
-    result.grad_b_ih.add_(block_grad_x.sum(0));
+    add_product(result.grad_w_ih, block_grad_x.t(), a.input.narrow(0, first_row, rows));
+    add_row_sum(result.grad_b_ih, block_grad_x);
     at::Tensor block_states = states.narrow(0, 0, rows);
     previous_states<scalar_t>(layout, block, output, a.h0, block_states);
-    result.grad_w_hh.addmm_(block_grad_a.t(), block_states);
-    if (!Cell::kSameProductGrads) result.grad_b_hh.add_(block_grad_a.sum(0));
+    add_product(result.grad_w_hh, block_grad_a.t(), block_states);
+    if (!Cell::kSameProductGrads) add_row_sum(result.grad_b_hh, block_grad_a);
     if constexpr (Cell::kProjectable) {
       if (project) {
-        result.grad_w_hr.addmm_(grad_h_history.narrow(0, 0, rows).t(),
-                                Cell::projected_states(saved.narrow(0, first_row, rows),
-                                                       cells.narrow(0, first_row, rows), H));
+        add_product(result.grad_w_hr, grad_h_history.narrow(0, 0, rows).t(),
+                    Cell::projected_states(saved.narrow(0, first_row, rows), cells.narrow(0, first_row, rows), H));
       }
     }
+    first_block = false;
   }
   if (need_weight_grads && Cell::kSameProductGrads) result.grad_b_hh = result.grad_b_ih.clone();
+  if (!need_state_grads) {
+    result.grad_h0 = none();
+    if constexpr (Cell::kHasCellState) result.grad_c0 = none();
+  }
   return result;
 }
 

@@ -233,21 +233,29 @@ def test_opcheck(mode, reverse, sizes):
     """Schema, fake kernel, autograd registration and AOT dispatch of every operator."""
     forward, args = op_arguments(mode, sizes, reverse)
     torch.library.opcheck(forward, args)
-    for output_mask in ([True, True], [False, False]):
+    for output_mask in ([True, True, True], [False, False, False], [False, True, False]):
         backward, bargs = backward_arguments(mode, sizes, reverse, output_mask)
         torch.library.opcheck(backward, bargs)
 
 
 @needs_extension
 @pytest.mark.parametrize("mode", MODES)
-def test_backward_operator_leaves_out_what_the_mask_turns_off(mode):
-    backward, args = backward_arguments(mode, [3, 2, 1], False, [False, False])
-    results = backward(*args)
+@pytest.mark.parametrize("reverse,sizes", [(False, [3, 2, 1]), (True, [3, 2, 2, 1])], ids=["forward", "reverse"])
+def test_backward_operator_leaves_out_what_the_mask_turns_off(mode, reverse, sizes):
+    """output_mask = [input, initial states, weights]: what it turns off comes back as (0,), and what it
+    leaves on is the same as with everything on."""
     states = 2 if mode.startswith("lstm") else 1
-    assert results[0].shape == (0,)  # grad_input
-    assert all(r.shape == (0,) for r in results[1 + states:])  # every weight's gradient
-    full = backward(*args[:-1], [True, True])
-    assert all(torch.equal(a, b) for a, b in zip(results[1:1 + states], full[1:1 + states]))  # same state grads
+    backward, args = backward_arguments(mode, sizes, reverse, [True, True, True])
+    full = backward(*args)
+    for mask in ([False, True, False], [True, False, False], [False, False, True]):
+        results = backward(*args[:-1], mask)
+        groups = [range(0, 1), range(1, 1 + states), range(1 + states, len(full))]
+        for wanted, group in zip(mask, groups):
+            for i in group:
+                if wanted:
+                    assert torch.equal(results[i], full[i]), (mask, i)
+                else:
+                    assert results[i].shape == (0,), (mask, i)
 
 
 @needs_extension
@@ -305,6 +313,44 @@ def test_backward_in_several_blocks_equals_torch_nn(mode):
         results.append([out.data, *finals, *torch.autograd.grad(loss, [*leaves, *layer.parameters()])])
     for got, expected in zip(*results):
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+
+
+@needs_extension
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("mode", MODES)
+def test_one_step_of_few_rows_equals_torch_nn(mode, batch, dtype):
+    """A one-step call of 1 or 3 rows at H = 128 on 2 threads: its products take the few-rows kernels
+    (few_rows_product.h, split across the threads); outputs and every gradient as torch.nn's."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        sizes = dict(input_size=96, hidden_size=128, dtype=dtype)
+        if mode.startswith("rnn"):
+            ours, theirs = (rnnkit.RNN(nonlinearity=mode[4:], backend="ops", **sizes),
+                            torch.nn.RNN(nonlinearity=mode[4:], **sizes))
+        elif mode == "gru":
+            ours, theirs = rnnkit.GRU(backend="ops", **sizes), torch.nn.GRU(**sizes)
+        else:
+            proj = 64 if mode == "lstm_proj" else 0
+            ours, theirs = rnnkit.LSTM(proj_size=proj, backend="ops", **sizes), torch.nn.LSTM(proj_size=proj, **sizes)
+        theirs.load_state_dict(ours.state_dict())
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(1, batch, 96, generator=gen, dtype=dtype)
+        states = [torch.randn(1, batch, size, generator=gen, dtype=dtype) for size in ours._state_sizes()]
+        results = []
+        for layer in (ours, theirs):
+            leaves = [x.clone().requires_grad_(), *(s.clone().requires_grad_() for s in states)]
+            out, hn = layer(leaves[0], leaves[1] if len(leaves) == 2 else tuple(leaves[1:]))
+            finals = hn if isinstance(hn, tuple) else (hn,)
+            loss = (out * out.flip(-1)).sum() + sum((s * s.roll(1, -1)).sum() for s in finals)
+            results.append([out, *finals, *torch.autograd.grad(loss, [*leaves, *layer.parameters()])])
+        tolerance = 1e-10 if dtype == torch.float64 else 2e-5
+        for got, expected in zip(*results):
+            torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @needs_extension

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ...cells import CellWeights
 from ..differentiable import differentiable_backward, layer_reference, save, saved
 from .families import FAMILIES, Family
 
@@ -24,7 +25,6 @@ class RecomputePlan:
     __slots__ = ("eq", "weights_type", "batch_sizes", "reverse")
 
     def __init__(self, eq, batch_sizes, reverse: bool):
-        from ...cells import CellWeights
         self.eq, self.weights_type, self.batch_sizes, self.reverse = eq, CellWeights, batch_sizes, reverse
 
     @property
@@ -57,9 +57,10 @@ def _fused_backward(family: Family):
         w_hr = (inputs[-1],) if family.projectable else ()
         needs = ctx.needs_input_grad[1:]
         need_input = needs[0]
+        need_states = any(needs[1:1 + family.states])
         need_weights = any(needs[1 + family.states:])
         results = backward_op(*grads, x, plan.batch_sizes, *state0, w_ih, w_hh, *w_hr, *intermediates, plan.reverse,
-                              [need_input, need_weights])
+                              [need_input, need_states, need_weights])
         return (None,) + tuple(g if need and t is not None else None for g, need, t in zip(results, needs, inputs))
     return backward
 

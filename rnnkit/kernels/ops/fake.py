@@ -25,9 +25,9 @@ def _forward_results(family: Family, input, state0, w_hh) -> tuple:
 
 
 def _backward_results(family: Family, input, state0, w_ih, w_hh, w_hr, output_mask) -> tuple:
-    need_input, need_weights = output_mask
-    empty = input.new_empty(0)
-    grads = [input.new_empty(input.shape) if need_input else empty] + [s.new_empty(s.shape) for s in state0]
+    need_input, need_states, need_weights = output_mask
+    grads = [input.new_empty(input.shape) if need_input else input.new_empty(0)]
+    grads += [s.new_empty(s.shape) if need_states else input.new_empty(0) for s in state0]
     rows = w_hh.shape[0]
     weights = [w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), input.new_empty(rows), input.new_empty(rows)]
     grads += weights if need_weights else [input.new_empty(0) for _ in weights]
