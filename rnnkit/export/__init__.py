@@ -10,8 +10,9 @@ export captures a graph, hands the call to ``captured_forward``:
   cell's own equations as the body.  The graph holds one loop whose trip count is the
   input's length; torch.onnx's exporter writes it as an ONNX ``Scan``, so the exported
   model takes any batch size and sequence length (see rnnkit.export.onnx).
-  A PackedSequence cannot be captured (its batch sizes are data): a clear error.  So is the
-  TorchScript exporter (``torch.onnx.export(..., dynamo=False)``), which cannot trace the scan.
+  A PackedSequence cannot be captured (its batch sizes are data): a clear error.
+- **The TorchScript-based ONNX exporter** (``torch.onnx.export(..., dynamo=False)``): each layer
+  becomes ONNX's own RNN/LSTM/GRU node (rnnkit.export.onnx_nodes), as torch.nn's layers do there.
 - **torch.compile** (dynamo): the layers are not diverted here.  dynamo traces their Python, and
   ``kernels.select`` hands it each fused kernel of torch.nn's families as one operator,
   ``rnnkit::fused_layer`` (kernels/opaque.py): no graph break, so ``fullgraph=True`` compiles.
@@ -31,6 +32,8 @@ import warnings
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
+from . import onnx_nodes
+
 
 def _in_onnx_export() -> bool:
     # torch.onnx is imported by whoever exports; until then no export can be running
@@ -38,7 +41,8 @@ def _in_onnx_export() -> bool:
     # The TorchScript-based exporter runs the model under jit tracing: checking that first is
     # cheap, is_in_onnx_export() costs ~10 us, paid by every forward call.
     onnx = sys.modules.get("torch.onnx")
-    return onnx is not None and torch.jit.is_tracing() and bool(onnx.is_in_onnx_export())
+    return (onnx is not None and torch.jit.is_tracing() and bool(onnx.is_in_onnx_export())
+            and not onnx_nodes.inside_node())
 
 
 def exporting() -> bool:
@@ -112,11 +116,8 @@ def eager_call(module, *args, **kwargs):
 
 def captured_forward(layer, input, hx=None):
     """``layer(input, hx)`` for an rnnkit RNN/LSTM/GRU while an export captures a graph (see the module doc)."""
-    if not torch.compiler.is_exporting():  # torch.onnx.export(..., dynamo=False): TorchScript tracing
-        raise RuntimeError(
-            f"{type(layer).__name__}: rnnkit layers export with torch.onnx.export(..., dynamo=True), the "
-            "default (their time loop is captured as an ONNX Scan); the TorchScript exporter (dynamo=False) "
-            "cannot trace that loop")
+    if not torch.compiler.is_exporting():  # torch.onnx.export(..., dynamo=False): ONNX's own RNN nodes
+        return onnx_nodes.node_forward(layer, input, hx)
     if isinstance(input, PackedSequence):
         raise RuntimeError(
             f"{type(layer).__name__}: a PackedSequence cannot be exported (its batch sizes are data, "

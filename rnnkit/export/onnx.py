@@ -10,8 +10,8 @@ typing: it names the dynamic axes of every input tensor, and runs the result in 
     outputs = run("model.onnx", x_of_any_batch_and_length)
 
 Limits: padded (or unbatched) tensor input only, not PackedSequence; rnnkit.Recurrent is not exportable with dynamic shapes (it packs its
-input).  The TorchScript exporter (``dynamo=False``) cannot capture the scan and is refused
-with a clear error.
+input).  The TorchScript exporter (``dynamo=False``) writes ONNX's own RNN/LSTM/GRU nodes instead
+(rnnkit.export.onnx_nodes).
 """
 from __future__ import annotations
 

@@ -139,7 +139,97 @@ def test_torch_export_keeps_time_dynamic_and_refuses_packed_input(strict):
         torch.export.export(Packed(), (torch.randn(7, 3, 4),), strict=strict)
 
 
-def test_torchscript_exporter_is_refused_clearly():
-    model = rnnkit.LSTM(4, 6).eval()
-    with pytest.raises(Exception, match="dynamo=True"):
-        torch.onnx.export(model, (torch.randn(5, 2, 4),), io.BytesIO(), dynamo=False)
+# The TorchScript-based exporter (dynamo=False) writes ONNX's own RNN, LSTM and GRU nodes, one per layer,
+# as for torch.nn's layers: (layer, input at export (T, B, I) or unbatched, initial state given)
+TORCHSCRIPT_CASES = {
+    "lstm-2layer-bi-batch_first": (lambda: rnnkit.LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True,
+                                                        dropout=0.2), True, False),
+    "gru-h0-no_bias": (lambda: rnnkit.GRU(4, 5, bias=False), True, True),
+    "gru-2layer-bi-h0": (lambda: rnnkit.GRU(4, 5, num_layers=2, bidirectional=True), True, True),
+    "rnn_tanh-bi": (lambda: rnnkit.RNN(4, 3, bidirectional=True), True, False),
+    "rnn_relu-2layer-h0": (lambda: rnnkit.RNN(4, 3, num_layers=2, nonlinearity="relu"), True, True),
+    "lstm-unbatched-h0": (lambda: rnnkit.LSTM(4, 6), False, True),
+}
+
+
+def _state(layer, batch, gen):
+    rows = layer.num_layers * (2 if layer.bidirectional else 1)
+    shape = (rows, batch, layer.hidden_size) if batch else (rows, layer.hidden_size)
+    states = tuple(torch.randn(shape, generator=gen) for _ in range(2 if isinstance(layer, rnnkit.LSTM) else 1))
+    return states if len(states) == 2 else states[0]
+
+
+@pytest.mark.parametrize("case", list(TORCHSCRIPT_CASES))
+def test_torchscript_exporter_writes_onnx_recurrent_nodes(case):
+    """torch.onnx.export(..., dynamo=False): one ONNX RNN/LSTM/GRU node per layer (not a loop unrolled for
+    the example's length); onnxruntime at other batch sizes and lengths within float32's rounding."""
+    build, batched, with_state = TORCHSCRIPT_CASES[case]
+    torch.manual_seed(3)
+    layer = build().eval()
+    gen = torch.Generator().manual_seed(4)
+
+    def example(length, batch):
+        x = torch.randn(*((batch, length) if layer.batch_first else (length, batch)) if batched else (length,), 4,
+                        generator=gen)
+        return (x, _state(layer, batch if batched else 0, gen)) if with_state else (x,)
+
+    args = example(5, 2)
+    names = ["x"] + (["h0", "c0"] if with_state and isinstance(layer, rnnkit.LSTM) else ["h0"] if with_state else [])
+    time_axis, batch_axis = (1, 0) if layer.batch_first else (0, 1)
+    dynamic = {"x": {time_axis: "time", batch_axis: "batch"} if batched else {0: "time"}}
+    dynamic.update({name: {1: "batch"} for name in names[1:] if batched})
+    buffer = io.BytesIO()
+    flat_args = (args[0], *(args[1] if isinstance(layer, rnnkit.LSTM) and with_state else args[1:]))
+
+    class Flat(torch.nn.Module):  # the exporter names flat inputs: (x, h0[, c0])
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x, *states):
+            hx = None if not states else states if len(states) == 2 else states[0]
+            out, hn = self.layer(x, hx)
+            return (out, *hn) if isinstance(hn, tuple) else (out, hn)
+
+    model = Flat().eval()
+    torch.onnx.export(model, flat_args, buffer, dynamo=False, input_names=names, dynamic_axes=dynamic)
+    graph = onnx.load_from_string(buffer.getvalue())
+    onnx.checker.check_model(graph)
+    kind = type(layer).__name__
+    assert [n.op_type for n in graph.graph.node].count(kind) == layer.num_layers
+    assert "Loop" not in {n.op_type for n in graph.graph.node}
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    for length, batch in [(9, 3), (1, 1), (5, 2)]:
+        args = example(length, batch)
+        flat = (args[0], *(args[1] if isinstance(layer, rnnkit.LSTM) and with_state else args[1:]))
+        got = session.run(None, {name: t.numpy() for name, t in zip(names, flat)})
+        with torch.no_grad():
+            want = model(*flat)
+        assert [g.shape for g in got] == [tuple(w.shape) for w in want]
+        truth, sensitivities = float64_truth_of(lambda m, *a: m(*a), model, list(flat), grad=False)
+        assert_within_rounding([torch.from_numpy(g) for g in got], truth, sensitivities, torch.float32,
+                               who="onnxruntime")
+
+
+@pytest.mark.parametrize("what,match", [
+    ("packed", "PackedSequence cannot be exported"),
+    ("proj_size", "no projection"),
+    ("training dropout", "model.eval"),
+])
+def test_torchscript_exporter_refuses_what_onnx_nodes_cannot_hold(what, match):
+    if what == "packed":
+        class Packed(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lstm = rnnkit.LSTM(4, 6)
+
+            def forward(self, x):
+                return self.lstm(pack_padded_sequence(x, [5, 3]))[0].data
+        model, x = Packed().eval(), torch.randn(5, 2, 4)
+    elif what == "proj_size":
+        model, x = rnnkit.LSTM(4, 6, proj_size=3).eval(), torch.randn(5, 2, 4)
+    else:  # the exporter puts the model in eval mode unless told to export it for training
+        model, x = rnnkit.GRU(4, 6, num_layers=2, dropout=0.5), torch.randn(5, 2, 4)
+    training = torch.onnx.TrainingMode.TRAINING if what == "training dropout" else torch.onnx.TrainingMode.EVAL
+    with pytest.raises(Exception, match=match):
+        torch.onnx.export(model, (x,), io.BytesIO(), dynamo=False, training=training)
