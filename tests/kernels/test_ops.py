@@ -354,6 +354,33 @@ def test_one_step_of_few_rows_equals_torch_nn(mode, batch, dtype):
 
 
 @needs_extension
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("mode", MODES)
+def test_half_precision_runs_the_float32_operators(mode, dtype):
+    """A bfloat16/float16 layer on the operators computes in float32 (issue 17: float32 accumulation):
+    its outputs and gradients are exactly the float32 layer's on the same (widened) values, rounded
+    once to the layer's dtype.  (One layer-direction: each layer-direction's results are rounded, so
+    a deeper stack reads rounded outputs, and two directions' input gradients add in the dtype.)"""
+    torch.manual_seed(0)
+    half = make_layer(mode, "ops", dtype)
+    wide = make_layer(mode, "ops", torch.float32)
+    wide.load_state_dict({k: v.float() for k, v in half.state_dict().items()})
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(STEPS, BATCH, INPUT, generator=gen).to(dtype)
+    results = []
+    for layer, inp in ((half, x), (wide, x.float())):
+        leaf = inp.clone().requires_grad_()
+        out, hn = layer(pack_padded_sequence(leaf, SORTED_LENGTHS))
+        finals = hn if isinstance(hn, tuple) else (hn,)
+        # the loss reads the results in the dtype, so that both backwards get the same (rounded) gradients
+        loss = out.data.to(dtype).float().pow(2).sum() + sum(s.to(dtype).float().sum() for s in finals)
+        results.append([out.data, *finals, *torch.autograd.grad(loss, [leaf, *layer.parameters()])])
+    for got, wide_result in zip(*results):
+        assert got.dtype == dtype
+        assert torch.equal(got, wide_result.to(dtype))
+
+
+@needs_extension
 @pytest.mark.parametrize("what,match", [
     ("growing", "non-increasing"), ("sum", "sum to"), ("h0 rows", "h0 should have shape"),
     ("dtype", "dtype"), ("w_hh rows", "w_hh"), ("one bias", "both"), ("no steps", "at least one step"),
@@ -399,16 +426,16 @@ def test_without_the_extension_auto_runs_the_numba_kernels(extension_missing):
     assert kernels.select("auto", LSTM_EQUATIONS, x, weights).name == "numba"
 
 
-@pytest.mark.parametrize("what", ["bfloat16", "meta device", "mixed dtypes", "other cell", "autocast"])
+@pytest.mark.parametrize("what", ["complex64", "meta device", "mixed dtypes", "other cell", "autocast"])
 def test_check_names_what_it_does_not_run(what):
-    dtype = torch.bfloat16 if what == "bfloat16" else torch.float32
+    dtype = torch.complex64 if what == "complex64" else torch.float32
     device = "meta" if what == "meta device" else "cpu"
     x = torch.randn(4, INPUT, dtype=dtype, device=device)
     w = CellWeights(torch.randn(HIDDEN, INPUT, dtype=dtype, device=device),
                     torch.randn(HIDDEN, HIDDEN, dtype=torch.float64 if what == "mixed dtypes" else dtype,
                                 device=device))
     eq = rnnkit.cells.LayerNormLSTMCell(INPUT, HIDDEN).equations if what == "other cell" else ELMAN_TANH
-    expected = {"bfloat16": "bfloat16", "meta device": "meta", "mixed dtypes": "float64",
+    expected = {"complex64": "complex64", "meta device": "meta", "mixed dtypes": "float64",
                 "other cell": "layernorm_lstm", "autocast": "autocast"}[what]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=what == "autocast"):
         with pytest.raises(UnsupportedBackendError, match=expected):

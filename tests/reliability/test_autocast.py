@@ -89,11 +89,30 @@ def test_lstm_with_projections_autocasts_op_by_op_as_torch_nn():
     assert_within_bfloat16_rounding(ref, "padded", ref_result, "torch.nn")
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_a_named_fused_backend_refuses_autocast(family):
+@pytest.mark.parametrize("family", ["gru", "rnn"])
+def test_a_named_fused_backend_refuses_autocast_op_by_op(family):
+    """torch.nn's GRU and RNN autocast op by op (each product on its own): the fused kernels, one
+    operator for the whole loop, cannot, and a named fused backend says so."""
     layer = FAMILIES[family][0](4, 5, backend="fused")
     with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(rnnkit.UnsupportedBackendError, match="autocast"):
         layer(torch.randn(6, 3, 4))
+
+
+@pytest.mark.parametrize("form", ["padded", "2layers_bi", "batch_first"])
+def test_lstm_cast_whole_runs_on_the_operators(form):
+    """Where torch.nn casts its LSTM whole (oneDNN's), rnnkit's runs its C++ operators on the bfloat16
+    call, in float32 inside (kernels/ops: HALF_DTYPES): a named fused backend runs it, within bfloat16's
+    rounding, with torch.nn's dtypes."""
+    pytest.importorskip("rnnkit._C")
+    torch.manual_seed(0)
+    ours = rnnkit.LSTM(4, 5, backend="fused", **FORMS[form])
+    torch.manual_seed(0)
+    ref = nn.LSTM(4, 5, **FORMS[form])
+    (out_a, hx_a, grads_a), (out_b, hx_b, grads_b) = ours_result, _ = run(ours, form), run(ref, form)
+    assert out_a.dtype == out_b.dtype == torch.bfloat16
+    assert [h.dtype for h in hx_a] == [h.dtype for h in hx_b]
+    assert [g.dtype for g in grads_a] == [g.dtype for g in grads_b]
+    assert_within_bfloat16_rounding(ref, form, ours_result, "rnnkit")
 
 
 def test_outside_autocast_the_fused_kernel_runs_again():

@@ -10,7 +10,11 @@ from ..base import Kernel, check_tensors, refuse_under_transforms
 from . import extension
 from .families import FAMILIES
 
-DTYPES = (torch.float32, torch.float64)
+DTYPES = (torch.float32, torch.float64)  # what the operators compute in
+# what the kernel takes: bfloat16 and float16 calls run the float32 operators, in float32 throughout
+# (input, states and weights widened, the result rounded back once, as float32 accumulation)
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+ACCEPTED = DTYPES + HALF_DTYPES
 
 
 @lru_cache(maxsize=64)
@@ -22,7 +26,8 @@ def _batch_sizes_tensor(batch_sizes: tuple) -> torch.Tensor:
 
 class OpsKernel(Kernel):
     """torch.nn's recurrences (LSTM with or without projection, GRU, Elman tanh/relu) on the C++
-    operators of rnnkit._C: float32 and float64 on the CPU, padded or packed, either direction."""
+    operators of rnnkit._C: float32 and float64 on the CPU, padded or packed, either direction;
+    bfloat16 and float16 computed in float32."""
 
     name = "ops"
 
@@ -31,10 +36,12 @@ class OpsKernel(Kernel):
             raise UnsupportedBackendError(
                 f"backend 'ops' has no operator for the recurrence {eq.name!r} (it runs rnn_tanh, rnn_relu, lstm "
                 "and gru); use backend='auto', 'fused' or 'reference'")
-        if torch.is_autocast_enabled("cpu"):
+        if torch.is_autocast_enabled("cpu") and x.dtype not in HALF_DTYPES:
+            # the layer casts a call whole where torch.nn does (its input is then bfloat16/float16);
+            # elsewhere torch.nn's autocast acts op by op, which the reference loop reproduces
             raise UnsupportedBackendError(
-                "backend 'ops' does not run under torch.autocast yet (no autocast rule is registered for its "
-                "operators); use backend='auto' or 'reference'")
+                "backend 'ops' runs under torch.autocast only where the layer casts the whole call (as torch.nn's "
+                "oneDNN LSTM is cast); autocast op by op runs on backend='auto' or 'reference'")
         if torch.jit.is_tracing():  # a trace of the operators would load only where rnnkit._C is loaded
             raise UnsupportedBackendError(
                 "backend 'ops' is not recorded by torch.jit.trace (a trace holding rnnkit's operators would run "
@@ -42,12 +49,14 @@ class OpsKernel(Kernel):
                 "anywhere); use backend='auto' or 'reference', which trace")
         refuse_under_transforms("ops")
         dtype = x.dtype
-        if not (dtype in DTYPES and all(t is None or (t.device.type == "cpu" and t.dtype == dtype
-                                                      and t.layout == torch.strided) for t in (x, *weights))):
-            check_tensors("ops", x, weights, "cpu", DTYPES)
+        if not (dtype in ACCEPTED and all(t is None or (t.device.type == "cpu" and t.dtype == dtype
+                                                        and t.layout == torch.strided) for t in (x, *weights))):
+            check_tensors("ops", x, weights, "cpu", ACCEPTED)
         extension.load()
 
     def layer(self, eq, x, batch_sizes, state0, weights, reverse):
+        if x.dtype in HALF_DTYPES:
+            return self._widened_layer(eq, x, batch_sizes, state0, weights, reverse)
         family = FAMILIES[eq]
         w_ih, w_hh, b_ih, b_hh, w_hr = weights
         operator = getattr(torch.ops.rnnkit, family.name)
@@ -55,6 +64,17 @@ class OpsKernel(Kernel):
         results = operator(x, _batch_sizes_tensor(tuple(batch_sizes)), *state0, w_ih, w_hh, b_ih, b_hh, *projection,
                            reverse)
         return results[0], tuple(results[1:1 + family.states])
+
+    def _widened_layer(self, eq, x, batch_sizes, state0, weights, reverse):
+        """A bfloat16/float16 layer-direction on the float32 operators: every tensor widened (exactly),
+        the results rounded back to the call's dtype (autograd carries the gradients through both
+        casts).  Autocast is off inside: the operators' own products stay float32."""
+        dtype = x.dtype
+        wide = [None if t is None else t.float() for t in weights]
+        with torch.autocast("cpu", enabled=False):
+            output, final = self.layer(eq, x.float(), batch_sizes, tuple(s.float() for s in state0),
+                                       type(weights)(*wide), reverse)
+        return output.to(dtype), tuple(s.to(dtype) for s in final)
 
 
 __all__ = ["OpsKernel"]
