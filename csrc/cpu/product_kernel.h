@@ -52,7 +52,11 @@ RNNKIT_TARGET inline void block(const T* a, int64_t lda, const T* panel, int64_t
     V b[kPanelVectors];
     for (int v = 0; v < kPanelVectors; ++v) std::memcpy(&b[v], panel + k * kWidth + v * kLanes, sizeof(V));
     for (int i = 0; i < Rows; ++i) {
-      const V a_ik = V{} + a[i * lda + k];  // the element broadcast to every lane
+      // The element broadcast to every lane.  (x - 0, not 0 + x: the compiler drops a subtraction of
+      // zero, which keeps x's sign, and broadcasts straight from memory; the addition it must keep, and
+      // its add-then-shuffle per element took issue slots from the FMAs: the LSTM forward at
+      // (T, B, H) = (100, 32, 256) took 1.29x torch.nn's time before, 1.21x after.)
+      const V a_ik = a[i * lda + k] - V{};
       for (int v = 0; v < kPanelVectors; ++v) acc[i][v] += a_ik * b[v];
     }
   }
