@@ -41,6 +41,26 @@ inline void check_shape(const char* op, const char* name, const at::Tensor& t, a
 
 }  // namespace detail
 
+// Whether the layer is bfloat16 or float16: the loop then runs in float32 (loop_dtype_args).
+inline bool is_half(const LayerArgs& a) {
+  return a.input.scalar_type() == at::kBFloat16 || a.input.scalar_type() == at::kHalf;
+}
+
+// The arguments as the float32 loop reads a half-precision layer's: the states, W_hh, the biases and
+// W_hr widened (exactly) to float32; the input and W_ih kept, for the products the loop takes in the
+// input's dtype (time_loop.h: the hoisted input projection, dx and the weights' gradients).
+inline LayerArgs loop_dtype_args(const LayerArgs& a) {
+  LayerArgs wide = a;
+  const auto widen = [](const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; };
+  wide.h0 = widen(a.h0);
+  wide.c0 = widen(a.c0);
+  wide.w_hh = widen(a.w_hh);
+  wide.b_ih = widen(a.b_ih);
+  wide.b_hh = widen(a.b_hh);
+  wide.w_hr = widen(a.w_hr);
+  return wide;
+}
+
 // Checks every shape, dtype and device against the input and the packed layout, so that the loops
 // may index without bounds checks; returns contiguous tensors.  `gates` is the cell's G.
 inline LayerArgs check_layer_args(const char* op, int64_t gates, const at::Tensor& input,
@@ -52,8 +72,9 @@ inline LayerArgs check_layer_args(const char* op, int64_t gates, const at::Tenso
   using detail::check_shape;
   using detail::check_tensor;
   TORCH_CHECK(input.is_cpu(), op, ": input should be on the CPU, got ", input.device());
-  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble, op,
-              ": supports float32 and float64, got ", input.scalar_type());
+  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble ||
+                  input.scalar_type() == at::kBFloat16 || input.scalar_type() == at::kHalf,
+              op, ": supports float32, float64, bfloat16 and float16, got ", input.scalar_type());
   TORCH_CHECK(input.dim() == 2, op, ": input should be 2-D (rows, input_size) in packed layout, got shape ",
               input.sizes());
   PackedLayout layout(batch_sizes, input.size(0), reverse, op);

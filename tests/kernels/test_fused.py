@@ -17,6 +17,7 @@ from rnnkit import kernels
 from rnnkit.cells import (ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS, CellEquations,
                           CellWeights)
 from rnnkit.errors import UnsupportedBackendError
+from rnnkit.kernels.ops import extension as ops_extension
 from rnnkit.kernels.cpu import blocks, common, split
 
 TESTS = str(pathlib.Path(__file__).resolve().parent.parent)  # helpers.py (no conftest in this folder)
@@ -238,22 +239,28 @@ def test_fused_check_names_what_is_unsupported_and_auto_falls_back(what):
     expected = {"bfloat16": "bfloat16", "float16": "float16", "meta device": "meta",
                 "mixed dtypes": "float64", "unknown recurrence": "custom"}[what]
     with pytest.raises(UnsupportedBackendError, match=expected):
-        kernels.select("fused", eq, x, w)
+        kernels.select("numba", eq, x, w)
     with pytest.raises(ValueError):  # UnsupportedBackendError is a ValueError
+        kernels.select("numba", eq, x, w)
+    if what in ("bfloat16", "float16") and ops_extension.available():
+        # the C++ operators run half-precision layers of torch.nn's families (in float32 inside)
+        assert kernels.select("fused", eq, x, w).name == kernels.select("auto", eq, x, w).name == "ops"
+        return
+    with pytest.raises(UnsupportedBackendError, match=expected):
         kernels.select("fused", eq, x, w)
     assert kernels.select("auto", eq, x, w) is kernels.REFERENCE
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_layers_fall_back_or_raise_on_bfloat16(mode):
+def test_bfloat16_layers_run_the_operators_or_the_reference_and_numba_refuses(mode):
     torch.manual_seed(0)
     auto = make_layer(mode, "auto", torch.bfloat16)
-    ref = make_layer(mode, "reference", torch.bfloat16)
-    ref.load_state_dict(auto.state_dict())
+    picked = make_layer(mode, "ops" if ops_extension.available() else "reference", torch.bfloat16)
+    picked.load_state_dict(auto.state_dict())
     x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.bfloat16)
     out_auto, _ = auto(x)
-    out_ref, _ = ref(x)
-    assert torch.equal(out_auto, out_ref)  # auto ran the reference loop
-    fused = make_layer(mode, "fused", torch.bfloat16)
+    out_picked, _ = picked(x)
+    assert torch.equal(out_auto, out_picked)  # auto ran the operators (the reference loop without them)
+    numba = make_layer(mode, "numba", torch.bfloat16)
     with pytest.raises(UnsupportedBackendError, match="bfloat16"):
-        fused(x)
+        numba(x)

@@ -210,9 +210,9 @@ def op_arguments(mode, sizes, reverse, dtype=torch.float64):
     return getattr(torch.ops.rnnkit, family).default, (x, torch.tensor(sizes), *state0, *w, reverse)
 
 
-def backward_arguments(mode, sizes, reverse, output_mask):
+def backward_arguments(mode, sizes, reverse, output_mask, dtype=torch.float64):
     """(backward operator, its arguments): the forward's arguments and results, output gradients."""
-    forward, args = op_arguments(mode, sizes, reverse)
+    forward, args = op_arguments(mode, sizes, reverse, dtype)
     detached = [a.detach() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
     results = forward(*detached)
     states = 2 if mode.startswith("lstm") else 1
@@ -227,14 +227,16 @@ def backward_arguments(mode, sizes, reverse, output_mask):
 
 
 @needs_extension
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["float64", "bfloat16"])
 @pytest.mark.parametrize("reverse,sizes", [(False, [3, 3, 3]), (True, [3, 2, 2, 1])], ids=["padded", "reverse-packed"])
 @pytest.mark.parametrize("mode", MODES)
-def test_opcheck(mode, reverse, sizes):
-    """Schema, fake kernel, autograd registration and AOT dispatch of every operator."""
-    forward, args = op_arguments(mode, sizes, reverse)
+def test_opcheck(mode, reverse, sizes, dtype):
+    """Schema, fake kernel (a bfloat16 layer's saved tensors are float32), autograd registration and AOT
+    dispatch of every operator."""
+    forward, args = op_arguments(mode, sizes, reverse, dtype)
     torch.library.opcheck(forward, args)
     for output_mask in ([True, True, True], [False, False, False], [False, True, False]):
-        backward, bargs = backward_arguments(mode, sizes, reverse, output_mask)
+        backward, bargs = backward_arguments(mode, sizes, reverse, output_mask, dtype)
         torch.library.opcheck(backward, bargs)
 
 
@@ -355,29 +357,21 @@ def test_one_step_of_few_rows_equals_torch_nn(mode, batch, dtype):
 
 @needs_extension
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("form", ["padded", "packed_unsorted"])
 @pytest.mark.parametrize("mode", MODES)
-def test_half_precision_runs_the_float32_operators(mode, dtype):
-    """A bfloat16/float16 layer on the operators computes in float32 (issue 17: float32 accumulation):
-    its outputs and gradients are exactly the float32 layer's on the same (widened) values, rounded
-    once to the layer's dtype.  (One layer-direction: each layer-direction's results are rounded, so
-    a deeper stack reads rounded outputs, and two directions' input gradients add in the dtype.)"""
+def test_half_precision_layers_within_their_rounding(mode, form, dtype):
+    """bfloat16/float16 layers on the operators (the loop in float32, the large products in the dtype):
+    outputs, final states and every gradient within the dtype's rounding of the float64 computation,
+    2 layers, both directions, with initial states."""
     torch.manual_seed(0)
-    half = make_layer(mode, "ops", dtype)
-    wide = make_layer(mode, "ops", torch.float32)
-    wide.load_state_dict({k: v.float() for k, v in half.state_dict().items()})
+    layer = make_layer(mode, "ops", dtype, num_layers=2, bidirectional=True)
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(STEPS, BATCH, INPUT, generator=gen).to(dtype)
-    results = []
-    for layer, inp in ((half, x), (wide, x.float())):
-        leaf = inp.clone().requires_grad_()
-        out, hn = layer(pack_padded_sequence(leaf, SORTED_LENGTHS))
-        finals = hn if isinstance(hn, tuple) else (hn,)
-        # the loss reads the results in the dtype, so that both backwards get the same (rounded) gradients
-        loss = out.data.to(dtype).float().pow(2).sum() + sum(s.to(dtype).float().sum() for s in finals)
-        results.append([out.data, *finals, *torch.autograd.grad(loss, [leaf, *layer.parameters()])])
-    for got, wide_result in zip(*results):
-        assert got.dtype == dtype
-        assert torch.equal(got, wide_result.to(dtype))
+    x = torch.randn(STEPS, BATCH, INPUT, generator=gen).to(dtype).requires_grad_()
+    states = [torch.randn(4, BATCH, size, generator=gen).to(dtype).requires_grad_() for size in layer._state_sizes()]
+    fn = run(form)
+    truth, sensitivities = float64_truth_of(fn, layer, [x, *states], dtype=dtype)
+    got = outputs_and_grads(fn, layer, [x, *states])
+    assert_within_rounding(got, truth, sensitivities, dtype, who="ops")
 
 
 @needs_extension

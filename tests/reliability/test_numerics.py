@@ -9,6 +9,7 @@ import rnnkit
 from helpers import MODES, assert_within_rounding, float64_truth_of, rounding_sensitivity
 from rnnkit.cli.reference import torch_twin
 from rnnkit.errors import UnsupportedBackendError
+from rnnkit.kernels.ops import extension as ops_extension
 from rnnkit.verify.fuzz import cell_classes, supported_backends
 
 LAYER_MODES = list(MODES)  # rnn_tanh, rnn_relu, lstm, lstm_proj, gru
@@ -155,16 +156,17 @@ def test_float64_is_computed_in_float64(mode, backend):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
 @pytest.mark.parametrize("mode", LAYER_MODES)
-def test_low_precision_runs_on_the_reference_backend(mode, dtype):
-    """bfloat16 and float16: "auto" falls back to the reference loop (the fused kernels run float32/64
-    only), the result keeps the dtype and is as close to the exact result as the format allows: within
+def test_low_precision_runs_within_its_rounding(mode, dtype):
+    """bfloat16 and float16: "auto" runs the C++ operators (the loop in float32, issue 17), or the reference
+    loop without them; the numba kernels refuse.  The result keeps the dtype and is as close to the exact
+    result as the format allows on every backend: within
     that dtype's rounding of the float64 computation on the float32 layer's values (helpers: the bound
     from the computation's sensitivity to rounding at the dtype's unit roundoff, the rounding of the data
     to the dtype included; the bound before, 40 x the unit roundoff, assumed values below 1)."""
     ref32 = _layer(mode, "auto")
     x32 = torch.randn(7, 3, 4)
     truth, sensitivities = float64_truth_of(lambda m, x: m(x)[0], ref32, [x32], grad=False, dtype=dtype)
-    for backend in ("auto", "reference"):
+    for backend in ("auto", "reference") + (("ops",) if ops_extension.available() else ()):
         layer = _layer(mode, backend, dtype=dtype)
         layer.load_state_dict(ref32.state_dict())
         x = x32.to(dtype).requires_grad_()
@@ -175,7 +177,7 @@ def test_low_precision_runs_on_the_reference_backend(mode, dtype):
         with torch.no_grad():  # huge inputs in low precision: still no NaN or inf
             assert _all_finite([layer((x32 * 1e4).to(dtype))[0]])
     with pytest.raises(UnsupportedBackendError, match="float32 and float64"):
-        _layer(mode, "fused", dtype=dtype)(x32.to(dtype))
+        _layer(mode, "numba", dtype=dtype)(x32.to(dtype))
 
 
 def test_low_precision_recurrent_cells_fall_back_too():

@@ -4,7 +4,7 @@ names this module (``set_python_module``), so torch imports it when it needs the
 
 Shapes, with N rows of packed input, B sequences, hidden size H, h of width P:
 forward ``output (N, P)``, the final states like the initial ones, ``gates (N, saved_blocks*H)``,
-``cells (N, H)``; backward: each gradient like its argument, ``(0,)`` where output_mask turns it off
+``cells (N, H)`` (these two in float32 for a bfloat16/float16 layer, whose loop runs in float32); backward: each gradient like its argument, ``(0,)`` where output_mask turns it off
 (and ``grad_w_hr`` without a projection).
 """
 from __future__ import annotations
@@ -17,10 +17,12 @@ from .families import BY_NAME, Family
 def _forward_results(family: Family, input, state0, w_hh) -> tuple:
     N, H = input.shape[0], w_hh.shape[0] // family.gates
     results = [input.new_empty(N, state0[0].shape[1])] + [s.new_empty(s.shape) for s in state0]
+    # what the backward reads is in the loop's dtype: float32 for a bfloat16/float16 layer
+    loop_dtype = torch.float32 if input.dtype in (torch.bfloat16, torch.float16) else input.dtype
     if family.saved_blocks:
-        results.append(input.new_empty(N, family.saved_blocks * H))
+        results.append(input.new_empty(N, family.saved_blocks * H, dtype=loop_dtype))
     if family.states == 2:
-        results.append(input.new_empty(N, H))
+        results.append(input.new_empty(N, H, dtype=loop_dtype))
     return tuple(results)
 
 

@@ -11,8 +11,8 @@ from . import extension
 from .families import FAMILIES
 
 DTYPES = (torch.float32, torch.float64)  # what the operators compute in
-# what the kernel takes: bfloat16 and float16 calls run the float32 operators, in float32 throughout
-# (input, states and weights widened, the result rounded back once, as float32 accumulation)
+# what the kernel takes: the operators run bfloat16 and float16 layers in float32 (the time loop, on
+# widened states and weights) and their large products in the layer's dtype (float32 accumulation)
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 ACCEPTED = DTYPES + HALF_DTYPES
 
@@ -55,8 +55,6 @@ class OpsKernel(Kernel):
         extension.load()
 
     def layer(self, eq, x, batch_sizes, state0, weights, reverse):
-        if x.dtype in HALF_DTYPES:
-            return self._widened_layer(eq, x, batch_sizes, state0, weights, reverse)
         family = FAMILIES[eq]
         w_ih, w_hh, b_ih, b_hh, w_hr = weights
         operator = getattr(torch.ops.rnnkit, family.name)
@@ -64,17 +62,6 @@ class OpsKernel(Kernel):
         results = operator(x, _batch_sizes_tensor(tuple(batch_sizes)), *state0, w_ih, w_hh, b_ih, b_hh, *projection,
                            reverse)
         return results[0], tuple(results[1:1 + family.states])
-
-    def _widened_layer(self, eq, x, batch_sizes, state0, weights, reverse):
-        """A bfloat16/float16 layer-direction on the float32 operators: every tensor widened (exactly),
-        the results rounded back to the call's dtype (autograd carries the gradients through both
-        casts).  Autocast is off inside: the operators' own products stay float32."""
-        dtype = x.dtype
-        wide = [None if t is None else t.float() for t in weights]
-        with torch.autocast("cpu", enabled=False):
-            output, final = self.layer(eq, x.float(), batch_sizes, tuple(s.float() for s in state0),
-                                       type(weights)(*wide), reverse)
-        return output.to(dtype), tuple(s.to(dtype) for s in final)
 
 
 __all__ = ["OpsKernel"]
