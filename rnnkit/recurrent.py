@@ -258,6 +258,8 @@ class Recurrent(nn.Module):
     def forward(self, input, hx=None, *, lengths=None):
         if _export.compiling():  # under torch.compile: run eagerly on the kernels (a graph break), see rnnkit/export
             return _export.eager_call(self, input, hx, lengths=lengths)
+        if _export.exporting():  # torch.export / torch.onnx.export: a scan per layer-direction, see rnnkit/export
+            return _export.captured_recurrent(self, input, hx, lengths)
         if torch.jit.is_tracing():
             if lengths is not None:
                 raise RuntimeError("Recurrent: torch.jit.trace cannot record lengths (they would be baked into the "

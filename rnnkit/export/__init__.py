@@ -17,9 +17,12 @@ export captures a graph, hands the call to ``captured_forward``:
   ``kernels.select`` hands it each fused kernel of torch.nn's families as one operator,
   ``rnnkit::fused_layer`` (kernels/opaque.py): no graph break, so ``fullgraph=True`` compiles.
   The reference loop runs eagerly (a graph break, not a loop unrolled into the graph), and so does
-  rnnkit.Recurrent (``eager_call``); Recurrent is not exportable with dynamic shapes (it packs every
-  input, and packing reads the lengths as data).  (Inductor in torch 2.13 cannot lower the scan
-  loop on the CPU, and numba code cannot be traced.)
+  rnnkit.Recurrent (``eager_call``).  (Inductor in torch 2.13 cannot lower the scan loop on the CPU,
+  and numba code cannot be traced.)
+- **rnnkit.Recurrent under an export** (``captured_recurrent``): over rnnkit's own cells, padded
+  input, one scan per layer-direction over each cell's equations (rnnkit.export.scan.scan_recurrent),
+  dynamic in batch and time; lengths, PackedSequence, a user's cell and the in-step options are
+  refused clearly.
 
 This module stays light: ``import rnnkit`` imports it, and nothing here imports torch.onnx,
 onnx or onnxruntime.
@@ -127,4 +130,18 @@ def captured_forward(layer, input, hx=None):
     return scan_forward(layer, input, hx)
 
 
-__all__ = ["exporting", "compiling", "captured_forward", "eager_call", "run_eagerly", "pin_traced_shapes"]
+def captured_recurrent(module, input, hx=None, lengths=None):
+    """``module(input, hx)`` for an rnnkit.Recurrent while an export captures a graph: one scan per
+    layer-direction over its cells' equations (rnnkit.export.scan.scan_recurrent)."""
+    who = f"Recurrent({module.cell_name})"
+    if not torch.compiler.is_exporting():  # the TorchScript-based ONNX exporter: no ONNX node holds a scan
+        raise RuntimeError(f"{who}: rnnkit.Recurrent exports with torch.export or torch.onnx.export(..., "
+                           "dynamo=True), the default; the TorchScript exporter (dynamo=False) cannot hold its loop")
+    if lengths is not None:
+        raise RuntimeError(f"{who}: lengths cannot be exported (they are data, not shapes); export on full-length "
+                           "sequences and mask the padded steps outside the module")
+    from .scan import scan_recurrent
+    return scan_recurrent(module, input, hx)
+
+
+__all__ = ["exporting", "compiling", "captured_forward", "captured_recurrent", "eager_call", "run_eagerly", "pin_traced_shapes"]

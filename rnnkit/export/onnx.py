@@ -9,8 +9,8 @@ typing: it names the dynamic axes of every input tensor, and runs the result in 
     program = export(model, (x,), "model.onnx", batch_dim=0, time_dim=1)   # batch_first input
     outputs = run("model.onnx", x_of_any_batch_and_length)
 
-Limits: padded (or unbatched) tensor input only, not PackedSequence; rnnkit.Recurrent is not exportable with dynamic shapes (it packs its
-input).  The TorchScript exporter (``dynamo=False``) writes ONNX's own RNN/LSTM/GRU nodes instead
+Limits: padded (or unbatched) tensor input only, not PackedSequence; rnnkit.Recurrent exports over
+rnnkit's own cells (rnnkit.export.scan.scan_recurrent).  The TorchScript exporter (``dynamo=False``) writes ONNX's own RNN/LSTM/GRU nodes instead
 (rnnkit.export.onnx_nodes).
 """
 from __future__ import annotations

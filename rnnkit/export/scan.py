@@ -84,4 +84,65 @@ def scan_forward(layer, input: Tensor, hx=None):
     return output, layer._as_hx(state)
 
 
-__all__ = ["scan_direction", "scan_forward"]
+def scan_recurrent(module, input, hx=None):
+    """``module(input, hx)`` for an ``rnnkit.Recurrent`` of rnnkit's own cells and a padded (or unbatched)
+    tensor input: one scan per layer-direction over the cell's equations, the directions merged as
+    ``module.merge`` says.  What a scan cannot hold is refused with a clear error: a PackedSequence or
+    ``lengths`` (data, not shapes), a user's cell (no equations to scan), and the options that act
+    inside the step or across calls (return_states, zoneout, recurrent and input dropout in training,
+    stateful)."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    from ..cells._base import CellBase
+    from ..recurrent import MERGES
+
+    who = f"Recurrent({module.cell_name})"
+    if isinstance(input, PackedSequence):
+        raise RuntimeError(f"{who}: a PackedSequence cannot be exported (its batch sizes are data, not shapes); "
+                           "export on a padded tensor (L, N, H_in)")
+    if not all(isinstance(cell, CellBase) for cell in module.cells):
+        raise RuntimeError(f"{who}: only rnnkit's own cells (rnnkit.cells, whose step is a CellEquations) export "
+                           "as a scan; a user's cell runs eagerly only")
+    acting = [name for name, on in (("return_states", module.return_states), ("stateful", module.stateful),
+                                    ("zoneout", module.zoneout > 0),
+                                    ("recurrent_dropout", module.training and module.recurrent_dropout > 0),
+                                    ("input_dropout", module.training and module.input_dropout > 0)) if on]
+    if acting:
+        raise RuntimeError(f"{who}: {', '.join(acting)} cannot be exported (they act inside the step or across "
+                           "calls); export the module in eval mode without them")
+    if not isinstance(input, Tensor) or input.dim() not in (2, 3):
+        raise ValueError(f"{who}: Expected input to be 2D or 3D, got "
+                         f"{f'{input.dim()}D tensor' if isinstance(input, Tensor) else type(input).__name__} instead")
+    is_batched = input.dim() == 3
+    if not is_batched:
+        input = input.unsqueeze(0 if module.batch_first else 1)
+    if input.size(-1) != module.input_size:
+        raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {module.input_size}, "
+                           f"got {input.size(-1)}")
+    x = input.transpose(0, 1) if module.batch_first else input  # (T, B, I)
+    structure = [module._probe(cell, size, x) for cell, size in zip(module.cells, module._cell_input_sizes)]
+    state = module._initial_state(hx, is_batched, x.shape[1], x, structure)
+    directions = 2 if module.bidirectional else 1
+    finals: list = [[] for _ in state]
+    for k in range(module.num_layers):
+        outs = []
+        for d in range(directions):
+            idx = k * directions + d
+            cell = module.cells[idx]
+            out, final = scan_direction(cell.equations, cell.cell_weights(), x, tuple(s[idx] for s in state),
+                                        reverse=d == 1)
+            outs.append(out)
+            for j, s in enumerate(final):
+                finals[j].append(s)
+        x = MERGES[module.merge](outs)
+        if module.dropout > 0 and module.training and k < module.num_layers - 1:
+            x = F.dropout(x, module.dropout, training=True)
+    final = tuple(torch.stack(f) for f in finals)
+    output = x.transpose(0, 1) if module.batch_first else x
+    if not is_batched:
+        output = output.squeeze(0 if module.batch_first else 1)
+        final = tuple(s.squeeze(1) for s in final)
+    return output, (final[0] if len(final) == 1 else final)
+
+
+__all__ = ["scan_direction", "scan_forward", "scan_recurrent"]
