@@ -282,7 +282,8 @@ def test_edge_shapes(mode, shape):
 
 
 # Long enough that the backward runs several blocks of steps (time_loop.h: about 1 MiB of gate
-# gradients per block; at H = 64 in float64 that is 1,100-4,100 rows, and these are about 4,800).
+# gradients per block, and at least 512 rows: at H = 64 in float64 that is 512-1,024 rows, and these
+# are about 4,600).
 LONG_LENGTHS = [400, 377, 350, 341, 330, 311, 300, 290, 281, 266, 250, 240, 233, 220, 210, 200]
 
 
