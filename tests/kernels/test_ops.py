@@ -287,34 +287,46 @@ def test_edge_shapes(mode, shape):
 LONG_LENGTHS = [400, 377, 350, 341, 330, 311, 300, 290, 281, 266, 250, 240, 233, 220, 210, 200]
 
 
+def ops_and_torch_nn(mode, proj_size, **sizes):
+    """(rnnkit layer on the operators, torch.nn's layer with the same parameters)."""
+    if mode.startswith("rnn"):
+        ours, theirs = (rnnkit.RNN(nonlinearity=mode[4:], backend="ops", **sizes),
+                        torch.nn.RNN(nonlinearity=mode[4:], **sizes))
+    elif mode == "gru":
+        ours, theirs = rnnkit.GRU(backend="ops", **sizes), torch.nn.GRU(**sizes)
+    else:
+        proj = proj_size if mode == "lstm_proj" else 0
+        ours, theirs = rnnkit.LSTM(proj_size=proj, backend="ops", **sizes), torch.nn.LSTM(proj_size=proj, **sizes)
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+def results_and_grads(layer, x, states, lengths=None):
+    """Output, final states and the gradients of a loss of them with respect to x, the initial states and
+    every parameter (x packed with ``lengths`` when given)."""
+    leaves = [x.clone().requires_grad_(), *(s.clone().requires_grad_() for s in states)]
+    inp = pack_padded_sequence(leaves[0], lengths) if lengths else leaves[0]
+    out, hn = layer(inp, leaves[1] if len(leaves) == 2 else tuple(leaves[1:]))
+    out = out.data if lengths else out
+    finals = hn if isinstance(hn, tuple) else (hn,)
+    loss = (out * out.roll(1, 0)).sum() + sum((s * s.flip(-1)).sum() for s in finals)
+    return [out, *finals, *torch.autograd.grad(loss, [*leaves, *layer.parameters()])]
+
+
 @needs_extension
 @pytest.mark.parametrize("mode", MODES)
 def test_backward_in_several_blocks_equals_torch_nn(mode):
     """Outputs and every gradient of a bidirectional packed layer with h0, long enough that the backward
     sums the weights' gradients over several blocks, equal to torch.nn's in float64."""
     torch.manual_seed(0)
-    sizes = dict(input_size=16, hidden_size=64, bidirectional=True, dtype=torch.float64)
-    if mode.startswith("rnn"):
-        ours, theirs = rnnkit.RNN(nonlinearity=mode[4:], backend="ops", **sizes), torch.nn.RNN(nonlinearity=mode[4:], **sizes)
-    elif mode == "gru":
-        ours, theirs = rnnkit.GRU(backend="ops", **sizes), torch.nn.GRU(**sizes)
-    else:
-        proj = 32 if mode == "lstm_proj" else 0
-        ours, theirs = rnnkit.LSTM(proj_size=proj, backend="ops", **sizes), torch.nn.LSTM(proj_size=proj, **sizes)
-    theirs.load_state_dict(ours.state_dict())
+    ours, theirs = ops_and_torch_nn(mode, 32, input_size=16, hidden_size=64, bidirectional=True,
+                                    dtype=torch.float64)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(LONG_LENGTHS[0], len(LONG_LENGTHS), 16, generator=gen, dtype=torch.float64)
     states = [torch.randn(2, len(LONG_LENGTHS), size, generator=gen, dtype=torch.float64)
               for size in ours._state_sizes()]
-    results = []
-    for layer in (ours, theirs):
-        leaves = [x.clone().requires_grad_(), *(s.clone().requires_grad_() for s in states)]
-        packed = pack_padded_sequence(leaves[0], LONG_LENGTHS)
-        out, hn = layer(packed, leaves[1] if len(leaves) == 2 else tuple(leaves[1:]))
-        finals = hn if isinstance(hn, tuple) else (hn,)
-        loss = (out.data * out.data.roll(1, 0)).sum() + sum((s * s.flip(-1)).sum() for s in finals)
-        results.append([out.data, *finals, *torch.autograd.grad(loss, [*leaves, *layer.parameters()])])
-    for got, expected in zip(*results):
+    for got, expected in zip(results_and_grads(ours, x, states, LONG_LENGTHS),
+                             results_and_grads(theirs, x, states, LONG_LENGTHS)):
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
 
 
@@ -329,28 +341,12 @@ def test_one_step_of_few_rows_equals_torch_nn(mode, batch, dtype):
     torch.set_num_threads(2)
     try:
         torch.manual_seed(0)
-        sizes = dict(input_size=96, hidden_size=128, dtype=dtype)
-        if mode.startswith("rnn"):
-            ours, theirs = (rnnkit.RNN(nonlinearity=mode[4:], backend="ops", **sizes),
-                            torch.nn.RNN(nonlinearity=mode[4:], **sizes))
-        elif mode == "gru":
-            ours, theirs = rnnkit.GRU(backend="ops", **sizes), torch.nn.GRU(**sizes)
-        else:
-            proj = 64 if mode == "lstm_proj" else 0
-            ours, theirs = rnnkit.LSTM(proj_size=proj, backend="ops", **sizes), torch.nn.LSTM(proj_size=proj, **sizes)
-        theirs.load_state_dict(ours.state_dict())
+        ours, theirs = ops_and_torch_nn(mode, 64, input_size=96, hidden_size=128, dtype=dtype)
         gen = torch.Generator().manual_seed(1)
         x = torch.randn(1, batch, 96, generator=gen, dtype=dtype)
         states = [torch.randn(1, batch, size, generator=gen, dtype=dtype) for size in ours._state_sizes()]
-        results = []
-        for layer in (ours, theirs):
-            leaves = [x.clone().requires_grad_(), *(s.clone().requires_grad_() for s in states)]
-            out, hn = layer(leaves[0], leaves[1] if len(leaves) == 2 else tuple(leaves[1:]))
-            finals = hn if isinstance(hn, tuple) else (hn,)
-            loss = (out * out.flip(-1)).sum() + sum((s * s.roll(1, -1)).sum() for s in finals)
-            results.append([out, *finals, *torch.autograd.grad(loss, [*leaves, *layer.parameters()])])
         tolerance = 1e-10 if dtype == torch.float64 else 2e-5
-        for got, expected in zip(*results):
+        for got, expected in zip(results_and_grads(ours, x, states), results_and_grads(theirs, x, states)):
             torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
     finally:
         torch.set_num_threads(threads)
