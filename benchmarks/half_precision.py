@@ -2,7 +2,7 @@
 (issue 17's target: forward+backward at least as fast as torch.nn's bfloat16 on the CPU).
 
 Both layers hold the same parameters in bfloat16 and take the same bfloat16 input; the two run
-interleaved (the order alternating every repeat), median of the repeats after a warm-up.  "fwd" runs
+interleaved (the order rotating every repeat), median of the repeats after a warm-up.  "fwd" runs
 under no_grad; "fwd+bwd" is a forward with the input requiring grad and ``out.float().sum().backward()``.
 
     python benchmarks/half_precision.py [--repeats 9] [--threads 2] [--dtype bfloat16] [--json FILE]
@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
 import rnnkit
-from ops_vs_numba import cpu_name  # this folder's scripts: the processor as lscpu names it
+from ops_vs_numba import cpu_name, time_interleaved  # this folder's scripts
 
 SHAPES = [(100, 1, 32, 32), (200, 16, 64, 64), (100, 32, 256, 256), (50, 64, 512, 512)]
 MODES = {"lstm": (rnnkit.LSTM, torch.nn.LSTM), "gru": (rnnkit.GRU, torch.nn.GRU)}
@@ -36,20 +34,6 @@ def runner(layer, x, backward: bool):
             with torch.no_grad():
                 layer(x)
     return run
-
-
-def time_pair(runs: dict, repeats: int, warmup: int = 2) -> dict:
-    for run in runs.values():
-        for _ in range(warmup):
-            run()
-    times = {name: [] for name in runs}
-    names = list(runs)
-    for k in range(repeats):
-        for name in (names if k % 2 == 0 else names[::-1]):
-            t0 = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:
@@ -73,8 +57,8 @@ def main() -> None:
             ours.load_state_dict(theirs.state_dict())
             x = torch.randn(T, B, I).to(dtype)
             for backward in (False, True):
-                got = time_pair({"torch.nn": runner(theirs, x, backward), "rnnkit": runner(ours, x, backward)},
-                                args.repeats)
+                got = time_interleaved({"torch.nn": runner(theirs, x, backward), "rnnkit": runner(ours, x, backward)},
+                                       args.repeats, warmup=2)
                 row = {"mode": mode, "shape": [T, B, I, H], "pass": "fwd+bwd" if backward else "fwd",
                        "torch_ms": got["torch.nn"] * 1e3, "rnnkit_ms": got["rnnkit"] * 1e3,
                        "ratio": got["rnnkit"] / got["torch.nn"]}

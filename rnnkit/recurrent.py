@@ -276,17 +276,9 @@ class Recurrent(nn.Module):
                 raise RuntimeError(f"Recurrent: a PackedSequence's data should be (rows, input_size={self.input_size}), "
                                    f"got {tuple(input.data.shape)}")
         else:
-            if not isinstance(input, Tensor) or input.dim() not in (2, 3):
-                got = f"{input.dim()}D tensor" if isinstance(input, Tensor) else type(input).__name__
-                raise ValueError(f"Recurrent: Expected input to be 2D or 3D, got {got} instead")
-            is_batched = input.dim() == 3
-            if not is_batched:
-                input = input.unsqueeze(0 if self.batch_first else 1)
-                if lengths is not None:
-                    raise ValueError("Recurrent: lengths needs batched 3-D input")
-            if input.size(-1) != self.input_size:
-                raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                                   f"got {input.size(-1)}")
+            if isinstance(input, Tensor) and input.dim() == 2 and lengths is not None:
+                raise ValueError("Recurrent: lengths needs batched 3-D input")
+            input, is_batched = self._batched(input)
             steps = input.size(1 if self.batch_first else 0)
             if steps == 0:
                 raise RuntimeError("Recurrent: expected a sequence of at least one step, got 0 steps")
@@ -348,6 +340,20 @@ class Recurrent(nn.Module):
         return output, h_n, states
 
     # ----- pieces -----------------------------------------------------------------------
+    def _batched(self, input):
+        """(``input`` with its batch axis, whether it had one) for a padded tensor, checked as torch.nn
+        checks it (the dimensions, then the feature size)."""
+        if not isinstance(input, Tensor) or input.dim() not in (2, 3):
+            got = f"{input.dim()}D tensor" if isinstance(input, Tensor) else type(input).__name__
+            raise ValueError(f"Recurrent: Expected input to be 2D or 3D, got {got} instead")
+        is_batched = input.dim() == 3
+        if not is_batched:
+            input = input.unsqueeze(0 if self.batch_first else 1)
+        if input.size(-1) != self.input_size:
+            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                               f"got {input.size(-1)}")
+        return input, is_batched
+
     def _unpack(self, out, packed, packed_in, total_length, is_batched):
         """Packed rows (N, F) back to the caller's layout: a PackedSequence or a padded tensor."""
         if packed is None:  # full-length sequences: the rows are (T, B) in order

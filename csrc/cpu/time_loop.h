@@ -405,19 +405,23 @@ BackwardResult backward_loop(const LayerArgs& a, const at::Tensor& grad_output_i
     const int64_t rows = block.rows();
     const at::Tensor block_grad_x = grad_x.narrow(0, 0, rows);
     const at::Tensor block_grad_a = grad_a.narrow(0, 0, rows);
+    // dX (and dA) as the products read them: narrowed to a half-precision input's dtype once per block
+    // (the bias gradients sum the loop's own values)
+    const at::Tensor product_grad_x = in_input_dtype(block_grad_x);
     if (need_input_grad && !half_input && few_rows_product(rows, G * H, I)) {
       few_rows_times(grad_x_data, G * H, rows, a.w_ih.const_data_ptr<scalar_t>(), G * H, I,
                      result.grad_input.mutable_data_ptr<scalar_t>() + first_row * I, I, false);
     } else if (need_input_grad) {
       at::Tensor block_grad_input = result.grad_input.narrow(0, first_row, rows);
-      at::mm_out(block_grad_input, in_input_dtype(block_grad_x), a.w_ih);
+      at::mm_out(block_grad_input, product_grad_x, a.w_ih);
     }
     if (!need_weight_grads) continue;
-    add_product(result.grad_w_ih, block_grad_x.t(), a.input.narrow(0, first_row, rows));
+    add_product(result.grad_w_ih, product_grad_x.t(), a.input.narrow(0, first_row, rows));
     add_row_sum(result.grad_b_ih, block_grad_x);
     at::Tensor block_states = states.narrow(0, 0, rows);
     previous_states<scalar_t>(layout, block, output, a.h0, block_states);
-    add_product(result.grad_w_hh, block_grad_a.t(), block_states);
+    add_product(result.grad_w_hh, (Cell::kSameProductGrads ? product_grad_x : in_input_dtype(block_grad_a)).t(),
+                block_states);
     if (!Cell::kSameProductGrads) add_row_sum(result.grad_b_hh, block_grad_a);
     if constexpr (Cell::kProjectable) {
       if (project) {

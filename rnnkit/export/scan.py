@@ -8,8 +8,6 @@ PackedSequence's batch sizes are data, not shapes, and cannot be captured as a d
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -61,21 +59,14 @@ def scan_forward(layer, input: Tensor, hx=None):
     else:
         layer._check_state(state, batch, x.dtype)
 
+    from ..recurrent import run_stack  # (rnnkit.recurrent imports this package)
+
     eq = layer.equations
-    finals: list = [[] for _ in state]
-    for k in range(layer.num_layers):
-        outs = []
-        for d in range(num_directions):
-            idx = k * num_directions + d
-            out, final = scan_direction(eq, layer.layer_weights(k, d), x, tuple(s[idx] for s in state),
-                                        reverse=d == 1)
-            outs.append(out)
-            for j, s in enumerate(final):
-                finals[j].append(s)
-        x = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
-        if layer.dropout > 0 and layer.training and k < layer.num_layers - 1:
-            x = F.dropout(x, layer.dropout, training=True)
-    state = tuple(torch.stack(f) for f in finals)
+    x, state = run_stack(x, None, state,
+                         lambda k, d, inputs, _, state0: scan_direction(eq, layer.layer_weights(k, d), inputs, state0,
+                                                                        reverse=d == 1),
+                         num_layers=layer.num_layers, num_directions=num_directions, dropout=layer.dropout,
+                         training=layer.training)
 
     output = x.transpose(0, 1) if layer.batch_first else x
     if not is_batched:
@@ -94,7 +85,7 @@ def scan_recurrent(module, input, hx=None):
     from torch.nn.utils.rnn import PackedSequence
 
     from ..cells._base import CellBase
-    from ..recurrent import MERGES
+    from ..recurrent import MERGES, run_stack
 
     who = f"Recurrent({module.cell_name})"
     if isinstance(input, PackedSequence):
@@ -110,34 +101,18 @@ def scan_recurrent(module, input, hx=None):
     if acting:
         raise RuntimeError(f"{who}: {', '.join(acting)} cannot be exported (they act inside the step or across "
                            "calls); export the module in eval mode without them")
-    if not isinstance(input, Tensor) or input.dim() not in (2, 3):
-        raise ValueError(f"{who}: Expected input to be 2D or 3D, got "
-                         f"{f'{input.dim()}D tensor' if isinstance(input, Tensor) else type(input).__name__} instead")
-    is_batched = input.dim() == 3
-    if not is_batched:
-        input = input.unsqueeze(0 if module.batch_first else 1)
-    if input.size(-1) != module.input_size:
-        raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {module.input_size}, "
-                           f"got {input.size(-1)}")
+    input, is_batched = module._batched(input)
     x = input.transpose(0, 1) if module.batch_first else input  # (T, B, I)
     structure = [module._probe(cell, size, x) for cell, size in zip(module.cells, module._cell_input_sizes)]
     state = module._initial_state(hx, is_batched, x.shape[1], x, structure)
     directions = 2 if module.bidirectional else 1
-    finals: list = [[] for _ in state]
-    for k in range(module.num_layers):
-        outs = []
-        for d in range(directions):
-            idx = k * directions + d
-            cell = module.cells[idx]
-            out, final = scan_direction(cell.equations, cell.cell_weights(), x, tuple(s[idx] for s in state),
-                                        reverse=d == 1)
-            outs.append(out)
-            for j, s in enumerate(final):
-                finals[j].append(s)
-        x = MERGES[module.merge](outs)
-        if module.dropout > 0 and module.training and k < module.num_layers - 1:
-            x = F.dropout(x, module.dropout, training=True)
-    final = tuple(torch.stack(f) for f in finals)
+
+    def layer_fn(k, d, inputs, _, state0):
+        cell = module.cells[k * directions + d]
+        return scan_direction(cell.equations, cell.cell_weights(), inputs, state0, reverse=d == 1)
+
+    x, final = run_stack(x, None, state, layer_fn, num_layers=module.num_layers, num_directions=directions,
+                         dropout=module.dropout, training=module.training, merge=MERGES[module.merge])
     output = x.transpose(0, 1) if module.batch_first else x
     if not is_batched:
         output = output.squeeze(0 if module.batch_first else 1)
