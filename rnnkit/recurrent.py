@@ -256,7 +256,7 @@ class Recurrent(nn.Module):
 
     # ----- forward -----------------------------------------------------------------------
     def forward(self, input, hx=None, *, lengths=None):
-        if _export.compiling():  # under torch.compile: run eagerly on the kernels (a graph break), see rnnkit/export
+        if _export.compiling() and not self._traceable(input, lengths):  # a graph break, see rnnkit/export
             return _export.eager_call(self, input, hx, lengths=lengths)
         if _export.exporting():  # torch.export / torch.onnx.export: a scan per layer-direction, see rnnkit/export
             return _export.captured_recurrent(self, input, hx, lengths)
@@ -340,6 +340,16 @@ class Recurrent(nn.Module):
         return output, h_n, states
 
     # ----- pieces -----------------------------------------------------------------------
+    def _traceable(self, input, lengths) -> bool:
+        """Whether torch.compile's dynamo may trace this call, its layers each one operator
+        (rnnkit::fused_layer, kernels/opaque.py): rnnkit's own cells on padded input.  Lengths and a
+        PackedSequence (data-dependent packing), a user's cell, the options that act inside the step (they
+        run the reference loop, which tracing would unroll) and carried state run eagerly instead."""
+        return (lengths is None and not isinstance(input, PackedSequence) and not self.stateful
+                and all(isinstance(cell, CellBase) for cell in self.cells)
+                and not (self.return_states or self.zoneout > 0
+                         or (self.training and (self.recurrent_dropout > 0 or self.input_dropout > 0))))
+
     def _batched(self, input):
         """(``input`` with its batch axis, whether it had one) for a padded tensor, checked as torch.nn
         checks it (the dimensions, then the feature size)."""

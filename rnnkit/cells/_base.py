@@ -48,6 +48,9 @@ class CellEquations:
     # gate_values(gx, state, weights) -> the gate activations of one step, in the order of
     # ``gates`` (recur is built on it; `rnnkit explain --plot` draws them). None: not exposed.
     gate_values: Optional[Callable[[Tensor, State, object], tuple]] = None
+    # the NamedTuple of the weights ``recur`` takes (what the cell module's ``cell_weights()`` returns):
+    # a kernel run as an operator (kernels/opaque.py) gets them as a list and rebuilds them with it
+    weights_type: type = CellWeights
 
     @property
     def num_gates(self) -> int:

@@ -31,6 +31,7 @@ def _indrnn_recur(activation):
 
 INDRNN_RELU = CellEquations(
     name="indrnn_relu",
+    weights_type=IndRNNWeights,
     gates=("h",),
     state_names=("h",),
     recur=_indrnn_recur(torch.relu),
@@ -38,6 +39,7 @@ INDRNN_RELU = CellEquations(
 )
 INDRNN_TANH = CellEquations(
     name="indrnn_tanh",
+    weights_type=IndRNNWeights,
     gates=("h",),
     state_names=("h",),
     recur=_indrnn_recur(torch.tanh),

@@ -47,6 +47,7 @@ def layernorm_gru_recur(gx: Tensor, state: State, w: LayerNormGRUWeights) -> Sta
 
 LAYERNORM_GRU = CellEquations(
     name="layernorm_gru",
+    weights_type=LayerNormGRUWeights,
     gates=("r", "z", "n"),
     state_names=("h",),
     recur=layernorm_gru_recur,

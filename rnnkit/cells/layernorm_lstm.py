@@ -50,6 +50,7 @@ def layernorm_lstm_recur(gx: Tensor, state: State, w: LayerNormLSTMWeights) -> S
 
 LAYERNORM_LSTM = CellEquations(
     name="layernorm_lstm",
+    weights_type=LayerNormLSTMWeights,
     gates=("i", "f", "g", "o"),
     state_names=("h", "c"),
     recur=layernorm_lstm_recur,

@@ -41,6 +41,7 @@ def min_gru_log_terms(gx: Tensor):
 
 MIN_GRU = CellEquations(
     name="min_gru",
+    weights_type=MinGRUWeights,
     gates=("z", "h_tilde"),
     state_names=("h",),
     recur=min_gru_recur,

@@ -46,6 +46,7 @@ def min_lstm_log_terms(gx: Tensor):
 
 MIN_LSTM = CellEquations(
     name="min_lstm",
+    weights_type=MinLSTMWeights,
     gates=("f", "i", "h_tilde"),
     state_names=("h",),
     recur=min_lstm_recur,

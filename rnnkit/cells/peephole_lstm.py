@@ -40,6 +40,7 @@ def peephole_lstm_recur(gx: Tensor, state: State, w: PeepholeLSTMWeights) -> Sta
 
 PEEPHOLE_LSTM = CellEquations(
     name="peephole_lstm",
+    weights_type=PeepholeLSTMWeights,
     gates=("i", "f", "g", "o"),
     state_names=("h", "c"),
     recur=peephole_lstm_recur,

@@ -14,11 +14,12 @@ export captures a graph, hands the call to ``captured_forward``:
 - **The TorchScript-based ONNX exporter** (``torch.onnx.export(..., dynamo=False)``): each layer
   becomes ONNX's own RNN/LSTM/GRU node (rnnkit.export.onnx_nodes), as torch.nn's layers do there.
 - **torch.compile** (dynamo): the layers are not diverted here.  dynamo traces their Python, and
-  ``kernels.select`` hands it each fused kernel of torch.nn's families as one operator,
-  ``rnnkit::fused_layer`` (kernels/opaque.py): no graph break, so ``fullgraph=True`` compiles.
-  The reference loop runs eagerly (a graph break, not a loop unrolled into the graph), and so does
-  rnnkit.Recurrent (``eager_call``).  (Inductor in torch 2.13 cannot lower the scan loop on the CPU,
-  and numba code cannot be traced.)
+  ``kernels.select`` hands it each fused kernel of rnnkit's cells as one operator,
+  ``rnnkit::fused_layer`` (kernels/opaque.py): no graph break, so ``fullgraph=True`` compiles, for
+  the layers and for rnnkit.Recurrent over rnnkit's own cells on padded input.  The reference loop
+  runs eagerly (a graph break, not a loop unrolled into the graph), and so does a Recurrent call that
+  needs it: a user's cell, lengths, a PackedSequence, an in-step option (``eager_call``).  (Inductor in
+  torch 2.13 cannot lower the scan loop on the CPU, and numba code cannot be traced.)
 - **rnnkit.Recurrent under an export** (``captured_recurrent``): over rnnkit's own cells, padded
   input, one scan per layer-direction over each cell's equations (rnnkit.export.scan.scan_recurrent),
   dynamic in batch and time; lengths, PackedSequence, a user's cell and the in-step options are
@@ -112,7 +113,8 @@ def eager_call(module, *args, **kwargs):
     """``module.forward(*args, **kwargs)`` run eagerly: a graph break under torch.compile.
 
     Inside, dynamo is not tracing, so this is the module's ordinary forward on its kernels.
-    rnnkit.Recurrent uses it under torch.compile.
+    rnnkit.Recurrent uses it under torch.compile for the calls dynamo should not trace
+    (``Recurrent._traceable``).
     """
     return run_eagerly(module.forward, *args, **kwargs)
 

@@ -13,9 +13,16 @@ runs the reference loop, plain torch ops that every transform handles.  torch ha
 ``forward_ad_active``: whether a ``torch.autograd.forward_ad.dual_level`` is open (forward-mode AD
 outside torch.func), read from the module's level counter: the one cheap test (``unpack_dual`` on
 every tensor of every call would cost microseconds, paid by every call).
+
+``autograd_inside_operator``: a context in which torch ops record autograd graphs again, inside the
+implementation of a ``torch.library.custom_op`` (which runs with the Autograd dispatch keys excluded, so
+``torch.autograd.grad`` there would see no graph).  rnnkit::fused_layer_backward (kernels/opaque.py) takes
+a kernel's gradients by running it again under autograd: the torch ops a kernel runs around its fused
+loop (a layer norm's projection) must be recorded too.  torch has no public way to lift the exclusion.
 """
 from __future__ import annotations
 
+import torch
 from torch._C import _functorch
 from torch.autograd import forward_ad as _forward_ad
 
@@ -33,4 +40,8 @@ def forward_ad_active() -> bool:
     return _forward_ad._current_level >= 0
 
 
-__all__ = ["any_batched", "in_functorch_transform", "forward_ad_active"]
+def autograd_inside_operator():
+    return torch._C._SetExcludeDispatchKeyGuard(torch._C.DispatchKey.AutogradFunctionality, False)
+
+
+__all__ = ["any_batched", "in_functorch_transform", "forward_ad_active", "autograd_inside_operator"]

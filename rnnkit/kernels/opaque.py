@@ -11,21 +11,32 @@ activations of the first live inside the numba kernel's autograd.Function, which
 outputs cannot carry).  A gradient of that gradient inside a compiled graph is refused with a
 clear error (inductor refuses it for every model); eagerly it works (kernels/differentiable.py).
 
-Covers torch.nn's families (RNN tanh/relu, LSTM with or without projection, GRU), the cells of
-rnnkit.RNN/LSTM/GRU; ``Recurrent``'s other cells stay a graph break under torch.compile.
+Covers every cell of rnnkit.cells (the operator names its cell; the cell's ``weights_type`` rebuilds
+its weights from the list the schema carries): rnnkit.RNN/LSTM/GRU and ``Recurrent`` over rnnkit's
+cells.  A user's cell, and the options of ``Recurrent`` that act inside the step, run eagerly: a
+graph break (rnnkit.export.eager_call).
 """
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ..cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS, CellWeights
+from ..cells import CellEquations
 from ..export import run_eagerly
+from ._torch_internals import autograd_inside_operator
 from .base import Kernel
 
-FAMILIES = {eq.name: eq for eq in (ELMAN_TANH, ELMAN_RELU, LSTM_EQUATIONS, GRU_EQUATIONS)}
+def _every_cell() -> dict:
+    """name -> CellEquations, for every cell of rnnkit.cells (the names are unique: checked here)."""
+    from .. import cells
+    found = {}
+    for eq in vars(cells).values():
+        if isinstance(eq, CellEquations):
+            assert found.setdefault(eq.name, eq) is eq, f"two cells named {eq.name!r}"
+    return found
+
+
+EQUATIONS = _every_cell()  # the cells the operator runs, by the name its schema carries
 
 
 def _kernel(backend: str) -> Kernel:
@@ -33,47 +44,47 @@ def _kernel(backend: str) -> Kernel:
     return BACKENDS[backend]
 
 
-# The operators' tensor arguments, flat (optional where a layer may lack one): x, the states, then
-# the weights as CellWeights names them.
-TENSORS = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
+def _run(backend, cell, x, batch_sizes, state0, weights, present, reverse):
+    eq = EQUATIONS[cell]
+    given = iter(weights)
+    fields = [next(given) if p else None for p in present]
+    return _kernel(backend).layer(eq, x, batch_sizes, tuple(state0), eq.weights_type(*fields), reverse)
 
 
-def _run(backend, cell, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse):
-    state0 = (h0,) if c0 is None else (h0, c0)
-    return _kernel(backend).layer(FAMILIES[cell], x, batch_sizes, state0, CellWeights(w_ih, w_hh, b_ih, b_hh, w_hr),
-                                  reverse)
+# The weights travel as the present tensors plus a mask of the weights_type fields they fill: a list
+# holding None would be one opaque argument to the custom op's autograd, which would get no gradient.
 
 
 @torch.library.custom_op("rnnkit::fused_layer", mutates_args=())
-def fused_layer(backend: str, cell: str, x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Optional[Tensor],
-                w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hr: Optional[Tensor],
-                reverse: bool) -> list[Tensor]:
-    """[output (N, H_out), h_n, (c_n)]: one layer-direction on the kernel named ``backend``."""
+def fused_layer(backend: str, cell: str, x: Tensor, batch_sizes: list[int], state0: list[Tensor],
+                weights: list[Tensor], present: list[bool], reverse: bool) -> list[Tensor]:
+    """[output (N, H_out), *final state]: one layer-direction of the cell named ``cell`` on the kernel
+    named ``backend``; ``weights`` fill the fields of the cell's ``weights_type`` that ``present`` marks."""
     with torch.no_grad():  # an operator's outputs carry no graph: the backward is the operator below
-        out, state = _run(backend, cell, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
-    return _unaliased([out, *state], (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
+        out, state = _run(backend, cell, x, batch_sizes, state0, weights, present, reverse)
+    return _unaliased([out, *state], (x, *state0, *weights))
 
 
 @fused_layer.register_fake
-def _(backend, cell, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse):
-    # each step outputs its h (h0's width: the projection's with proj_size)
-    return [x.new_empty(x.shape[0], h0.shape[1]), h0.new_empty(h0.shape)] + ([] if c0 is None else [c0.new_empty(c0.shape)])
+def _(backend, cell, x, batch_sizes, state0, weights, present, reverse):
+    # each step outputs its h, state0[0]'s width (the projection's with proj_size)
+    return [x.new_empty(x.shape[0], state0[0].shape[1])] + [s.new_empty(s.shape) for s in state0]
 
 
 @torch.library.custom_op("rnnkit::fused_layer_backward", mutates_args=())
-def fused_layer_backward(backend: str, cell: str, x: Tensor, batch_sizes: list[int], h0: Tensor,
-                         c0: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
-                         b_hh: Optional[Tensor], w_hr: Optional[Tensor], reverse: bool,
+def fused_layer_backward(backend: str, cell: str, x: Tensor, batch_sizes: list[int], state0: list[Tensor],
+                         weights: list[Tensor], present: list[bool], reverse: bool,
                          grads: list[Tensor]) -> list[Tensor]:
-    """The gradients of fused_layer's present tensor arguments (in TENSORS order, the absent ones left
-    out), given those of its outputs: the layer run again with autograd on, through the kernel's backward."""
-    tensors = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    leaves = [None if t is None else t.detach().requires_grad_() for t in tensors]
-    present = [t for t in leaves if t is not None]
-    with torch.enable_grad():
-        out, state = _run(backend, cell, *leaves[:1], batch_sizes, *leaves[1:], reverse)
-        got = torch.autograd.grad([out, *state], present, grads, allow_unused=True)
-    return _unaliased([torch.zeros_like(t) if g is None else g for g, t in zip(got, present)], (*tensors, *grads))
+    """The gradients of fused_layer's tensor arguments (x, then state0's, then weights'), given those
+    of its outputs: the layer run again with autograd on, through the kernel's backward."""
+    leaves = [t.detach().requires_grad_() for t in (x, *state0, *weights)]
+    arity = len(state0)
+    with autograd_inside_operator(), torch.enable_grad():  # the kernel's torch ops recorded too
+        out, state = _run(backend, cell, leaves[0], batch_sizes, leaves[1:1 + arity], leaves[1 + arity:], present,
+                          reverse)
+        got = torch.autograd.grad([out, *state], leaves, grads, allow_unused=True)
+    return _unaliased([torch.zeros_like(t) if g is None else g for g, t in zip(got, leaves)],
+                      (x, *state0, *weights, *grads))
 
 
 def _unaliased(outputs, inputs):
@@ -92,27 +103,24 @@ def _unaliased(outputs, inputs):
 
 
 @fused_layer_backward.register_fake
-def _(backend, cell, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, grads):
-    return [t.new_empty(t.shape) for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) if t is not None]
+def _(backend, cell, x, batch_sizes, state0, weights, present, reverse, grads):
+    return [t.new_empty(t.shape) for t in (x, *state0, *weights)]
 
 
 def _setup_context(ctx, inputs, output):
-    backend, cell, x, batch_sizes, *tensors, reverse = inputs
-    ctx.args = (backend, cell, batch_sizes, reverse, [t is not None for t in tensors])
+    backend, cell, x, batch_sizes, state0, weights, present, reverse = inputs
+    ctx.args = (backend, cell, batch_sizes, present, reverse, len(state0))
     ctx.output_shapes = [tuple(o.shape) for o in output]
-    ctx.save_for_backward(x, *[t for t in tensors if t is not None])
+    ctx.save_for_backward(x, *state0, *weights)
 
 
 def _backward(ctx, grads):
-    backend, cell, batch_sizes, reverse, present = ctx.args
+    backend, cell, batch_sizes, present, reverse, arity = ctx.args
     x, *saved = ctx.saved_tensors
-    it = iter(saved)
-    tensors = [next(it) if p else None for p in present]  # h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr
+    state0, weights = saved[:arity], saved[arity:]
     grads = [x.new_zeros(shape) if g is None else g for g, shape in zip(grads, ctx.output_shapes)]
-    got = iter(fused_layer_backward(backend, cell, x, batch_sizes, *tensors, reverse, grads))
-    dx = next(got)
-    dtensors = [next(got) if p else None for p in present]
-    return (None, None, dx, None, *dtensors, None)
+    dx, *rest = fused_layer_backward(backend, cell, x, batch_sizes, state0, weights, present, reverse, grads)
+    return None, None, dx, None, rest[:arity], rest[arity:], None, None
 
 
 fused_layer.register_autograd(_backward, setup_context=_setup_context)
@@ -128,7 +136,7 @@ fused_layer_backward.register_autograd(_refuse_double_backward, setup_context=la
 
 
 class OpaqueKernel(Kernel):
-    """``kernel`` (a fused kernel of torch.nn's families) as the operator rnnkit::fused_layer."""
+    """``kernel`` (a fused kernel of one of rnnkit's cells) as the operator rnnkit::fused_layer."""
 
     def __init__(self, kernel: Kernel):
         self.kernel, self.name = kernel, kernel.name
@@ -137,9 +145,9 @@ class OpaqueKernel(Kernel):
         self.kernel.check(eq, x, weights)
 
     def layer(self, eq, x, batch_sizes, state0, weights, reverse):
-        c0 = state0[1] if len(state0) > 1 else None
-        out, *state = fused_layer(self.kernel.name, eq.name, x, [int(b) for b in batch_sizes], state0[0], c0,
-                                  *weights, bool(reverse))
+        out, *state = fused_layer(self.kernel.name, eq.name, x, [int(b) for b in batch_sizes], list(state0),
+                                  [w for w in weights if w is not None], [w is not None for w in weights],
+                                  bool(reverse))
         return out, tuple(state)
 
 
@@ -159,16 +167,17 @@ class EagerKernel(Kernel):
 
 
 def for_compile(kernel: Kernel, eq, weights) -> Kernel:
-    """The kernel to run while dynamo traces: a fused kernel of torch.nn's families as the operator
-    rnnkit::fused_layer (in the graph); any other kernel eagerly (a graph break)."""
+    """The kernel to run while dynamo traces: the C++ operators as they are, a fused kernel of one of
+    rnnkit's cells as the operator rnnkit::fused_layer (in the graph); the reference loop, and a cell
+    unknown to rnnkit.cells, eagerly (a graph break)."""
     if kernel.name == "ops":
         from .ops import extension
         # already operators with fake kernels: traced as they are, once loaded (loading imports a module,
         # which dynamo refuses to trace: the first call runs eagerly and loads it)
         return kernel if extension.ready() else EagerKernel(kernel)
-    if FAMILIES.get(eq.name) is eq and type(weights) is CellWeights and kernel.name == "numba":
+    if kernel.name != "reference" and EQUATIONS.get(eq.name) is eq and type(weights) is eq.weights_type:
         return OpaqueKernel(kernel)
     return EagerKernel(kernel)
 
 
-__all__ = ["fused_layer", "fused_layer_backward", "OpaqueKernel", "EagerKernel", "for_compile"]
+__all__ = ["EQUATIONS", "fused_layer", "fused_layer_backward", "OpaqueKernel", "EagerKernel", "for_compile"]

@@ -53,3 +53,27 @@ def test_forward_ad_active_inside_a_dual_level_only():
     with fwAD.dual_level():
         assert internals.forward_ad_active()
     assert not internals.forward_ad_active()
+
+
+def test_autograd_inside_operator_records_the_ops_a_custom_op_runs():
+    """Inside a custom operator's implementation torch ops record no graph (the Autograd keys are
+    excluded); inside autograd_inside_operator they do, and the exclusion is back afterwards."""
+    seen = []
+
+    @torch.library.custom_op("rnnkit_test::probe_autograd", mutates_args=())
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        leaf = x.detach().requires_grad_()
+        with torch.enable_grad():
+            seen.append((leaf * 2).requires_grad)
+            with internals.autograd_inside_operator():
+                y = torch.nn.functional.layer_norm(leaf * 2, (3,)).pow(2).sum()
+                seen.append(y.requires_grad)
+                g, = torch.autograd.grad(y, leaf)
+            seen.append((leaf * 2).requires_grad)
+        return g
+
+    x = torch.randn(3, dtype=torch.float64)
+    got = probe(x)
+    want, = torch.autograd.grad(torch.nn.functional.layer_norm(x.requires_grad_() * 2, (3,)).pow(2).sum(), x)
+    assert seen == [False, True, False]
+    torch.testing.assert_close(got, want)

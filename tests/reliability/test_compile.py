@@ -1,9 +1,10 @@
 """torch.compile (issue 7, item 5): a model using rnnkit layers compiles, runs and equals eager.
 
 What happens: dynamo traces the layers' Python (checks, layers, directions) and records each fused
-kernel of rnnkit.LSTM/GRU/RNN as one operator, rnnkit::fused_layer (rnnkit/kernels/opaque.py): no
-graph break, so fullgraph=True compiles.  The reference loop and Recurrent's cells run eagerly, a
-graph break (rnnkit.export.eager_call): their time loop would otherwise be unrolled into the graph.
+kernel of rnnkit.LSTM/GRU/RNN, and of Recurrent over any of rnnkit's cells, as one operator (the C++
+operators, or rnnkit::fused_layer, rnnkit/kernels/opaque.py): no graph break, so fullgraph=True
+compiles.  The reference loop, a user's cell and Recurrent's in-step options run eagerly, a graph
+break (rnnkit.export.eager_call): their time loop would otherwise be unrolled into the graph.
 """
 from __future__ import annotations
 
@@ -138,15 +139,52 @@ def test_a_gradient_of_a_gradient_inside_a_compiled_graph_is_refused(compiler):
         torch.autograd.grad(g.pow(2).sum(), [x, layer.weight_hh_l0])
 
 
+class UserCell(torch.nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.linear = torch.nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        h = x.new_zeros(x.size(0), self.linear.out_features) if h is None else h
+        return torch.tanh(self.linear(torch.cat([x, h], 1)))
+
+
 def test_fullgraph_reports_the_graph_breaks_that_remain():
-    """fullgraph=True promises no graph break: the reference loop and Recurrent's cells are one (see
-    the module doc), so it refuses them rather than run them another way."""
+    """fullgraph=True promises no graph break: the reference loop, a user's cell, and Recurrent's
+    options that act inside the step are one (see the module doc), so it refuses them rather than run
+    them another way."""
     torch.manual_seed(0)
-    with pytest.raises(Exception):
-        torch.compile(rnnkit.GRU(3, 4, backend="reference"), fullgraph=True, backend="eager")(torch.randn(5, 2, 3))
-    with pytest.raises(Exception):
-        torch.compile(rnnkit.Recurrent(rnnkit.cells.LayerNormLSTMCell, 3, 4), fullgraph=True,
-                      backend="eager")(torch.randn(5, 2, 3))
+    x = torch.randn(5, 2, 3)
+    for module in (rnnkit.GRU(3, 4, backend="reference"), rnnkit.Recurrent(UserCell, 3, 4),
+                   rnnkit.Recurrent(rnnkit.cells.LayerNormLSTMCell, 3, 4, return_states=True),
+                   rnnkit.Recurrent(rnnkit.cells.GRUCell, 3, 4, zoneout=0.1)):
+        with pytest.raises(Exception):
+            torch.compile(module, fullgraph=True, backend="eager")(x)
+        torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("cell", sorted(rnnkit.cells.CELLS))
+def test_fullgraph_compiles_recurrent_over_every_cell(cell):
+    """torch.compile(fullgraph=True) of Recurrent over each of rnnkit's cells (2 layers, both
+    directions, batch_first): one graph, no graph break, each layer-direction one operator; outputs and
+    every gradient equal eager bitwise (the operators run the kernels eager runs), at two shapes."""
+    torch.manual_seed(0)
+    module = rnnkit.Recurrent(rnnkit.cells.CELLS[cell], 3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    for p in module.parameters():  # layer norm's gains and shifts start at 1 and 0: vary them
+        p.data.add_(0.1 * torch.randn_like(p))
+    explained = torch._dynamo.explain(module)(torch.randn(2, 5, 3))
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    compiled = torch.compile(module, fullgraph=True, backend="eager")
+    for shape in [(2, 5, 3), (3, 7, 3)]:
+        x = torch.randn(*shape, requires_grad=True)
+        (got, got_h), (want, want_h) = compiled(x), module(x)
+        assert torch.equal(got, want)
+        assert all(torch.equal(a, b) for a, b in zip(_states(got_h), _states(want_h)))
+        leaves = [x] + list(module.parameters())
+        g = torch.autograd.grad(got.pow(2).sum() + sum(s.sum() for s in _states(got_h)), leaves)
+        w = torch.autograd.grad(want.pow(2).sum() + sum(s.sum() for s in _states(want_h)), leaves)
+        assert all(torch.equal(a, b) for a, b in zip(g, w))
+    torch._dynamo.reset()
 
 
 def test_backend_ops_compiles_with_no_graph_break_once_loaded():
