@@ -1,6 +1,7 @@
 // The schemas of rnnkit's recurrence operators: torch.ops.rnnkit.*, one forward and one backward per
-// family of torch.nn's recurrent layers.  Kernels: cpu/*_kernel.cpp (CPU); the fake (shape) kernels
-// and the autograd formulas are registered from Python (rnnkit/kernels/ops/).
+// family of torch.nn's recurrent layers.  Kernels: cpu/*_kernel.cpp (CPU), autograd.cpp (Autograd);
+// the fake (shape) kernels, and layer_gradients' implementation, are registered from Python
+// (rnnkit/kernels/ops/).
 //
 // Each operator runs ONE layer-direction over input in packed layout: `input` (N, I) holds the rows
 // of all steps one after the other, step t owning batch_sizes[t] rows (batch_sizes: 1-D int64 on the
@@ -61,4 +62,15 @@ TORCH_LIBRARY(rnnkit, m) {
       "rnn_relu_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor batch_sizes, Tensor h0, "
       "Tensor w_ih, Tensor w_hh, Tensor output, bool reverse, bool[3] output_mask) -> (Tensor grad_input, "
       "Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
+  // The gradients of one layer-direction of `family` (a forward operator's name) as a differentiable
+  // computation: the backward of a backward that builds a graph (autograd.cpp).  Takes the gradients
+  // of output and the final states, and the forward's differentiable arguments (c0 and w_hr where the
+  // family has them); bit k of `wanted` asks for the gradient of the k-th of (input, h0, c0, w_ih, w_hh,
+  // b_ih, b_hh, w_hr), returned in that order, an empty (0,) tensor where not asked for.  Flat tensor
+  // arguments and results (no lists): vmap's generic fallback can then batch it.
+  m.def(
+      "layer_gradients(str family, Tensor grad_output, Tensor grad_h_n, Tensor? grad_c_n, Tensor input, "
+      "Tensor h0, Tensor? c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, "
+      "Tensor batch_sizes, bool reverse, int wanted) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
+      "Tensor, Tensor)");
 }

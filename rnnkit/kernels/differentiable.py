@@ -62,13 +62,13 @@ def differentiable_backward(reference: Callable) -> Callable:
         def backward(ctx, *grads):
             if torch.is_grad_enabled() or _torch_internals.any_batched(grads):
                 inputs, _ = saved(ctx)
-                return (None,) + _recomputed_grads(reference, ctx.plan, inputs, ctx.needs_input_grad[1:], grads)
+                return (None,) + recomputed_grads(reference, ctx.plan, inputs, ctx.needs_input_grad[1:], grads)
             return fused_backward(ctx, *grads)
         return backward
     return decorate
 
 
-def _recomputed_grads(reference: Callable, plan, inputs: tuple, needs, grads) -> tuple:
+def recomputed_grads(reference: Callable, plan, inputs: tuple, needs, grads) -> tuple:
     """The inputs' gradients by autograd through ``reference`` run on the saved inputs, with a graph
     when grad mode is on (create_graph), so that they can be differentiated again."""
     with torch.enable_grad():
@@ -112,4 +112,4 @@ def projected_reference(plan, gx, state0: tuple, x, weights) -> Recomputed:
     return Recomputed((out, *state), [projected, *state0])
 
 
-__all__ = ["save", "saved", "differentiable_backward", "layer_reference", "projected_reference", "Recomputed"]
+__all__ = ["save", "saved", "differentiable_backward", "recomputed_grads", "layer_reference", "projected_reference", "Recomputed"]
