@@ -1,5 +1,5 @@
 """Loading rnnkit's C++ extension (``rnnkit._C``, built from csrc/ at install time) and completing its
-operators with what is registered from Python: the fake (shape) kernels and the autograd formulas.
+operators with what is registered from Python: the fake (shape) kernels and the differentiable backward.
 
 Loaded at ``import rnnkit`` when it is built (load_if_built: about 10 ms, so that
 ``torch.jit.load`` finds the operators), else on first use.  The package must import without the
