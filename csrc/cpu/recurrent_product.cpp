@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 #define RNNKIT_ISA avx2
 #define RNNKIT_TARGET __attribute__((target("avx2,fma")))
@@ -22,6 +23,10 @@
 #undef RNNKIT_ISA
 #undef RNNKIT_TARGET
 #undef RNNKIT_VECTOR_BYTES
+
+#include "bf16_product_kernel.h"
+
+#include <vector>
 
 namespace rnnkit::cpu {
 namespace {
@@ -51,15 +56,30 @@ int64_t active_panel_width() {
 
 const char* product_isa() { return use_avx512() ? "avx512" : "avx2"; }
 
-template <typename scalar_t>
-PackedMatrix<scalar_t>::PackedMatrix(int64_t k, int64_t n) : k_(k), n_(n), panel_width_(active_panel_width<scalar_t>()) {
-  const int64_t panels = (n + panel_width_ - 1) / panel_width_;
-  panels_ = at::zeros({panels * k * panel_width_}, at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value));
+bool has_bf16_dot_product() {
+  static const bool has = use_avx512() && __builtin_cpu_supports("avx512bf16");
+  return has;
 }
 
 template <typename scalar_t>
-PackedMatrix<scalar_t> PackedMatrix<scalar_t>::pack(const at::Tensor& b) {
-  // b (K, N), any strides: panel p, row k holds b[k][p*width .. p*width + width)
+PackedMatrix<scalar_t>::PackedMatrix(int64_t k, int64_t n, bool bf16_pairs)
+    : k_(k), n_(n), panel_width_(bf16_pairs ? avx512_bf16::kWidth : active_panel_width<scalar_t>()),
+      bf16_pairs_(bf16_pairs) {
+  const int64_t panels = (n + panel_width_ - 1) / panel_width_;
+  const int64_t rows = bf16_pairs ? (k + 1) / 2 * 2 : k;  // an odd K's last pair zero-padded
+  panels_ = at::zeros({panels * rows * panel_width_},
+                      at::TensorOptions().dtype(bf16_pairs ? at::kBFloat16 : c10::CppTypeToScalarType<scalar_t>::value));
+}
+
+template <typename scalar_t>
+PackedMatrix<scalar_t> PackedMatrix<scalar_t>::pack(const at::Tensor& given) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (given.scalar_type() == at::kBFloat16 && has_bf16_dot_product()) return pack_bf16_pairs(given);
+  }
+  // b (K, N), any strides, in scalar_t: panel p, row k holds b[k][p*width .. p*width + width)
+  const at::Tensor b = given.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value
+                           ? given
+                           : given.to(c10::CppTypeToScalarType<scalar_t>::value);
   PackedMatrix packed(b.size(0), b.size(1));
   const scalar_t* from = b.const_data_ptr<scalar_t>();
   const int64_t row_stride = b.stride(0), column_stride = b.stride(1);
@@ -68,6 +88,21 @@ PackedMatrix<scalar_t> PackedMatrix<scalar_t>::pack(const at::Tensor& b) {
   for (int64_t j = 0; j < N; ++j) {
     scalar_t* column = to + (j / width) * K * width + (j % width);
     for (int64_t k = 0; k < K; ++k) column[k * width] = from[k * row_stride + j * column_stride];
+  }
+  return packed;
+}
+
+template <typename scalar_t>
+PackedMatrix<scalar_t> PackedMatrix<scalar_t>::pack_bf16_pairs(const at::Tensor& b) {
+  // b (K, N) bfloat16, any strides: panel q, pair p, column c holds b[2p][j], b[2p + 1][j], j = q*width + c
+  PackedMatrix packed(b.size(0), b.size(1), /*bf16_pairs=*/true);
+  const int64_t K = packed.k_, N = packed.n_, width = packed.panel_width_, num_pairs = (K + 1) / 2;
+  const at::BFloat16* from = b.const_data_ptr<at::BFloat16>();
+  const int64_t row_stride = b.stride(0), column_stride = b.stride(1);
+  at::BFloat16* to = packed.panels_.mutable_data_ptr<at::BFloat16>();
+  for (int64_t j = 0; j < N; ++j) {
+    at::BFloat16* column = to + (j / width) * num_pairs * 2 * width + (j % width) * 2;
+    for (int64_t k = 0; k < K; ++k) column[(k / 2) * 2 * width + (k % 2)] = from[k * row_stride + j * column_stride];
   }
   return packed;
 }
@@ -85,6 +120,16 @@ PackedMatrix<scalar_t> PackedMatrix<scalar_t>::of(const at::Tensor& w) {
 template <typename scalar_t>
 void PackedMatrix<scalar_t>::multiply(const scalar_t* a, int64_t lda, int64_t rows, scalar_t* c, int64_t ldc,
                                       const scalar_t* bias, bool accumulate) const {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (bf16_pairs_) {  // A's rows rounded to bfloat16 pairs, in this thread's buffer
+      thread_local std::vector<uint32_t> a_pairs;
+      a_pairs.resize(static_cast<size_t>(rows * ((k_ + 1) / 2)));
+      avx512_bf16::round_rows_to_pairs(a, lda, rows, k_, a_pairs.data());
+      avx512_bf16::multiply(a_pairs.data(), rows, reinterpret_cast<const uint16_t*>(panels_.const_data_ptr()), k_,
+                            n_, c, ldc, bias, accumulate);
+      return;
+    }
+  }
   const scalar_t* panels = panels_.template const_data_ptr<scalar_t>();
   if (use_avx512()) {
     avx512::multiply<scalar_t>(a, lda, rows, panels, k_, n_, c, ldc, bias, accumulate);

@@ -11,7 +11,9 @@
 //
 // The kernel is compiled for AVX2 and for AVX-512 (product_kernel.h, included once per ISA by
 // recurrent_product.cpp); the one the CPU runs is chosen at the first call, AVX-512 where the CPU has
-// it unless ATEN_CPU_CAPABILITY (torch's own switch) names avx2 or default.
+// it unless ATEN_CPU_CAPABILITY (torch's own switch) names avx2 or default.  A bfloat16 weight packed
+// for a float32 loop (a bfloat16 layer's) runs on bfloat16 dot products where the CPU has AVX512-BF16
+// (bf16_product_kernel.h: A's rows rounded to bfloat16, float32 sums); elsewhere it is widened.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -25,7 +27,8 @@ namespace rnnkit::cpu {
 template <typename scalar_t>
 class PackedMatrix {
  public:
-  // B = w^T for w (N, K) row-major: the forward's W_hh^T from torch.nn's (G*H, P) weight.
+  // B = w^T for w (N, K) row-major: the forward's W_hh^T from torch.nn's (G*H, P) weight.  w may be in
+  // another dtype than scalar_t (a half-precision layer's): see above.
   static PackedMatrix transpose_of(const at::Tensor& w);
   // B = w for w (K, N) row-major: the backward's W_hh.
   static PackedMatrix of(const at::Tensor& w);
@@ -39,10 +42,12 @@ class PackedMatrix {
   int64_t n() const { return n_; }
 
  private:
-  PackedMatrix(int64_t k, int64_t n);
+  PackedMatrix(int64_t k, int64_t n, bool bf16_pairs = false);
   static PackedMatrix pack(const at::Tensor& b);  // B = b (K, N), whatever its strides
+  static PackedMatrix pack_bf16_pairs(const at::Tensor& b);  // b bfloat16, for bf16_product_kernel.h
   at::Tensor panels_;
   int64_t k_ = 0, n_ = 0, panel_width_ = 0;
+  bool bf16_pairs_ = false;  // panels_ holds bfloat16 k-pairs (bf16_product_kernel.h)
 };
 
 // Whether the packed kernel is worth its packing for a call: packing copies the weight once, about
@@ -52,5 +57,8 @@ inline bool worth_packing(int64_t steps) { return steps >= 2; }
 
 // "avx512" or "avx2": the kernel multiply() runs on this CPU.
 const char* product_isa();
+
+// Whether a bfloat16 weight runs on bfloat16 dot products here (AVX512-BF16, and AVX-512 chosen).
+bool has_bf16_dot_product();
 
 }  // namespace rnnkit::cpu

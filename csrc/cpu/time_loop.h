@@ -121,7 +121,7 @@ ForwardResult forward_loop(const LayerArgs& a) {
   const at::Tensor w_hh_t = a.w_hh.t(), w_hr_t = project ? a.w_hr.t() : at::Tensor();
   // W_hh^T packed once for all steps (recurrent_product.h), unless the call is too small to repay it
   std::optional<PackedMatrix<scalar_t>> w_hh_packed;
-  if (worth_packing(layout.steps())) w_hh_packed.emplace(PackedMatrix<scalar_t>::transpose_of(a.w_hh));
+  if (worth_packing(layout.steps())) w_hh_packed.emplace(PackedMatrix<scalar_t>::transpose_of(packable_w_hh(a)));
   const scalar_t* recurrent_bias_data = recurrent_bias.defined() ? recurrent_bias.const_data_ptr<scalar_t>() : nullptr;
 
   const scalar_t* gx_data = gx.const_data_ptr<scalar_t>();
@@ -311,7 +311,7 @@ BackwardResult backward_loop(const LayerArgs& a, const at::Tensor& grad_output_i
   scalar_t* grad_h_history_data = keep_grad_h ? grad_h_history.mutable_data_ptr<scalar_t>() : nullptr;
   // W_hh packed once for all steps' dL/dh_{t-1} = dA_t W_hh (recurrent_product.h)
   std::optional<PackedMatrix<scalar_t>> w_hh_packed;
-  if (worth_packing(layout.steps())) w_hh_packed.emplace(PackedMatrix<scalar_t>::of(a.w_hh));
+  if (worth_packing(layout.steps())) w_hh_packed.emplace(PackedMatrix<scalar_t>::of(packable_w_hh(a)));
   const std::vector<int64_t> chunks = loop_chunks(layout, w_hh_packed.has_value());
 
   // total = a b at the first block (no zeros written and read back), total += a b after it; the same

@@ -372,6 +372,24 @@ def test_half_precision_layers_within_their_rounding(mode, form, dtype):
 
 
 @needs_extension
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_bfloat16_recurrent_product_at_uneven_sizes(mode):
+    """A bfloat16 layer's recurrent product runs on bfloat16 dot products where the CPU has them
+    (csrc/cpu/bf16_product_kernel.h; widened to float32 elsewhere): at a hidden size that leaves an odd
+    last k-pair and a partial last panel (H = 37: K = 37, N = 4*37 or 3*37), and a batch that leaves a
+    partial block of rows (5), results and gradients stay within bfloat16's rounding of float64."""
+    torch.manual_seed(0)
+    layer = getattr(rnnkit, mode.upper())(7, 37, backend="ops", dtype=torch.bfloat16)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(9, 5, 7, generator=gen).to(torch.bfloat16).requires_grad_()
+    states = [torch.randn(1, 5, 37, generator=gen).to(torch.bfloat16).requires_grad_() for _ in layer._state_sizes()]
+    fn = run("padded")
+    truth, sensitivities = float64_truth_of(fn, layer, [x, *states], dtype=torch.bfloat16)
+    assert_within_rounding(outputs_and_grads(fn, layer, [x, *states]), truth, sensitivities, torch.bfloat16,
+                           who="ops")
+
+
+@needs_extension
 @pytest.mark.parametrize("what,match", [
     ("growing", "non-increasing"), ("sum", "sum to"), ("h0 rows", "h0 should have shape"),
     ("dtype", "dtype"), ("w_hh rows", "w_hh"), ("one bias", "both"), ("no steps", "at least one step"),
