@@ -53,19 +53,27 @@ def runner(layer, x: torch.Tensor, backward: bool):
     return run
 
 
-def time_interleaved(runs: dict, repeats: int, warmup: int) -> dict:
-    """Median seconds per implementation, run in a rotating order."""
+def time_interleaved(runs: dict, repeats: int, warmup: int, sample_seconds: float = 0.02) -> dict:
+    """Median seconds per call of each implementation, run in a rotating order.  A sample is one call,
+    or as many as last about ``sample_seconds`` where a call is shorter (a one-step call takes well
+    under a millisecond, where one call's time is mostly the noise of the machine)."""
     names = list(runs)
     for _ in range(warmup):
         for name in names:
             runs[name]()
+    calls = {}
+    for name in names:
+        t0 = time.perf_counter()
+        runs[name]()
+        calls[name] = max(1, int(sample_seconds / max(time.perf_counter() - t0, 1e-7)))
     times = {name: [] for name in names}
     for i in range(repeats):
         order = names[i % len(names):] + names[:i % len(names)]
         for name in order:
             t0 = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - t0)
+            for _ in range(calls[name]):
+                runs[name]()
+            times[name].append((time.perf_counter() - t0) / calls[name])
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

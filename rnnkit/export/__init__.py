@@ -132,6 +132,15 @@ def captured_forward(layer, input, hx=None):
     return scan_forward(layer, input, hx)
 
 
+def int8_not_exportable(who: str) -> RuntimeError:
+    """The error of an rnnkit int8 layer (rnnkit.quantize_dynamic) inside torch.export or torch.onnx.export:
+    its loops are numba code and its products fbgemm's packed objects, which no exported graph holds."""
+    return RuntimeError(f"{who}: rnnkit's dynamically quantized (int8) layers cannot be exported with torch.export "
+                        "or torch.onnx.export (their int8 loops are not graph operations); export the float model, "
+                        "and quantize the exported model with your runtime's own tools (e.g. onnxruntime's "
+                        "quantize_dynamic); torch.compile runs them (eagerly, a graph break)")
+
+
 def captured_recurrent(module, input, hx=None, lengths=None):
     """``module(input, hx)`` for an rnnkit.Recurrent while an export captures a graph: one scan per
     layer-direction over its cells' equations (rnnkit.export.scan.scan_recurrent)."""
@@ -146,4 +155,5 @@ def captured_recurrent(module, input, hx=None, lengths=None):
     return scan_recurrent(module, input, hx)
 
 
-__all__ = ["exporting", "compiling", "captured_forward", "captured_recurrent", "eager_call", "run_eagerly", "pin_traced_shapes"]
+__all__ = ["exporting", "compiling", "captured_forward", "captured_recurrent", "eager_call", "run_eagerly",
+           "pin_traced_shapes", "int8_not_exportable"]

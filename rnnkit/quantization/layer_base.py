@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .. import export as _export
 from ..recurrent import packed_batch_sizes, run_stack
 from .cpu_features import has_vnni
 from .int8_weight import Int8Weight
@@ -213,6 +214,10 @@ class DynamicQuantizedRNNBase(nn.Module):
         return (self.proj_size or self.hidden_size,)
 
     def forward(self, input, hx=None):
+        if _export.compiling():  # numba's int8 loops cannot be traced: eagerly, a graph break (rnnkit/export)
+            return _export.eager_call(self, input, hx)
+        if _export.exporting():
+            raise _export.int8_not_exportable(type(self).__name__)
         cls = type(self).__name__
         directions = 2 if self.bidirectional else 1
         state = self._as_state(hx)

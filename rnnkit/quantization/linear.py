@@ -25,6 +25,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from .. import export as _export
 from .cpu_features import fbgemm_reduce_range
 from .int8_weight import INT8_MAX
 
@@ -42,7 +43,7 @@ class DynamicQuantizedLinear(nn.Module):
         self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("weight_scale", torch.ones(()))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
-        self._packed = None
+        self._packed = {}  # fbgemm's packed weight, made on first use (in a dict: torch.export reads no attribute of it)
         self.training = False  # built for inference: eval mode from the start
 
     @classmethod
@@ -63,15 +64,19 @@ class DynamicQuantizedLinear(nn.Module):
         return q
 
     def _packed_weight(self):
-        if self._packed is None:
+        if not self._packed:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch 2.13: "quantized tensor creation ... deprecated"
                 scale = float(self.weight_scale)
                 qweight = torch.quantize_per_tensor(self.weight_int8.float() * scale, scale, 0, torch.qint8)
-                self._packed = torch.ops.quantized.linear_prepack(qweight, self.bias)
-        return self._packed
+                self._packed["weight"] = torch.ops.quantized.linear_prepack(qweight, self.bias)
+        return self._packed["weight"]
 
     def forward(self, input: Tensor) -> Tensor:
+        if _export.compiling():  # fbgemm's packed weight is made on first use: eagerly, a graph break
+            return _export.eager_call(self, input)
+        if _export.exporting():
+            raise _export.int8_not_exportable(type(self).__name__)
         cls = type(self).__name__
         if self.training:
             raise RuntimeError(f"{cls} is for inference only and is in training mode: call model.eval()")
@@ -88,16 +93,16 @@ class DynamicQuantizedLinear(nn.Module):
 
     # the packed weights follow the buffers
     def _apply(self, fn, *args, **kwargs):
-        self._packed = None
+        self._packed = {}
         return super()._apply(fn, *args, **kwargs)
 
     def _load_from_state_dict(self, *args, **kwargs):
-        self._packed = None
+        self._packed = {}
         return super()._load_from_state_dict(*args, **kwargs)
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_packed"] = None
+        state["_packed"] = {}
         return state
 
     def extra_repr(self) -> str:

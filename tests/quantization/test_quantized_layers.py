@@ -90,3 +90,41 @@ def test_state_dict_copy_and_pickle_round_trip(tmp_path):
         v.dtype == torch.int8 for k, v in q.state_dict().items() if k.endswith("_int8"))
     with pytest.raises(RuntimeError, match="Missing key"):
         fresh.load_state_dict(float_layer("lstm_proj", num_layers=2, bidirectional=True).state_dict())
+
+
+class _LanguageModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(50, 16)
+        self.lstm = rnnkit.LSTM(16, 32, num_layers=2)
+        self.gru = rnnkit.GRU(32, 8)
+        self.head = torch.nn.Linear(8, 50)
+
+    def forward(self, tokens):
+        y, _ = self.lstm(self.embedding(tokens))
+        y, _ = self.gru(y)
+        return self.head(y)
+
+
+@pytest.mark.parametrize("compiler", ["eager", "inductor"])
+def test_a_quantized_model_compiles_and_equals_eager(compiler):
+    """torch.compile of a quantized model: its int8 layers and Linear run eagerly (graph breaks, as
+    torch's own quantized LSTM does), the rest compiled; the result equals eager's."""
+    torch.manual_seed(0)
+    model = quantize_dynamic(_LanguageModel().eval())
+    tokens = torch.randint(0, 50, (7, 3))
+    with torch.no_grad():
+        want = model(tokens)
+        got = torch.compile(model, backend=compiler)(tokens)
+    torch._dynamo.reset()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_quantized_model_refuses_export_clearly():
+    torch.manual_seed(0)
+    model = quantize_dynamic(_LanguageModel().eval())
+    tokens = torch.randint(0, 50, (7, 3))
+    with torch.no_grad():
+        model(tokens)  # the Linear's packed weight exists: export must still reach the clear error
+    with pytest.raises(RuntimeError, match="cannot be exported"):
+        torch.export.export(model, (tokens,))
