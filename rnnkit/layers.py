@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from functools import lru_cache
 from typing import Optional
 
 import torch
@@ -13,6 +12,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import export as _export
 from . import kernels
+from ._memo import memoized
 from .cells import GRU_EQUATIONS, LSTM_EQUATIONS, CellEquations, CellWeights, elman_equations
 from .cells._base import check_size_arg
 from .cells.gru import GRUCell
@@ -37,7 +37,7 @@ _SHAPES_DOC = """
 """
 
 
-@lru_cache(maxsize=None)
+@memoized
 def _weight_names(layer: int, direction: int) -> tuple:
     """torch.nn's parameter names of one layer-direction, in CellWeights' order."""
     suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")

@@ -202,3 +202,19 @@ def test_backend_ops_compiles_with_no_graph_break_once_loaded():
     got = torch.compile(layer, fullgraph=True, backend="eager")(x)[0]
     assert torch.equal(got, want)
     assert torch.equal(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(want.sum(), x)[0])
+
+
+def test_compiling_warns_nothing_about_rnnkit_code():
+    """dynamo warns at every compile about each lru_cache-wrapped function it traces; the lookups the
+    layers make on every call are memoized invisibly to it (rnnkit/_memo.py)."""
+    import warnings
+    torch.manual_seed(0)
+    x = torch.randn(5, 2, 3)
+    for module in (rnnkit.LSTM(3, 4, num_layers=2), rnnkit.GRU(3, 4, bidirectional=True),
+                   rnnkit.Recurrent(rnnkit.cells.LayerNormLSTMCell, 3, 4)):
+        module(x)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.compile(module, fullgraph=True, backend="eager")(x)
+        torch._dynamo.reset()
+        assert not [str(w.message) for w in caught if "lru_cache" in str(w.message)]

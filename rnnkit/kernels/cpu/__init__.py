@@ -27,6 +27,7 @@ from functools import lru_cache
 
 import torch
 
+from ..._memo import memoized
 from ...cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS
 from ...errors import UnsupportedBackendError
 from ..base import Kernel, check_tensors, refuse_under_transforms
@@ -92,12 +93,12 @@ def row_split(batch_sizes, batch: int, dtype):
     return _chunks(key, parts)
 
 
-@lru_cache(maxsize=1)
+@memoized(maxsize=1)
 def _have_numba() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
-@lru_cache(maxsize=1)
+@memoized(maxsize=1)
 def _more_kernels() -> dict:
     """Recurrence -> the module (in this package) whose ``layer`` runs it."""
     from ...cells import (GRU_RESET_BEFORE, INDRNN_RELU, INDRNN_TANH, LAYERNORM_GRU, LAYERNORM_LSTM, MIN_GRU,
@@ -107,7 +108,7 @@ def _more_kernels() -> dict:
             LAYERNORM_GRU: "layernorm_gru", MIN_GRU: "min_cells", MIN_LSTM: "min_cells"}
 
 
-@lru_cache(maxsize=1)
+@memoized(maxsize=1)
 def _functions() -> dict:
     """torch.nn's recurrences -> their autograd Function: imported on first use (they import numba),
     then one dict lookup per call."""

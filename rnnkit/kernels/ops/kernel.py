@@ -1,10 +1,10 @@
 """The "ops" backend: the Kernel interface on rnnkit's C++ operators (torch.ops.rnnkit.*)."""
 from __future__ import annotations
 
-from functools import lru_cache
 
 import torch
 
+from ..._memo import memoized
 from ...errors import UnsupportedBackendError
 from ..base import Kernel, check_tensors, refuse_under_transforms
 from . import extension
@@ -17,7 +17,7 @@ HALF_DTYPES = (torch.bfloat16, torch.float16)
 ACCEPTED = DTYPES + HALF_DTYPES
 
 
-@lru_cache(maxsize=64)
+@memoized(maxsize=64)
 def _batch_sizes_tensor(batch_sizes: tuple) -> torch.Tensor:
     """The step sizes as the operators take them (1-D int64 on the CPU), made once per layout: the
     layers pass the same layout for every layer-direction and, when padded, for every call."""
