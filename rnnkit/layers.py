@@ -38,10 +38,13 @@ _SHAPES_DOC = """
 
 
 @memoized
-def _weight_names(layer: int, direction: int) -> tuple:
-    """torch.nn's parameter names of one layer-direction, in CellWeights' order."""
+def _weight_names(layer: int, direction: int, bias: bool, projected: bool) -> tuple:
+    """torch.nn's parameter names of one layer-direction, in CellWeights' order; None for the weights
+    the layer has no parameter for (biases with bias=False, w_hr without proj_size)."""
     suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-    return tuple(stem + suffix for stem in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
+    stems = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if bias else (None, None)) + \
+        ("weight_hr" if projected else None,)
+    return tuple(None if stem is None else stem + suffix for stem in stems)
 
 
 class RNNBase(nn.Module):
@@ -197,10 +200,11 @@ class RNNBase(nn.Module):
         # the registered Parameter (a dict lookup, called per layer-direction and call); getattr
         # for a weight a parametrization or weight norm has replaced
         # (a loop, not a comprehension with :=, which dynamo cannot trace)
+        # (the absent ones named None, not looked up: a failed getattr on a Module costs microseconds)
         weights = []
-        for name in _weight_names(layer, direction):
-            p = params.get(name)
-            weights.append(p if p is not None else getattr(self, name, None))
+        for name in _weight_names(layer, direction, self.bias, self.proj_size > 0):
+            p = None if name is None else params.get(name)
+            weights.append(p if p is not None or name is None else getattr(self, name, None))
         return CellWeights(*weights)
 
     # ----- the one forward --------------------------------------------------------------
@@ -259,7 +263,7 @@ class RNNBase(nn.Module):
             data, batch_sizes, state,
             lambda layer, d, x, bs, s0: kernel.layer(eq, x, bs, s0, weights[layer * num_directions + d], d == 1),
             num_layers=self.num_layers, num_directions=num_directions,
-            dropout=self.dropout, training=self.training,
+            dropout=self.dropout, training=self.training, fresh_states=kernel.fresh_states,
         )
         if self._output_writable and num_directions == 1 and out.requires_grad and kernel is not kernels.REFERENCE:
             out = out.clone()  # the fused backward reads the last layer's output, which the caller may now change

@@ -92,7 +92,8 @@ LayerFn = Callable[[int, int, Tensor, Sequence[int], State], tuple]
 
 def run_stack(x: Tensor, batch_sizes: Sequence[int], hx: State, layer_fn: LayerFn, *,
               num_layers: int, num_directions: int, dropout: float = 0.0,
-              training: bool = False, merge: Callable[[list], Tensor] = concat) -> tuple[Tensor, State]:
+              training: bool = False, merge: Callable[[list], Tensor] = concat,
+              fresh_states: bool = False) -> tuple[Tensor, State]:
     """Run ``num_layers`` x ``num_directions`` recurrences over packed ``x`` (N, I).
 
     ``hx`` is a tuple of stacked states, each (num_layers * num_directions, B, *),
@@ -101,7 +102,7 @@ def run_stack(x: Tensor, batch_sizes: Sequence[int], hx: State, layer_fn: LayerF
     and returns (outputs (N, H), final state); direction 1 reads the sequence backwards.
     Directions' outputs are combined by ``merge`` (concatenated on the feature axis by
     default, as torch.nn does); dropout is applied to
-    each layer's output except the last, in training only.
+    each layer's output except the last, in training only.  ``fresh_states``: see the end.
     """
     finals: list = [[] for _ in hx]
     for layer in range(num_layers):
@@ -116,7 +117,10 @@ def run_stack(x: Tensor, batch_sizes: Sequence[int], hx: State, layer_fn: LayerF
         if dropout > 0 and training and layer < num_layers - 1:
             x = F.dropout(x, dropout, training=True)
     # A stack, a copy even of one layer-direction's state: a backward may keep the last state (the
-    # reference loop's tanh does), and h_n is the caller's to change in place, as torch.nn's is.
+    # reference loop's tanh does), and h_n is the caller's to change in place, as torch.nn's is.  Unless
+    # layer_fn's final states are ``fresh_states`` (new tensors nothing else holds): one is then viewed.
+    if fresh_states and len(finals[0]) == 1:
+        return x, tuple(f[0].unsqueeze(0) for f in finals)
     return x, tuple(torch.stack(f) for f in finals)
 
 

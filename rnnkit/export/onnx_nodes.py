@@ -132,7 +132,7 @@ def _layer_results(layer, x, states, parameters):
 
     by_name = dict(zip((n for n, _ in layer.named_parameters()), parameters))
     directions = 2 if layer.bidirectional else 1
-    weights = [CellWeights(*(by_name.get(name) for name in _weight_names(k, d)))
+    weights = [CellWeights(*(by_name.get(name) for name in _weight_names(k, d, layer.bias, layer.proj_size > 0)))
                for k in range(layer.num_layers) for d in range(directions)]
     T, B = x.shape[0], x.shape[1]
     data = x.reshape(T * B, x.shape[2])  # (T*B, I): packed layout, fixed batch

@@ -24,6 +24,9 @@ class Kernel:
     """
 
     name = "abstract"
+    # whether the final states ``layer`` returns are new tensors that nothing else holds (no saved
+    # tensor of its backward, no output): the layer may then hand them out without a copy
+    fresh_states = False
 
     def check(self, eq: CellEquations, x: Tensor, weights: CellWeights) -> None:
         return None
