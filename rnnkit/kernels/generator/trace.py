@@ -1,0 +1,216 @@
+"""A cell's step, traced and split for a generated kernel (issue 18, step 1: the analysis).
+
+``trace_step`` runs one step of a cell, written once in plain torch ops (a ``CellEquations``, or the
+``forward(x_t, hx)`` of any torch-convention cell module), under ``make_fx`` and splits the traced
+aten graph by what each node depends on:
+
+- **constants**: the parameters alone (IndRNN's clamped recurrent weight, a transposed W): once per call;
+- **hoisted**: the input x_t and the parameters, not the state (W_ih x_t + b_ih, its layer norm): for
+  every step at once, over all N rows of the packed input, as today's kernels do for W_ih x;
+- **recurrent**: everything that reads the state, the step proper.  Its matrix products with a
+  constant right operand (h_{t-1} W_hh^T) are the loop's recurrent products, listed in ``products``;
+  the rest is the pointwise part, elementwise and row-wise (a layer norm over the features), which a
+  generated kernel will fuse.
+
+An op whose meaning across rows is not known to be row by row (a reduction over the batch, say) is
+refused with UnsupportedBackendError naming it: the split is only valid for row-wise steps.
+
+``StepPlan.run`` executes the split plan in torch ops (the hoisted part once, then a Python loop over
+the steps): the check that the split computes the cell's own recurrence, and the reference the
+generated kernels will be held to.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, fx, nn
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from ...errors import UnsupportedBackendError
+
+aten = torch.ops.aten
+
+# Ops known to act row by row (each output row from the same row of each row-indexed input) or on
+# parameters alone: what a step may hold.  Products are checked separately (their right operand).
+ROW_WISE = {
+    aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.neg.default,
+    aten.add.Scalar, aten.sub.Scalar, aten.mul.Scalar, aten.div.Scalar, aten.rsub.Scalar, aten.rsub.Tensor,
+    aten.sigmoid.default, aten.tanh.default, aten.relu.default, aten.gelu.default, aten.exp.default,
+    aten.log.default, aten.log1p.default, aten.expm1.default, aten.abs.default, aten.sqrt.default,
+    aten.rsqrt.default, aten.reciprocal.default, aten.pow.Tensor_Scalar, aten.softplus.default,
+    aten.clamp.default, aten.clamp_min.default, aten.clamp_max.default, aten.where.self,
+    aten.minimum.default, aten.maximum.default, aten.gt.Scalar, aten.lt.Scalar, aten.ge.Scalar,
+    aten.le.Scalar, aten.gt.Tensor, aten.lt.Tensor, aten.silu.default, aten.hardtanh.default,
+    aten.native_layer_norm.default, aten.clone.default, aten.alias.default, aten._to_copy.default,
+    aten.log_sigmoid_forward.default, aten.logaddexp.default, aten.sign.default,
+}
+# Row-wise when they act on the feature dimension (of a (rows, features) value), not on the rows.
+FEATURE_DIM_OPS = {aten.split.Tensor: 2, aten.split_with_sizes.default: 2, aten.unsafe_split.Tensor: 2,
+                   aten.chunk.default: 2, aten.unsafe_chunk.default: 2, aten.slice.Tensor: 1, aten.cat.default: 1}
+PRODUCTS = {aten.mm.default, aten.addmm.default}
+
+
+@dataclass
+class Product:
+    """A recurrent product of the step, by the names of its nodes in ``StepPlan.recurrent``: ``name`` =
+    ``left`` (rows that depend on the state) @ ``weight`` (a constant: a weight, or its transpose)."""
+
+    name: str
+    left: str
+    weight: str
+
+
+@dataclass
+class StepPlan:
+    """One cell's step split in three graphs (see the module docstring)."""
+
+    constants: fx.GraphModule   # (*params) -> constants
+    hoisted: fx.GraphModule     # (x, *constants) -> hoisted values, row by row of x
+    recurrent: fx.GraphModule   # (*hoisted rows, *state, *constants) -> new state
+    products: list              # the recurrent products (Product) of ``recurrent``
+    num_states: int
+
+    def run(self, x: Tensor, batch_sizes: Sequence[int], state0: tuple, params: Sequence[Tensor],
+            reverse: bool = False) -> tuple[Tensor, tuple]:
+        """(outputs (N, H), final state) over packed ``x`` (N, I), as ``Kernel.layer``, in torch ops."""
+        constants = _as_tuple(self.constants(*params))
+        hoisted = _as_tuple(self.hoisted(x, *constants))
+        offsets = [0]
+        for b in batch_sizes:
+            offsets.append(offsets[-1] + b)
+        steps = range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))
+        state, outputs = tuple(state0), [None] * len(batch_sizes)
+        for t in steps:
+            b, lo = batch_sizes[t], offsets[t]
+            # rows past b: sequences that ended (forward) or have not started (reverse) keep their state
+            rows = tuple(s[:b] for s in state)
+            new = _as_tuple(self.recurrent(*(v[lo:lo + b] for v in hoisted), *rows, *constants))
+            outputs[t] = new[0]
+            state = tuple(torch.cat([n, s[b:]]) for n, s in zip(new, state))
+        return torch.cat(outputs), state
+
+
+def _as_tuple(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def trace_step(step: Callable, x: Tensor, state: tuple, params: Sequence[Tensor]) -> StepPlan:
+    """Trace ``step(x, *state, *params) -> new state`` (a tuple, h first) on example tensors and split
+    it (see the module docstring)."""
+    traced = make_fx(step)(x, *state, *params)
+    graph = traced.graph
+    _out_of_place(graph)
+    graph.eliminate_dead_code()
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    x_node, state_nodes, param_nodes = placeholders[0], placeholders[1:1 + len(state)], placeholders[1 + len(state):]
+    kind = {x_node: "hoisted", **{n: "recurrent" for n in state_nodes}, **{n: "constant" for n in param_nodes}}
+    rank = {"constant": 0, "hoisted": 1, "recurrent": 2}
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        inputs = node.all_input_nodes
+        kind[node] = max((kind[n] for n in inputs), key=rank.get, default="constant")
+        if node.target is operator.getitem or kind[node] == "constant":
+            continue
+        if node.target in PRODUCTS:
+            right = node.args[-1]
+            if kind[right] != "constant":
+                raise UnsupportedBackendError(f"the step multiplies two values that change with the input or state "
+                                              f"({node.format_node()}); a generated kernel needs constant right operands")
+            continue
+        if node.target in FEATURE_DIM_OPS:
+            position = FEATURE_DIM_OPS[node.target]
+            dim = node.args[position] if len(node.args) > position else node.kwargs.get("dim", 0)
+            if dim in (1, -1):
+                continue
+        if node.target not in ROW_WISE:
+            raise UnsupportedBackendError(f"the step uses {node.target}, which a generated kernel does not handle "
+                                          "(not known to act row by row)")
+    output = next(n for n in graph.nodes if n.op == "output")
+    results = list(_as_tuple(output.args[0]))
+    constants = [n for n in graph.nodes if kind.get(n) == "constant" and n.op == "call_function"
+                 and any(kind.get(u) != "constant" for u in n.users)] + \
+        [n for n in param_nodes if any(kind.get(u) != "constant" for u in n.users)]
+    hoisted_out = [n for n in graph.nodes if kind.get(n) == "hoisted" and n is not x_node
+                   and any(kind.get(u) == "recurrent" for u in n.users)]
+    if any(kind.get(u) == "recurrent" for u in x_node.users):
+        hoisted_out.insert(0, x_node)
+    recurrent = _subgraph(traced, hoisted_out + list(state_nodes) + constants, results)
+    products = [Product(n.name, n.args[-2].name, n.args[-1].name) for n in recurrent.graph.nodes
+                if n.op == "call_function" and n.target in PRODUCTS]
+    return StepPlan(
+        constants=_subgraph(traced, param_nodes, constants),
+        hoisted=_subgraph(traced, [x_node] + constants, hoisted_out),
+        recurrent=recurrent,
+        products=products,
+        num_states=len(state),
+    )
+
+
+def _out_of_place(graph: fx.Graph) -> None:
+    """A step's in-place ops on its own intermediates (torch.nn.GRUCell's decomposition: add_, sigmoid_,
+    mul_ on the pieces of its products) rewritten out of place, the later uses of the value they changed
+    reading their result.  In-place changes of the step's inputs are refused."""
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    for node in list(graph.nodes):
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        schema = node.target._schema
+        if not (schema.arguments and schema.arguments[0].alias_info is not None
+                and schema.arguments[0].alias_info.is_write):
+            continue
+        changed = node.args[0]
+        if changed.op == "placeholder":
+            raise UnsupportedBackendError(f"the step changes its input {changed.name} in place ({node.target})")
+        packet = getattr(aten, node.target._schema.name.split("::")[1].rstrip("_"))
+        node.target = getattr(packet, node.target._overloadname)
+        for user in list(changed.users):
+            if user is not node and order[user] > order[node]:
+                user.replace_input_with(changed, node)
+
+
+def _subgraph(root: fx.GraphModule, inputs: list, outputs: list) -> fx.GraphModule:
+    """The part of ``root``'s graph that computes ``outputs`` from ``inputs`` (placeholders, in order)."""
+    graph = fx.Graph()
+    env = {n: graph.placeholder(n.name) for n in inputs}
+    needed = set()
+    stack = list(outputs)
+    while stack:
+        n = stack.pop()
+        if n in needed or n in env:
+            continue
+        needed.add(n)
+        stack.extend(n.all_input_nodes)
+    for n in root.graph.nodes:
+        if n in needed and n not in env:
+            if n.op == "placeholder":
+                raise ValueError(f"{n.name} is needed but not an input of this part")
+            env[n] = graph.node_copy(n, lambda a: env[a])
+    graph.output(tuple(env[n] for n in outputs))
+    return fx.GraphModule(root, graph)
+
+
+def trace_cell(cell: nn.Module, dtype=torch.float32) -> tuple[StepPlan, list]:
+    """(the plan of ``cell``'s step, the parameter tensors it takes, in order) for any torch-convention
+    cell module, rnnkit's included: ``forward(x_t, hx)``, hx None, a Tensor or a tuple of Tensors (h
+    first), returning the new state in the same form.  Traced through ``torch.func.functional_call``,
+    the parameters as inputs."""
+    names = [name for name, _ in cell.named_parameters()]
+    params = [p.detach() for _, p in cell.named_parameters()]
+    x = torch.randn(2, cell.input_size, dtype=dtype)
+    with torch.no_grad():
+        probe = cell(x, None)
+    arity = 1 if isinstance(probe, Tensor) else len(probe)
+    state = tuple(torch.randn_like(s) for s in _as_tuple(probe))
+
+    def step(x_t, *rest):
+        hx = rest[0] if arity == 1 else tuple(rest[:arity])
+        return _as_tuple(torch.func.functional_call(cell, dict(zip(names, rest[arity:])), (x_t, hx)))
+
+    return trace_step(step, x, state, params), params
+
+
+__all__ = ["StepPlan", "Product", "trace_step", "trace_cell", "ROW_WISE"]

@@ -1,0 +1,160 @@
+"""Issue 18, step 1 (rnnkit/kernels/generator/trace.py): a cell's step traced and split into constants,
+the hoisted input part and the recurrent step.  The split plan, executed in torch ops, computes the
+cell's own recurrence: for every rnnkit cell (against the reference loop) and for users' cells (against
+their own forward in a Python loop), packed, both directions, float64."""
+import pytest
+import torch
+from torch import nn
+
+import rnnkit.cells
+from rnnkit.errors import UnsupportedBackendError
+from rnnkit.kernels import REFERENCE
+from rnnkit.kernels.generator import trace_cell
+
+BATCH_SIZES = [3, 3, 2, 1]
+
+
+def _vary(cell):
+    torch.manual_seed(0)
+    for p in cell.parameters():  # layer norm's gains and shifts start at 1 and 0: vary them
+        p.data.add_(0.1 * torch.randn_like(p))
+    return cell
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("name", sorted(rnnkit.cells.CELLS))
+def test_the_plan_of_each_rnnkit_cell_computes_its_recurrence(name, reverse):
+    cell = _vary(rnnkit.cells.CELLS[name](3, 4, dtype=torch.float64))
+    plan, params = trace_cell(cell, torch.float64)
+    x = torch.randn(sum(BATCH_SIZES), 3, dtype=torch.float64)
+    state0 = tuple(torch.randn(3, 4, dtype=torch.float64) for _ in range(plan.num_states))
+    out, final = plan.run(x, BATCH_SIZES, state0, params, reverse)
+    want, want_final = REFERENCE.layer(cell.equations, x, BATCH_SIZES, state0, cell.cell_weights(), reverse)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    for a, b in zip(final, want_final):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # the recurrent products: one per cell with a recurrent weight matrix (IndRNN's is a vector)
+    expected_products = 0 if name in ("IndRNNCell", "MinGRUCell", "MinLSTMCell") else 1
+    assert len(plan.products) == expected_products
+
+
+class CIFGLSTMCell(nn.Module):
+    """A coupled input-forget gate LSTM: i = 1 - f."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.x2h = nn.Linear(input_size, 3 * hidden_size)
+        self.h2h = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
+
+    def forward(self, x, hx):
+        if hx is None:
+            zeros = x.new_zeros(x.size(0), self.hidden_size)
+            hx = (zeros, zeros)
+        h, c = hx
+        f, g, o = (self.x2h(x) + self.h2h(h)).chunk(3, 1)
+        f = torch.sigmoid(f)
+        c = f * c + (1 - f) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class MGUCell(nn.Module):
+    """The minimal gated unit: one forget gate, which also resets the candidate's input."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.f_x = nn.Linear(input_size, hidden_size)
+        self.f_h = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.n_x = nn.Linear(input_size, hidden_size)
+        self.n_h = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def forward(self, x, h):
+        h = x.new_zeros(x.size(0), self.hidden_size) if h is None else h
+        f = torch.sigmoid(self.f_x(x) + self.f_h(h))
+        n = torch.tanh(self.n_x(x) + self.n_h(f * h))
+        return (1 - f) * h + f * n
+
+
+class LayerNormCandidateGRUCell(nn.Module):
+    """A GRU with layer norm on the candidate's recurrent part."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.gru = nn.GRUCell(input_size, hidden_size)
+        self.norm = nn.LayerNorm(hidden_size)
+
+    def forward(self, x, h):
+        h = x.new_zeros(x.size(0), self.hidden_size) if h is None else h
+        gi = nn.functional.linear(x, self.gru.weight_ih, self.gru.bias_ih)
+        gh = nn.functional.linear(h, self.gru.weight_hh, self.gru.bias_hh)
+        r_x, z_x, n_x = gi.chunk(3, 1)
+        r_h, z_h, n_h = gh.chunk(3, 1)
+        r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
+        n = torch.tanh(n_x + r * self.norm(n_h))
+        return (1 - z) * n + z * h
+
+
+# each with its number of recurrent products (matrix products of a state-dependent value with a weight)
+USER_CELLS = {"cifg_lstm": (CIFGLSTMCell, 1), "mgu": (MGUCell, 2), "layernorm_candidate_gru": (LayerNormCandidateGRUCell, 1),
+              "torch.nn.GRUCell": (nn.GRUCell, 1)}
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("name", sorted(USER_CELLS))
+def test_the_plan_of_a_users_cell_computes_its_recurrence(name, reverse):
+    cls, products = USER_CELLS[name]
+    cell = _vary(cls(3, 4).double())
+    plan, params = trace_cell(cell, torch.float64)
+    assert len(plan.products) == products
+    x = torch.randn(sum(BATCH_SIZES), 3, dtype=torch.float64)
+    state0 = tuple(torch.randn(3, 4, dtype=torch.float64) for _ in range(plan.num_states))
+    out, final = plan.run(x, BATCH_SIZES, state0, params, reverse)
+    # the cell's own forward, step by step over the packed rows
+    offsets = [0, 3, 6, 8, 9]
+    state, outputs = state0, [None] * len(BATCH_SIZES)
+    with torch.no_grad():
+        for t in (reversed(range(4)) if reverse else range(4)):
+            b = BATCH_SIZES[t]
+            rows = tuple(s[:b] for s in state)
+            new = cell(x[offsets[t]:offsets[t + 1]], rows[0] if len(rows) == 1 else rows)
+            new = (new,) if isinstance(new, torch.Tensor) else tuple(new)
+            outputs[t] = new[0]
+            state = tuple(torch.cat([n, s[b:]]) for n, s in zip(new, state))
+    torch.testing.assert_close(out, torch.cat(outputs), rtol=1e-12, atol=1e-12)
+    for a, b in zip(final, state):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+class BatchMixingCell(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.linear = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h):
+        h = x.new_zeros(x.size(0), self.hidden_size) if h is None else h
+        h = torch.tanh(self.linear(torch.cat([x, h], 1)))
+        return h - h.mean(0, keepdim=True)  # mixes the batch's rows: not a per-sequence recurrence
+
+
+def test_a_step_that_mixes_rows_is_refused_naming_the_op():
+    with pytest.raises(UnsupportedBackendError, match="mean"):
+        trace_cell(BatchMixingCell(3, 4))
+
+
+class InPlaceStateCell(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.linear = nn.Linear(input_size, hidden_size)
+
+    def forward(self, x, h):
+        h = x.new_zeros(x.size(0), self.hidden_size) if h is None else h
+        return h.mul_(0.5).add_(torch.tanh(self.linear(x)))  # changes the caller's state tensor
+
+
+def test_a_step_that_changes_its_state_in_place_is_refused():
+    with pytest.raises(UnsupportedBackendError, match="in place"):
+        trace_cell(InPlaceStateCell(3, 4))
