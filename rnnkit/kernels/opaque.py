@@ -26,13 +26,14 @@ from ..export import run_eagerly
 from ._torch_internals import autograd_inside_operator
 from .base import Kernel
 
+
 def _every_cell() -> dict:
     """name -> CellEquations, for every cell of rnnkit.cells (the names are unique: checked here)."""
     from .. import cells
     found = {}
     for eq in vars(cells).values():
-        if isinstance(eq, CellEquations):
-            assert found.setdefault(eq.name, eq) is eq, f"two cells named {eq.name!r}"
+        if isinstance(eq, CellEquations) and found.setdefault(eq.name, eq) is not eq:
+            raise RuntimeError(f"rnnkit.cells holds two cells named {eq.name!r}: the operator names a cell by it")
     return found
 
 
@@ -53,8 +54,6 @@ def _run(backend, cell, x, batch_sizes, state0, weights, present, reverse):
 
 # The weights travel as the present tensors plus a mask of the weights_type fields they fill: a list
 # holding None would be one opaque argument to the custom op's autograd, which would get no gradient.
-
-
 @torch.library.custom_op("rnnkit::fused_layer", mutates_args=())
 def fused_layer(backend: str, cell: str, x: Tensor, batch_sizes: list[int], state0: list[Tensor],
                 weights: list[Tensor], present: list[bool], reverse: bool) -> list[Tensor]:
