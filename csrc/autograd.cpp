@@ -49,6 +49,19 @@ c10::OperatorHandle operator_named(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow((std::string("rnnkit::") + name).c_str(), "");
 }
 
+// A family's forward or backward operator, looked up once (every call of a layer comes through here).
+const c10::OperatorHandle& family_operator(int64_t family_index, bool backward) {
+  static const std::vector<c10::OperatorHandle> handles = [] {
+    std::vector<c10::OperatorHandle> found;
+    for (const Family& family : kFamilies) {
+      found.push_back(operator_named(family.name));
+      found.push_back(operator_named(family.backward_name));
+    }
+    return found;
+  }();
+  return handles[2 * family_index + (backward ? 1 : 0)];
+}
+
 bool is_batched(const Tensor& t) {
   return t.defined() && (t.key_set().has(c10::DispatchKey::FuncTorchBatched) ||
                          t.key_set().has(c10::DispatchKey::Batched));
@@ -57,6 +70,8 @@ bool is_batched(const Tensor& t) {
 // The positions of RecurrenceFunction::forward's arguments (after ctx), which backward returns
 // gradients for: family, input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse.
 enum Argument { kFamily, kInput, kBatchSizes, kH0, kC0, kWIh, kWHh, kBIh, kBHh, kWHr, kReverse, kArguments };
+// The differentiable ones, in the order of the backward operators' results and of layer_gradients'.
+constexpr std::array<Argument, 8> kDifferentiable = {kInput, kH0, kC0, kWIh, kWHh, kBIh, kBHh, kWHr};
 
 class RecurrenceFunction : public torch::autograd::Function<RecurrenceFunction> {
  public:
@@ -79,7 +94,7 @@ class RecurrenceFunction : public torch::autograd::Function<RecurrenceFunction> 
     stack.emplace_back(reverse);
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      operator_named(family.name).callBoxed(&stack);
+      family_operator(family_index, /*backward=*/false).callBoxed(&stack);
     }
     variable_list results;
     results.reserve(stack.size());
@@ -116,20 +131,19 @@ class RecurrenceFunction : public torch::autograd::Function<RecurrenceFunction> 
       batched = batched || is_batched(g);
       result_grads.push_back(g.defined() ? g : at::zeros({}, like[k]->options()).expand(like[k]->sizes()));
     }
-    const bool has_bias = b_ih.defined();
     // needs_input_grad counts the tensor arguments given (its edges), not the argument positions
     std::array<int, kArguments> edge{};
     int edges = 0;
     for (int a = kInput; a < kReverse; ++a) edge[a] = saved[a - 1].defined() ? edges++ : -1;
+    // (false for an argument not given: c0 of a GRU, absent biases, w_hr without a projection)
     auto needs = [&](Argument a) { return edge[a] >= 0 && ctx->needs_input_grad(edge[a]); };
     variable_list gradients(kArguments);
 
     if (at::GradMode::is_enabled() || batched) {  // differentiable again: the Python recompute
       // wanted: bit k for the k-th of input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr
-      constexpr std::array<Argument, 8> slots = {kInput, kH0, kC0, kWIh, kWHh, kBIh, kBHh, kWHr};
       int64_t wanted = 0;
-      for (size_t k = 0; k < slots.size(); ++k) {
-        if (needs(slots[k])) wanted |= int64_t{1} << k;
+      for (size_t k = 0; k < kDifferentiable.size(); ++k) {
+        if (needs(kDifferentiable[k])) wanted |= int64_t{1} << k;
       }
       auto optional = [](const Tensor& t) { return t.defined() ? OptionalTensor(t) : std::nullopt; };
       static const auto layer_gradients =
@@ -138,13 +152,13 @@ class RecurrenceFunction : public torch::autograd::Function<RecurrenceFunction> 
                   c10::string_view, const Tensor&, const Tensor&, const OptionalTensor&, const Tensor&,
                   const Tensor&, const OptionalTensor&, const Tensor&, const Tensor&, const OptionalTensor&,
                   const OptionalTensor&, const OptionalTensor&, const Tensor&, bool, int64_t)>();
-      const Tensor no_grad_c_n = family.states == 2 ? result_grads[2] : Tensor();
+      const Tensor grad_c_n = family.states == 2 ? result_grads[2] : Tensor();
       auto [d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_b_ih, d_b_hh, d_w_hr] = layer_gradients.call(
-          family.name, result_grads[0], result_grads[1], optional(no_grad_c_n), input, h0, optional(c0), w_ih,
-          w_hh, optional(b_ih), optional(b_hh), optional(w_hr), batch_sizes, reverse, wanted);
+          family.name, result_grads[0], result_grads[1], optional(grad_c_n), input, h0, optional(c0), w_ih, w_hh,
+          optional(b_ih), optional(b_hh), optional(w_hr), batch_sizes, reverse, wanted);
       const std::array<Tensor, 8> got = {d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_b_ih, d_b_hh, d_w_hr};
-      for (size_t k = 0; k < slots.size(); ++k) {
-        if (wanted & (int64_t{1} << k)) gradients[slots[k]] = got[k];
+      for (size_t k = 0; k < kDifferentiable.size(); ++k) {
+        if (wanted & (int64_t{1} << k)) gradients[kDifferentiable[k]] = got[k];
       }
       return gradients;
     }
@@ -163,25 +177,15 @@ class RecurrenceFunction : public torch::autograd::Function<RecurrenceFunction> 
     const bool need_states = needs(kH0) || (family.states == 2 && needs(kC0));
     const bool need_weights = needs(kWIh) || needs(kWHh) || needs(kBIh) || needs(kBHh) || needs(kWHr);
     stack.emplace_back(c10::List<bool>({needs(kInput), need_states, need_weights}));
-    operator_named(family.backward_name).callBoxed(&stack);
+    family_operator(family_index, /*backward=*/true).callBoxed(&stack);
     // results: grad_input, grad_h0, (grad_c0), grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, (grad_w_hr)
+    // Kept where asked for: the operator returns what was not as (0,) placeholders, and bias gradients
+    // also without biases (needs() is false for an argument not given).
     size_t k = 0;
-    auto next = [&]() { return stack[k++].toTensor(); };
-    gradients[kInput] = next();
-    gradients[kH0] = next();
-    if (family.states == 2) gradients[kC0] = next();
-    gradients[kWIh] = next();
-    gradients[kWHh] = next();
-    gradients[kBIh] = next();
-    gradients[kBHh] = next();
-    if (family.projectable) gradients[kWHr] = next();
-    // the operator returns what was not asked for as (0,) placeholders, and bias gradients without biases
-    const std::array<std::pair<Argument, bool>, 8> present = {{{kInput, true}, {kH0, true},
-                                                               {kC0, family.states == 2}, {kWIh, true},
-                                                               {kWHh, true}, {kBIh, has_bias}, {kBHh, has_bias},
-                                                               {kWHr, w_hr.defined()}}};
-    for (const auto& [argument, is_present] : present) {
-      if (!is_present || !needs(argument)) gradients[argument] = Tensor();
+    for (Argument argument : kDifferentiable) {
+      if ((argument == kC0 && family.states == 1) || (argument == kWHr && !family.projectable)) continue;
+      const Tensor gradient = stack[k++].toTensor();
+      if (needs(argument)) gradients[argument] = gradient;
     }
     return gradients;
   }

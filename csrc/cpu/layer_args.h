@@ -56,16 +56,12 @@ inline LayerArgs loop_dtype_args(const LayerArgs& a) {
   wide.h0 = widen(a.h0);
   wide.c0 = widen(a.c0);
   wide.w_hh = widen(a.w_hh);
-  wide.w_hh_narrow = a.w_hh;  // what the recurrent product packs (bfloat16 runs on bfloat16 dot products)
+  wide.w_hh_narrow = a.w_hh;  // what the recurrent product may pack (time_loop.h, packable_w_hh)
   wide.b_ih = widen(a.b_ih);
   wide.b_hh = widen(a.b_hh);
   wide.w_hr = widen(a.w_hr);
   return wide;
 }
-
-// The W_hh the recurrent product packs: a half-precision layer's own (PackedMatrix<float> packs a
-// bfloat16 one for bfloat16 dot products where the CPU has them, and widens the others), else the loop's.
-inline const at::Tensor& packable_w_hh(const LayerArgs& a) { return a.w_hh_narrow.defined() ? a.w_hh_narrow : a.w_hh; }
 
 // Checks every shape, dtype and device against the input and the packed layout, so that the loops
 // may index without bounds checks; returns contiguous tensors.  `gates` is the cell's G.

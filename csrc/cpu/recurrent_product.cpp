@@ -72,14 +72,11 @@ PackedMatrix<scalar_t>::PackedMatrix(int64_t k, int64_t n, bool bf16_pairs)
 }
 
 template <typename scalar_t>
-PackedMatrix<scalar_t> PackedMatrix<scalar_t>::pack(const at::Tensor& given) {
+PackedMatrix<scalar_t> PackedMatrix<scalar_t>::pack(const at::Tensor& b) {
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (given.scalar_type() == at::kBFloat16 && has_bf16_dot_product()) return pack_bf16_pairs(given);
+    if (b.scalar_type() == at::kBFloat16) return pack_bf16_pairs(b);
   }
-  // b (K, N), any strides, in scalar_t: panel p, row k holds b[k][p*width .. p*width + width)
-  const at::Tensor b = given.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value
-                           ? given
-                           : given.to(c10::CppTypeToScalarType<scalar_t>::value);
+  // b (K, N), any strides: panel p, row k holds b[k][p*width .. p*width + width)
   PackedMatrix packed(b.size(0), b.size(1));
   const scalar_t* from = b.const_data_ptr<scalar_t>();
   const int64_t row_stride = b.stride(0), column_stride = b.stride(1);
@@ -95,6 +92,7 @@ PackedMatrix<scalar_t> PackedMatrix<scalar_t>::pack(const at::Tensor& given) {
 template <typename scalar_t>
 PackedMatrix<scalar_t> PackedMatrix<scalar_t>::pack_bf16_pairs(const at::Tensor& b) {
   // b (K, N) bfloat16, any strides: panel q, pair p, column c holds b[2p][j], b[2p + 1][j], j = q*width + c
+  TORCH_CHECK(has_bf16_dot_product(), "rnnkit: a bfloat16 weight packed on a CPU without bfloat16 dot products");
   PackedMatrix packed(b.size(0), b.size(1), /*bf16_pairs=*/true);
   const int64_t K = packed.k_, N = packed.n_, width = packed.panel_width_, num_pairs = (K + 1) / 2;
   const at::BFloat16* from = b.const_data_ptr<at::BFloat16>();

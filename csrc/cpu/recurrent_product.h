@@ -13,7 +13,8 @@
 // recurrent_product.cpp); the one the CPU runs is chosen at the first call, AVX-512 where the CPU has
 // it unless ATEN_CPU_CAPABILITY (torch's own switch) names avx2 or default.  A bfloat16 weight packed
 // for a float32 loop (a bfloat16 layer's) runs on bfloat16 dot products where the CPU has AVX512-BF16
-// (bf16_product_kernel.h: A's rows rounded to bfloat16, float32 sums); elsewhere it is widened.
+// (bf16_product_kernel.h: A's rows rounded to bfloat16, float32 sums); elsewhere the loop packs the
+// float32 W_hh it widened (time_loop.h, packable_w_hh).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -27,8 +28,8 @@ namespace rnnkit::cpu {
 template <typename scalar_t>
 class PackedMatrix {
  public:
-  // B = w^T for w (N, K) row-major: the forward's W_hh^T from torch.nn's (G*H, P) weight.  w may be in
-  // another dtype than scalar_t (a half-precision layer's): see above.
+  // B = w^T for w (N, K) row-major: the forward's W_hh^T from torch.nn's (G*H, P) weight.  w is in
+  // scalar_t, or bfloat16 for a float32 loop where has_bf16_dot_product() (see above).
   static PackedMatrix transpose_of(const at::Tensor& w);
   // B = w for w (K, N) row-major: the backward's W_hh.
   static PackedMatrix of(const at::Tensor& w);

@@ -83,6 +83,15 @@ at::Tensor hoisted_bias(const LayerArgs& a) {
   return Cell::kRecurrentBiasInProduct ? a.b_ih : a.b_ih + a.b_hh;
 }
 
+// The W_hh the recurrent product packs: a bfloat16 layer's own where the CPU has bfloat16 dot products
+// (recurrent_product.h), else the loop's (a half-precision layer's widened to float32 once, by
+// loop_dtype_args).
+inline const at::Tensor& packable_w_hh(const LayerArgs& a) {
+  return a.w_hh_narrow.defined() && a.w_hh_narrow.scalar_type() == at::kBFloat16 && has_bf16_dot_product()
+             ? a.w_hh_narrow
+             : a.w_hh;
+}
+
 template <typename Cell, typename scalar_t>
 ForwardResult forward_loop(const LayerArgs& a) {
   constexpr int64_t G = Cell::kGates;

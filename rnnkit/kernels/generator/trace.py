@@ -76,21 +76,15 @@ class StepPlan:
     def run(self, x: Tensor, batch_sizes: Sequence[int], state0: tuple, params: Sequence[Tensor],
             reverse: bool = False) -> tuple[Tensor, tuple]:
         """(outputs (N, H), final state) over packed ``x`` (N, I), as ``Kernel.layer``, in torch ops."""
+        from ...recurrent import scan  # the reference loop's own time driver (lengths, both directions)
         constants = _as_tuple(self.constants(*params))
         hoisted = _as_tuple(self.hoisted(x, *constants))
-        offsets = [0]
-        for b in batch_sizes:
-            offsets.append(offsets[-1] + b)
-        steps = range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))
-        state, outputs = tuple(state0), [None] * len(batch_sizes)
-        for t in steps:
-            b, lo = batch_sizes[t], offsets[t]
-            # rows past b: sequences that ended (forward) or have not started (reverse) keep their state
-            rows = tuple(s[:b] for s in state)
-            new = _as_tuple(self.recurrent(*(v[lo:lo + b] for v in hoisted), *rows, *constants))
-            outputs[t] = new[0]
-            state = tuple(torch.cat([n, s[b:]]) for n, s in zip(new, state))
-        return torch.cat(outputs), state
+
+        def step(rows: Tensor, state: tuple) -> tuple:  # rows: the packed row numbers of one step
+            first = int(rows[0])
+            return _as_tuple(self.recurrent(*(v[first:first + rows.numel()] for v in hoisted), *state, *constants))
+
+        return scan(step, torch.arange(x.shape[0]), batch_sizes, tuple(state0), reverse)
 
 
 def _as_tuple(value) -> tuple:
