@@ -62,6 +62,19 @@ TORCH_LIBRARY(rnnkit, m) {
       "rnn_relu_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor batch_sizes, Tensor h0, "
       "Tensor w_ih, Tensor w_hh, Tensor output, bool reverse, bool[3] output_mask) -> (Tensor grad_input, "
       "Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
+  // The time loop of a cell whose pointwise step rnnkit generated from its equations
+  // (rnnkit/kernels/generator/; the loop: cpu/generated_loop.cpp).  `forward_step` and `backward_step`
+  // are the addresses of the generated C functions.  The forward fills the slots in place and returns
+  // each state's final rows; the backward adds into `grads` and returns dL/d(initial states).
+  m.def(
+      "generated_forward(int forward_step, Tensor(a!)[] slots, int[] slot_widths, int[] previous, "
+      "int[] history, Tensor[] state0, Tensor[] constants, int[] product_left, int[] product_out, "
+      "int[] product_stage, Tensor[] product_weights, int stages, Tensor batch_sizes, bool reverse) -> Tensor[]");
+  m.def(
+      "generated_backward(int backward_step, Tensor[] slots, Tensor(a!)[] grads, int[] slot_widths, "
+      "int[] previous, int[] history, Tensor[] grad_finals, Tensor[] constants, int[] product_left, "
+      "int[] product_out, int[] product_stage, Tensor[] product_weights, int stages, Tensor batch_sizes, "
+      "bool reverse) -> Tensor[]");
   // The gradients of one layer-direction of `family` (a forward operator's name) as a differentiable
   // computation: the backward of a backward that builds a graph (autograd.cpp).  Takes the gradients
   // of output and the final states, and the forward's differentiable arguments (c0 and w_hr where the

@@ -19,12 +19,19 @@ implementation of a ``torch.library.custom_op`` (which runs with the Autograd di
 ``torch.autograd.grad`` there would see no graph).  rnnkit::fused_layer_backward (kernels/opaque.py) takes
 a kernel's gradients by running it again under autograd: the torch ops a kernel runs around its fused
 loop (a layer norm's projection) must be recorded too.  torch has no public way to lift the exclusion.
+
+``decompositions``: the table that turns the ops of a cell's step into elementwise ops and row-wise
+reductions for the kernel generator (generator/stages.py): a layer norm into a mean, a variance and
+elementwise arithmetic, the backward ops of activations into their formulas.  torch.export's public
+``default_decompositions`` keeps native_layer_norm and the activations' backward ops whole.
 """
 from __future__ import annotations
 
 import torch
 from torch._C import _functorch
 from torch.autograd import forward_ad as _forward_ad
+
+aten = torch.ops.aten
 
 
 def any_batched(tensors) -> bool:
@@ -40,8 +47,19 @@ def forward_ad_active() -> bool:
     return _forward_ad._current_level >= 0
 
 
+def decompositions() -> dict:
+    from torch._decomp import get_decompositions
+    return get_decompositions([
+        aten.native_layer_norm, aten.native_layer_norm_backward, aten.gelu, aten.gelu_backward,
+        aten.silu, aten.silu_backward, aten.softplus, aten.softplus_backward, aten.hardtanh,
+        aten.hardtanh_backward, aten.log_sigmoid_forward, aten.log_sigmoid_backward, aten.sigmoid_backward,
+        aten.tanh_backward, aten.threshold_backward, aten.logaddexp, aten.elu, aten.elu_backward,
+        aten.leaky_relu, aten.leaky_relu_backward, aten.clamp_min, aten.clamp_max,
+    ])
+
+
 def autograd_inside_operator():
     return torch._C._SetExcludeDispatchKeyGuard(torch._C.DispatchKey.AutogradFunctionality, False)
 
 
-__all__ = ["any_batched", "in_functorch_transform", "forward_ad_active", "autograd_inside_operator"]
+__all__ = ["any_batched", "in_functorch_transform", "forward_ad_active", "autograd_inside_operator", "decompositions"]

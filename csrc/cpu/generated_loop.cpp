@@ -1,0 +1,249 @@
+// The CPU kernels of rnnkit::generated_forward and rnnkit::generated_backward (schemas:
+// ../recurrence.cpp): the time loop of a cell whose pointwise step was generated from its own equations
+// (rnnkit/kernels/generator/), loaded from a shared library as two C functions.
+//
+// The loop knows nothing of the cell.  It holds its values in "slots": tensors (N, width) with one row
+// per packed row of the layer-direction (packed_layout.h).  Some slots are the cell's inputs per row
+// (the hoisted part of the step, computed by torch for all steps at once), some its states (for each
+// state, a slot of the state each row read and a slot of the state it wrote: its history), the rest
+// what the step computes and later parts of it read (the recurrent products' results among them).
+// The step is split into stages by its recurrent products (a product's left operand must be complete
+// before the product, and the product before what reads it), so per step t, over its n rows:
+//
+//   previous-state slots rows = the history rows of the previous step (or the initial states' rows)
+//   for each stage k: the products of stage k:  out rows = left rows @ weight    (ATen, all threads)
+//                     forward_step(k, n, slot pointers at the step's first row)  (rows over threads)
+//
+// Backward, the steps in the opposite order, with grads: one (N, width) tensor per slot (the history
+// slots' holding dL/d(that state) from the outputs; the others zero) and after them one per constant
+// the step reads pointwise (its gradient row by row, summed by the caller):
+//
+//   grads of the history slots rows += the carried dL/d(state) (dL/d(final state) at each row's last step)
+//   for each stage k, last first: backward_step(k, ...) adds each input's gradient to its slot's
+//                                  then, for the products of stage k: grad left rows += grad out rows @ weight^T
+//   the carried dL/d(state) = grads of the previous-state slots rows
+//
+// The products' weight gradients (left^T @ grad out over all rows) are one product each, taken by the
+// caller from the slots.  Generated functions (C ABI, no torch in them):
+//   forward_step(int32 stage, int64 rows, void* const* slots, const void* const* constants)
+//   backward_step(int32 stage, int64 rows, const void* const* slots, void* const* grads,
+//                 const void* const* constants)
+// each slot pointer at the first of `rows` consecutive rows.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstring>
+#include <vector>
+
+#include "packed_layout.h"
+#include "recurrence_ops.h"
+
+namespace rnnkit::cpu {
+namespace {
+
+using Tensor = at::Tensor;
+using ForwardStep = void (*)(int32_t, int64_t, void* const*, const void* const*);
+using BackwardStep = void (*)(int32_t, int64_t, const void* const*, void* const*, const void* const*);
+
+// Rows of one step's generated work below which they stay on one thread (forking torch's OpenMP
+// workers costs microseconds a small step does not repay).
+constexpr int64_t kMinParallelElements = 16384;
+
+struct Product {
+  int64_t left, out, stage;
+  Tensor weight;  // (left width, out width)
+};
+
+// The products, by stage, from the schema's parallel lists.
+std::vector<Product> products_of(c10::IntArrayRef left, c10::IntArrayRef out, c10::IntArrayRef stage,
+                                 at::TensorList weights, int64_t slots, int64_t stages) {
+  TORCH_CHECK(left.size() == out.size() && left.size() == stage.size() && left.size() == weights.size(),
+              "rnnkit::generated: the product lists should have one length");
+  std::vector<Product> result;
+  for (size_t p = 0; p < left.size(); ++p) {
+    TORCH_CHECK(left[p] >= 0 && left[p] < slots && out[p] >= 0 && out[p] < slots && stage[p] >= 0 &&
+                    stage[p] < stages,
+                "rnnkit::generated: product ", p, " names a slot or stage out of range");
+    result.push_back({left[p], out[p], stage[p], weights[p]});
+  }
+  return result;
+}
+
+void check_slots(const char* op, at::TensorList slots, c10::IntArrayRef widths, int64_t rows,
+                 at::ScalarType dtype) {
+  TORCH_CHECK(slots.size() == widths.size(), op, ": one width per slot");
+  for (size_t s = 0; s < slots.size(); ++s) {
+    const Tensor& t = slots[s];
+    TORCH_CHECK(t.is_cpu() && t.is_contiguous() && t.scalar_type() == dtype && t.dim() == 2 &&
+                    t.size(0) == rows && t.size(1) == widths[s],
+                op, ": slot ", s, " should be a contiguous (", rows, ", ", widths[s], ") ", dtype,
+                " tensor on the CPU, got ", t.sizes(), " ", t.scalar_type());
+  }
+}
+
+// Pointers to row `row` of each tensor (width w: `row * w` elements in).
+std::vector<void*> row_pointers(at::TensorList tensors, int64_t row) {
+  std::vector<void*> pointers(tensors.size());
+  for (size_t s = 0; s < tensors.size(); ++s) {
+    pointers[s] = static_cast<char*>(tensors[s].data_ptr()) + row * tensors[s].size(1) * tensors[s].element_size();
+  }
+  return pointers;
+}
+
+std::vector<const void*> constant_pointers(at::TensorList constants) {
+  std::vector<const void*> pointers;
+  for (const Tensor& c : constants) {
+    TORCH_CHECK(c.is_contiguous(), "rnnkit::generated: constants read pointwise should be contiguous");
+    pointers.push_back(c.const_data_ptr());
+  }
+  return pointers;
+}
+
+// body(begin, end) over the step's rows, split across torch's threads when the step is large enough.
+template <typename F>
+void over_rows(int64_t rows, int64_t elements_per_row, const F& body) {
+  const int64_t grain = std::max<int64_t>(1, kMinParallelElements / std::max<int64_t>(elements_per_row, 1));
+  at::parallel_for(0, rows, grain, body);
+}
+
+int64_t total_width(at::TensorList tensors) {
+  int64_t total = 0;
+  for (const Tensor& t : tensors) total += t.size(1);
+  return total;
+}
+
+// Rows [begin, end) of step t's previous-state slots: the previous step's history rows, or state0's.
+void fill_previous_states(const PackedLayout& layout, int64_t t, at::TensorList slots, c10::IntArrayRef previous,
+                          c10::IntArrayRef history, at::TensorList state0) {
+  const int64_t n = layout.batch_size(t), continued = layout.rows_with_previous_step(t), o0 = layout.offset(t);
+  for (size_t s = 0; s < previous.size(); ++s) {
+    const Tensor& into = slots[previous[s]];
+    const int64_t bytes = into.size(1) * into.element_size();
+    char* to = static_cast<char*>(into.data_ptr()) + o0 * bytes;
+    if (continued > 0) {
+      const char* from = static_cast<const char*>(slots[history[s]].const_data_ptr()) +
+                         layout.offset(layout.previous_time(t)) * bytes;
+      std::memcpy(to, from, continued * bytes);
+    }
+    if (n > continued) {
+      std::memcpy(to + continued * bytes, static_cast<const char*>(state0[s].const_data_ptr()) + continued * bytes,
+                  (n - continued) * bytes);
+    }
+  }
+}
+
+std::vector<Tensor> generated_forward(int64_t forward_step, at::TensorList slots, c10::IntArrayRef slot_widths,
+                                      c10::IntArrayRef previous, c10::IntArrayRef history, at::TensorList state0,
+                                      at::TensorList constants, c10::IntArrayRef product_left,
+                                      c10::IntArrayRef product_out, c10::IntArrayRef product_stage,
+                                      at::TensorList product_weights, int64_t stages, const Tensor& batch_sizes,
+                                      bool reverse) {
+  const char* op = "rnnkit::generated_forward";
+  BelowAutogradAndAutocast below;
+  TORCH_CHECK(forward_step != 0, op, ": no generated step function");
+  TORCH_CHECK(!slots.empty(), op, ": no slots");
+  const int64_t N = slots[0].size(0);
+  PackedLayout layout(batch_sizes, N, reverse, op);
+  check_slots(op, slots, slot_widths, N, slots[0].scalar_type());
+  TORCH_CHECK(previous.size() == history.size() && previous.size() == state0.size(), op,
+              ": one previous-state slot, one history slot and one initial state per state");
+  for (size_t s = 0; s < state0.size(); ++s) {
+    TORCH_CHECK(state0[s].is_contiguous() && state0[s].dim() == 2 && state0[s].size(0) == layout.batch() &&
+                    state0[s].size(1) == slot_widths[history[s]],
+                op, ": initial state ", s, " should be contiguous (", layout.batch(), ", ", slot_widths[history[s]],
+                "), got ", state0[s].sizes());
+  }
+  const std::vector<Product> products =
+      products_of(product_left, product_out, product_stage, product_weights, slots.size(), stages);
+  const auto step = reinterpret_cast<ForwardStep>(forward_step);
+  const std::vector<const void*> constant_data = constant_pointers(constants);
+  const int64_t width = total_width(slots);
+
+  for (int64_t s = 0; s < layout.steps(); ++s) {
+    const int64_t t = layout.forward_time(s), n = layout.batch_size(t), o0 = layout.offset(t);
+    if (n == 0) continue;
+    fill_previous_states(layout, t, slots, previous, history, state0);
+    for (int64_t k = 0; k < stages; ++k) {
+      for (const Product& p : products) {
+        if (p.stage != k) continue;
+        Tensor out = slots[p.out].narrow(0, o0, n);
+        at::mm_out(out, slots[p.left].narrow(0, o0, n), p.weight);
+      }
+      over_rows(n, width, [&](int64_t begin, int64_t end) {
+        const std::vector<void*> pointers = row_pointers(slots, o0 + begin);
+        step(static_cast<int32_t>(k), end - begin, pointers.data(), constant_data.data());
+      });
+    }
+  }
+  // Each sequence's final states: its row at its last step (forward: the last step with more than b
+  // rows; in reverse every sequence ends at t = 0).
+  std::vector<Tensor> finals;
+  for (size_t s = 0; s < history.size(); ++s) finals.push_back(at::empty_like(state0[s]));
+  for (int64_t b = 0; b < layout.batch(); ++b) {
+    int64_t t_last = 0;
+    if (!reverse) {
+      while (t_last + 1 < layout.steps() && layout.batch_size(t_last + 1) > b) ++t_last;
+    }
+    for (size_t s = 0; s < history.size(); ++s) finals[s][b].copy_(slots[history[s]][layout.offset(t_last) + b]);
+  }
+  return finals;
+}
+
+std::vector<Tensor> generated_backward(int64_t backward_step, at::TensorList slots, at::TensorList grads,
+                                       c10::IntArrayRef slot_widths, c10::IntArrayRef previous,
+                                       c10::IntArrayRef history, at::TensorList grad_finals,
+                                       at::TensorList constants, c10::IntArrayRef product_left,
+                                       c10::IntArrayRef product_out, c10::IntArrayRef product_stage,
+                                       at::TensorList product_weights, int64_t stages, const Tensor& batch_sizes,
+                                       bool reverse) {
+  const char* op = "rnnkit::generated_backward";
+  BelowAutogradAndAutocast below;
+  TORCH_CHECK(backward_step != 0, op, ": no generated step function");
+  const int64_t N = slots[0].size(0);
+  PackedLayout layout(batch_sizes, N, reverse, op);
+  check_slots(op, slots, slot_widths, N, slots[0].scalar_type());
+  TORCH_CHECK(grads.size() >= slots.size(), op, ": one gradient per slot, then the constants' row gradients");
+  for (size_t g = 0; g < grads.size(); ++g) {
+    TORCH_CHECK(grads[g].is_contiguous() && grads[g].dim() == 2 && grads[g].size(0) == N &&
+                    (g >= slots.size() || grads[g].size(1) == slot_widths[g]),
+                op, ": gradient ", g, " should be contiguous with ", N, " rows, got ", grads[g].sizes());
+  }
+  const std::vector<Product> products =
+      products_of(product_left, product_out, product_stage, product_weights, slots.size(), stages);
+  const auto step = reinterpret_cast<BackwardStep>(backward_step);
+  const std::vector<const void*> constant_data = constant_pointers(constants);
+  const int64_t width = total_width(slots) + total_width(grads);
+
+  std::vector<Tensor> carried;  // dL/d(state), one row per sequence, carried backwards in time
+  for (const Tensor& g : grad_finals) carried.push_back(g.clone(at::MemoryFormat::Contiguous));
+  for (int64_t s = 0; s < layout.steps(); ++s) {
+    const int64_t t = layout.backward_time(s), n = layout.batch_size(t), o0 = layout.offset(t);
+    if (n == 0) continue;
+    for (size_t i = 0; i < history.size(); ++i) grads[history[i]].narrow(0, o0, n).add_(carried[i].narrow(0, 0, n));
+    for (int64_t k = stages - 1; k >= 0; --k) {
+      over_rows(n, width, [&](int64_t begin, int64_t end) {
+        const std::vector<void*> slot_pointers = row_pointers(slots, o0 + begin);
+        const std::vector<void*> grad_pointers = row_pointers(grads, o0 + begin);
+        step(static_cast<int32_t>(k), end - begin, slot_pointers.data(), grad_pointers.data(),
+             constant_data.data());
+      });
+      for (const Product& p : products) {
+        if (p.stage != k) continue;
+        Tensor grad_left = grads[p.left].narrow(0, o0, n);
+        grad_left.addmm_(grads[p.out].narrow(0, o0, n), p.weight.t());
+      }
+    }
+    for (size_t i = 0; i < previous.size(); ++i) carried[i].narrow(0, 0, n).copy_(grads[previous[i]].narrow(0, o0, n));
+  }
+  return carried;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("generated_forward", &generated_forward);
+  m.impl("generated_backward", &generated_backward);
+}
+
+}  // namespace rnnkit::cpu

@@ -1,0 +1,253 @@
+"""The recurrent part of a traced step (trace.py) laid out for the generic loop of generated kernels.
+
+The loop (csrc/cpu/generated_loop.cpp) keeps every value the step hands from one part to another in a
+**slot**: an (N, width) buffer, one row per packed row.  Slots hold the hoisted inputs, each state's
+previous value (what a row read) and its new value (the history, whose rows are the layer's outputs
+for h), each recurrent product's result, and each value one stage computes and a later one reads.
+
+The step's recurrent products order it into **stages**: a product's left operand must be complete
+before the product, and the product before what reads it.  The level of a value is 0 for the step's
+inputs, one more than its left operand's for a product, the highest of its inputs' for anything else;
+stage k runs the products of level k, then the pointwise values of level k (the generated code).
+
+Each stage's pointwise part becomes a small aten graph, decomposed into elementwise ops and row-wise
+reductions (a layer norm: a mean and a variance over the features), and its backward is the graph of
+``torch.func.vjp`` over it, traced the same way: reverse mode over the cell's own equations.  In the
+backward trace the constants a stage reads pointwise (a bias, a layer norm's gain) are given one row
+per packed row, so that their gradients come out row by row (summed over the rows by the caller)
+rather than as a sum over rows inside the step.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, fx
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from ...errors import UnsupportedBackendError
+from .._torch_internals import decompositions
+from .trace import PRODUCTS, StepPlan
+
+aten = torch.ops.aten
+# The example row count of the stage traces: any count works (every op acts row by row).
+EXAMPLE_ROWS = 11
+
+
+@dataclass
+class Slot:
+    """One (N, width) buffer of the loop: ``kind`` is "hoisted" (an input row of the step), "previous"
+    (a state as a row read it), "history" (a state as a row wrote it), "product" or "value"."""
+
+    kind: str
+    width: int
+    name: str
+
+
+@dataclass
+class Stage:
+    """One stage's pointwise part: ``forward`` maps (its input slots, its constants) to its output
+    slots; ``backward`` maps (input slots, constants row by row, the outputs' gradients) to the
+    gradients of the inputs then of the constants (None where there is none)."""
+
+    forward: fx.GraphModule
+    backward: fx.GraphModule
+    inputs: list        # slot numbers
+    constants: list     # constant numbers (into Layout.constants)
+    outputs: list       # slot numbers
+
+
+@dataclass
+class ProductSpec:
+    left: int       # slot
+    out: int        # slot
+    stage: int
+    weight: int     # constant number: the (left width, out width) right operand
+
+
+@dataclass
+class Layout:
+    slots: list = field(default_factory=list)
+    stages: list = field(default_factory=list)
+    products: list = field(default_factory=list)
+    hoisted: list = field(default_factory=list)     # slot of each hoisted input, in StepPlan order
+    previous: list = field(default_factory=list)    # slot of each state's previous value
+    history: list = field(default_factory=list)     # slot of each state's new value
+    constant_shapes: list = field(default_factory=list)  # of StepPlan.recurrent's constant inputs, in order
+    pointwise_constants: list = field(default_factory=list)  # constants the stages read (by number)
+
+
+def lay_out(plan: StepPlan, hoisted_widths: list, state_widths: list, constants: list) -> Layout:
+    """The slots and stages of ``plan.recurrent`` for hoisted inputs and states of these widths and
+    these constant tensors (examples: their shapes and dtype are what counts)."""
+    gm = _without_addmm(plan.recurrent)
+    graph = gm.graph
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    n_hoisted, n_states = len(hoisted_widths), len(state_widths)
+    hoisted_nodes = placeholders[:n_hoisted]
+    state_nodes = placeholders[n_hoisted:n_hoisted + n_states]
+    constant_nodes = placeholders[n_hoisted + n_states:]
+    output = next(n for n in graph.nodes if n.op == "output")
+    results = list(output.args[0]) if isinstance(output.args[0], (tuple, list)) else [output.args[0]]
+
+    layout = Layout(constant_shapes=[tuple(c.shape) for c in constants])
+    slot_of: dict = {}
+
+    def new_slot(kind, width, name):
+        layout.slots.append(Slot(kind, int(width), name))
+        return len(layout.slots) - 1
+
+    for node, width in zip(hoisted_nodes, hoisted_widths):
+        slot_of[node] = new_slot("hoisted", width, node.name)
+        layout.hoisted.append(slot_of[node])
+    for node, width in zip(state_nodes, state_widths):
+        slot_of[node] = new_slot("previous", width, node.name)
+        layout.previous.append(slot_of[node])
+    constant_of = {node: k for k, node in enumerate(constant_nodes)}
+
+    level: dict = {node: 0 for node in placeholders}
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target in PRODUCTS:
+            left, right = node.args
+            if right not in constant_of:
+                raise UnsupportedBackendError(f"the product {node.format_node()} has a right operand computed in "
+                                              "the step; a generated kernel needs a constant one")
+            level[node] = level[left] + 1
+        else:
+            level[node] = max((level[n] for n in node.all_input_nodes), default=0)
+    stages = max(level.values(), default=0) + 1
+
+    # the slots of the values that cross stages: products' operands and results, values read later
+    example = {n: n.meta.get("val") for n in graph.nodes}
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target in PRODUCTS:
+            left, right = node.args
+            if left not in slot_of:
+                slot_of[left] = new_slot("value", example[left].shape[-1], left.name)
+            slot_of[node] = new_slot("product", example[node].shape[-1], node.name)
+            layout.products.append(ProductSpec(slot_of[left], slot_of[node], level[node], constant_of[right]))
+    for node in graph.nodes:
+        if node.op != "call_function" or node in slot_of or node.target in PRODUCTS:
+            continue
+        if any(level[user] > level[node] for user in node.users if user.op != "output"):
+            slot_of[node] = new_slot("value", example[node].shape[-1], node.name)
+    history_of = []
+    for node, width in zip(results, state_widths):
+        history_of.append((node, new_slot("history", width, f"new_{node.name}")))
+    layout.history = [slot for _, slot in history_of]
+
+    used_pointwise = set()
+    for k in range(stages):
+        members = [n for n in graph.nodes if n.op == "call_function" and level[n] == k and n.target not in PRODUCTS]
+        member_set = set(members)
+        outputs = [(n, slot_of[n]) for n in members if n in slot_of]
+        outputs += [(n, slot) for n, slot in history_of if level[n] == k]
+        if not outputs:
+            layout.stages.append(None)
+            continue
+        needed = _ancestors_within([n for n, _ in outputs], member_set)
+        inputs, input_constants = [], []
+        for n in graph.nodes:
+            if n in needed:
+                continue
+            if any(n in m.all_input_nodes for m in needed) or any(n is o for o, _ in outputs):
+                if n in constant_of:
+                    input_constants.append(n)
+                elif n in slot_of:
+                    inputs.append(n)
+                else:
+                    raise UnsupportedBackendError(f"{n.format_node()} crosses stages without a slot")
+        sub = _subgraph(gm, inputs + input_constants, [n for n, _ in outputs])
+        slot_examples = [_rows(layout.slots[slot_of[n]].width, constants[0]) for n in inputs]
+        constant_examples = [constants[constant_of[n]] for n in input_constants]
+        forward = _decomposed(sub, slot_examples + constant_examples)
+        backward = _backward_graph(forward, slot_examples, constant_examples, [_rows(layout.slots[s].width, constants[0])
+                                                                           for _, s in outputs])
+        numbers = [constant_of[n] for n in input_constants]
+        used_pointwise.update(numbers)
+        layout.stages.append(Stage(forward, backward, [slot_of[n] for n in inputs], numbers,
+                                   [slot for _, slot in outputs]))
+    layout.pointwise_constants = sorted(used_pointwise)
+    return layout
+
+
+def _rows(width: int, like: Tensor) -> Tensor:
+    return torch.randn(EXAMPLE_ROWS, width, dtype=like.dtype)
+
+
+def _ancestors_within(outputs: list, members: set) -> set:
+    needed, stack = set(), [n for n in outputs if n in members]
+    while stack:
+        n = stack.pop()
+        if n in needed:
+            continue
+        needed.add(n)
+        stack.extend(m for m in n.all_input_nodes if m in members)
+    return needed
+
+
+def _without_addmm(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``gm`` with addmm(bias, a, w) as mm(a, w) + bias: the product is the loop's, the bias
+    pointwise."""
+    gm = copy.deepcopy(gm)
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target is aten.addmm.default:
+            bias, left, right = node.args[:3]
+            if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
+                raise UnsupportedBackendError(f"{node.format_node()}: addmm with beta or alpha is not generated")
+            with graph.inserting_before(node):
+                product = graph.call_function(aten.mm.default, (left, right))
+                product.meta["val"] = node.meta.get("val")
+                total = graph.call_function(aten.add.Tensor, (product, bias))
+                total.meta["val"] = node.meta.get("val")
+            node.replace_all_uses_with(total)
+            graph.erase_node(node)
+    graph.lint()
+    gm.recompile()
+    return gm
+
+
+def _subgraph(root: fx.GraphModule, inputs: list, outputs: list) -> fx.GraphModule:
+    graph = fx.Graph()
+    env = {n: graph.placeholder(n.name) for n in inputs}
+    needed, stack = set(), list(outputs)
+    while stack:
+        n = stack.pop()
+        if n in needed or n in env:
+            continue
+        needed.add(n)
+        stack.extend(n.all_input_nodes)
+    for n in root.graph.nodes:
+        if n in needed and n not in env:
+            env[n] = graph.node_copy(n, lambda a: env[a])
+    graph.output(tuple(env[n] for n in outputs))
+    return fx.GraphModule(root, graph)
+
+
+def _decomposed(gm: fx.GraphModule, examples: list) -> fx.GraphModule:
+    """``gm`` traced again into elementwise ops and row-wise reductions."""
+    return make_fx(gm, decomposition_table=decompositions())(*examples)
+
+
+def _backward_graph(forward: fx.GraphModule, slots: list, constants: list, cotangent_examples: list) -> fx.GraphModule:
+    """The vjp of ``forward`` with respect to all its inputs, each constant given row by row: (rows,
+    its elements), or (rows, 1) for a 0-D one, which broadcast against the rows as the constant did."""
+    constant_rows = [_constant_rows(c) for c in constants]
+    n_primals = len(slots) + len(constants)
+
+    def vjp(*args):
+        _, pullback = torch.func.vjp(lambda *inputs: tuple(forward(*inputs)), *args[:n_primals])
+        return tuple(pullback(tuple(args[n_primals:])))
+
+    return make_fx(vjp, decomposition_table=decompositions())(*slots, *constant_rows, *cotangent_examples)
+
+
+def _constant_rows(c: Tensor) -> Tensor:
+    return c.reshape(1, -1).expand(EXAMPLE_ROWS, -1).clone()
+
+
+__all__ = ["Layout", "Slot", "Stage", "ProductSpec", "lay_out", "EXAMPLE_ROWS"]
