@@ -133,6 +133,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import export as _export  # noqa: E402
 from . import kernels  # noqa: E402
+from .kernels.generator.layer import for_cell as generated_step  # noqa: E402
 from .cells._base import CellBase, check_size_arg  # noqa: E402
 from .errors import UnsupportedBackendError  # noqa: E402
 
@@ -193,9 +194,10 @@ class Recurrent(nn.Module):
             h = layer.cells[0](x[t], h)
             output.append(h[0] if isinstance(h, tuple) else h)
 
-    rnnkit's own cells run through the fused kernels (``backend="auto"``); a user's
-    cell runs on the reference loop.  To make a cell fast, express its step as a
-    ``CellEquations`` (see rnnkit/cells/) and register a kernel for it in rnnkit/kernels/.
+    rnnkit's own cells run through the fused kernels (``backend="auto"``).  A user's cell runs on a
+    kernel generated from its own step (rnnkit/kernels/generator/: traced, compiled to C++ once per
+    machine, forward and backward); where its step uses an op the generator does not handle,
+    ``backend="auto"`` runs the reference loop and ``"fused"``/``"generated"`` raise saying which op.
     """
 
     def __init__(self, cell, input_size: int, hidden_size: int, num_layers: int = 1, *,
@@ -433,13 +435,24 @@ class Recurrent(nn.Module):
         # These act inside the step, so they run on the generic loop (zoneout in eval too: it mixes states).
         generic = self.return_states or self.zoneout > 0 or (self.training and self.recurrent_dropout > 0)
         runners = []
-        for cell in self.cells:
+        for cell, input_size in zip(self.cells, self._cell_input_sizes):
             eq = getattr(cell, "equations", None)
             if eq is not None and not generic:
                 kernel = kernels.select(self.backend, eq, data, cell.cell_weights())
                 runners.append(lambda x, bs, s0, rev, keep, eq=eq, cell=cell, k=kernel:
                                k.layer(eq, x, bs, s0, cell.cell_weights(), rev))
                 continue
+            if eq is None and not generic and self.backend in ("auto", "fused", "generated"):
+                try:  # a user's cell: its kernel generated from its own step (kernels/generator/)
+                    step = generated_step(cell, data, input_size)
+                except UnsupportedBackendError as e:
+                    if self.backend != "auto":
+                        raise UnsupportedBackendError(f"backend {self.backend!r} cannot run {self.cell_name}: {e}; "
+                                                      "use backend='auto' or 'reference'") from e
+                else:
+                    runners.append(lambda x, bs, s0, rev, keep, cell=cell, step=step:
+                                   step.run(x, bs, s0, [p for _, p in cell.named_parameters()], rev))
+                    continue
             if self.backend not in ("auto", "reference"):
                 why = ("a user cell" if eq is None else
                        "return_states, recurrent_dropout or zoneout")

@@ -216,6 +216,18 @@ class WrongSize(nn.Module):
         return x.new_zeros(x.size(0), self.h + 1)
 
 
+class AtanCell(nn.Module):
+    """A cell whose step uses an op the kernel generator does not handle (atan)."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h=None):
+        h = x.new_zeros(x.size(0), self.lin.out_features) if h is None else h
+        return torch.atan(self.lin(torch.cat([x, h], 1)))
+
+
 def test_bad_cells_give_errors_naming_the_cell():
     x = torch.randn(3, 2, 4)
     with pytest.raises(TypeError, match="ReturnsList"):
@@ -228,8 +240,8 @@ def test_bad_cells_give_errors_naming_the_cell():
         Recurrent(TinyLSTM, 4, 5, bogus=1)
     with pytest.raises(ValueError, match="merge should be one of"):
         Recurrent(nn.GRUCell, 4, 5, merge="max")
-    with pytest.raises(rnnkit.UnsupportedBackendError, match="TinyLSTM"):
-        Recurrent(TinyLSTM, 4, 5, backend="fused")(x)
+    with pytest.raises(rnnkit.UnsupportedBackendError, match="AtanCell.*atan"):  # no generated kernel: says why
+        Recurrent(AtanCell, 4, 5, backend="fused")(x)
     with pytest.raises(RuntimeError, match="input_size"):
         Recurrent(nn.GRUCell, 4, 5)(torch.randn(3, 2, 7))
     with pytest.raises(RuntimeError, match=r"Expected hx\[0\] size"):

@@ -34,10 +34,12 @@
 #include <torch/library.h>
 
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "packed_layout.h"
 #include "recurrence_ops.h"
+#include "recurrent_product.h"
 
 namespace rnnkit::cpu {
 namespace {
@@ -53,6 +55,39 @@ constexpr int64_t kMinParallelElements = 16384;
 struct Product {
   int64_t left, out, stage;
   Tensor weight;  // (left width, out width)
+};
+
+// A call's products on weights packed once for all its steps (recurrent_product.h: MKL packs its right
+// operand at every at::mm, and forks its threads for each small product), or at::mm for one step.
+template <typename scalar_t>
+struct PackedProducts {
+  std::vector<std::optional<PackedMatrix<scalar_t>>> packed;
+
+  // transposed: for the backward's grad_left += grad_out weight^T
+  PackedProducts(const std::vector<Product>& products, int64_t steps, bool transposed) {
+    for (const Product& p : products) {
+      packed.emplace_back();
+      if (worth_packing(steps)) packed.back().emplace(PackedMatrix<scalar_t>::of(transposed ? p.weight.t() : p.weight));
+    }
+  }
+
+  // rows [o0, o0 + n) of `result` (= or +=) those rows of `left` times the weight (transposed)
+  void multiply(size_t p, const Product& product, const Tensor& left, Tensor& result, int64_t o0, int64_t n,
+                bool accumulate, bool transposed) const {
+    if (packed[p]) {
+      packed[p]->multiply(left.const_data_ptr<scalar_t>() + o0 * left.size(1), left.size(1), n,
+                          result.mutable_data_ptr<scalar_t>() + o0 * result.size(1), result.size(1), nullptr,
+                          accumulate);
+      return;
+    }
+    Tensor rows = result.narrow(0, o0, n);
+    const Tensor weight = transposed ? product.weight.t() : product.weight;
+    if (accumulate) {
+      rows.addmm_(left.narrow(0, o0, n), weight);
+    } else {
+      at::mm_out(rows, left.narrow(0, o0, n), weight);
+    }
+  }
 };
 
 // The products, by stage, from the schema's parallel lists.
@@ -160,15 +195,17 @@ std::vector<Tensor> generated_forward(int64_t forward_step, at::TensorList slots
   const std::vector<const void*> constant_data = constant_pointers(constants);
   const int64_t width = total_width(slots);
 
+  AT_DISPATCH_FLOATING_TYPES(slots[0].scalar_type(), "rnnkit::generated_forward", [&] {
+  const PackedProducts<scalar_t> packed(products, layout.steps(), false);
   for (int64_t s = 0; s < layout.steps(); ++s) {
     const int64_t t = layout.forward_time(s), n = layout.batch_size(t), o0 = layout.offset(t);
     if (n == 0) continue;
     fill_previous_states(layout, t, slots, previous, history, state0);
     for (int64_t k = 0; k < stages; ++k) {
-      for (const Product& p : products) {
-        if (p.stage != k) continue;
-        Tensor out = slots[p.out].narrow(0, o0, n);
-        at::mm_out(out, slots[p.left].narrow(0, o0, n), p.weight);
+      for (size_t p = 0; p < products.size(); ++p) {
+        if (products[p].stage != k) continue;
+        Tensor out = slots[products[p].out];
+        packed.multiply(p, products[p], slots[products[p].left], out, o0, n, false, false);
       }
       over_rows(n, width, [&](int64_t begin, int64_t end) {
         const std::vector<void*> pointers = row_pointers(slots, o0 + begin);
@@ -176,6 +213,7 @@ std::vector<Tensor> generated_forward(int64_t forward_step, at::TensorList slots
       });
     }
   }
+  });
   // Each sequence's final states: its row at its last step (forward: the last step with more than b
   // rows; in reverse every sequence ends at t = 0).
   std::vector<Tensor> finals;
@@ -217,10 +255,16 @@ std::vector<Tensor> generated_backward(int64_t backward_step, at::TensorList slo
 
   std::vector<Tensor> carried;  // dL/d(state), one row per sequence, carried backwards in time
   for (const Tensor& g : grad_finals) carried.push_back(g.clone(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES(slots[0].scalar_type(), "rnnkit::generated_backward", [&] {
+  const PackedProducts<scalar_t> packed(products, layout.steps(), true);
   for (int64_t s = 0; s < layout.steps(); ++s) {
     const int64_t t = layout.backward_time(s), n = layout.batch_size(t), o0 = layout.offset(t);
     if (n == 0) continue;
-    for (size_t i = 0; i < history.size(); ++i) grads[history[i]].narrow(0, o0, n).add_(carried[i].narrow(0, 0, n));
+    for (size_t i = 0; i < history.size(); ++i) {  // the history rows' gradient: from the outputs, and carried
+      scalar_t* to = grads[history[i]].mutable_data_ptr<scalar_t>() + o0 * slot_widths[history[i]];
+      const scalar_t* from = carried[i].const_data_ptr<scalar_t>();
+      for (int64_t e = 0; e < n * slot_widths[history[i]]; ++e) to[e] += from[e];
+    }
     for (int64_t k = stages - 1; k >= 0; --k) {
       over_rows(n, width, [&](int64_t begin, int64_t end) {
         const std::vector<void*> slot_pointers = row_pointers(slots, o0 + begin);
@@ -228,14 +272,19 @@ std::vector<Tensor> generated_backward(int64_t backward_step, at::TensorList slo
         step(static_cast<int32_t>(k), end - begin, slot_pointers.data(), grad_pointers.data(),
              constant_data.data());
       });
-      for (const Product& p : products) {
-        if (p.stage != k) continue;
-        Tensor grad_left = grads[p.left].narrow(0, o0, n);
-        grad_left.addmm_(grads[p.out].narrow(0, o0, n), p.weight.t());
+      for (size_t p = 0; p < products.size(); ++p) {
+        if (products[p].stage != k) continue;
+        Tensor grad_left = grads[products[p].left];
+        packed.multiply(p, products[p], grads[products[p].out], grad_left, o0, n, true, true);
       }
     }
-    for (size_t i = 0; i < previous.size(); ++i) carried[i].narrow(0, 0, n).copy_(grads[previous[i]].narrow(0, o0, n));
+    for (size_t i = 0; i < previous.size(); ++i) {
+      std::memcpy(carried[i].mutable_data_ptr<scalar_t>(),
+                  grads[previous[i]].const_data_ptr<scalar_t>() + o0 * slot_widths[previous[i]],
+                  sizeof(scalar_t) * n * slot_widths[previous[i]]);
+    }
   }
+  });
   return carried;
 }
 

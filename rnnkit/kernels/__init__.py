@@ -17,6 +17,7 @@ from .base import Kernel
 from .cpu import FusedKernel
 from .gpu import CudaFusedKernel  # imports triton only when a CUDA call first needs it
 from .ops import OpsKernel  # loads rnnkit._C only when a call first needs it
+from .generator.layer import GeneratedKernel
 from .parallel_scan import ParallelScanKernel
 from .opaque import for_compile
 from .reference import ReferenceKernel
@@ -39,6 +40,9 @@ register(OpsKernel())  # "ops": torch.nn's families on the C++ operators (torch.
 register(FusedKernel())  # "numba": the numba CPU kernels (every rnnkit cell; where rnnkit._C is not built)
 register(CudaFusedKernel())  # "fused_cuda"
 register(ParallelScanKernel())  # "scan": MinGRU / MinLSTM, parallel over time
+# "generated": any cell's kernel generated from its equations (generator/); named only, for now: the
+# hand-written kernels above are faster on rnnkit's cells.  Users' cells in Recurrent run on it by default.
+register(GeneratedKernel(), auto=False, fused=False)
 
 
 def check_backend_name(backend) -> None:

@@ -2,6 +2,9 @@
 the hoisted input part and the recurrent step.  The split plan, executed in torch ops, computes the
 cell's own recurrence: for every rnnkit cell (against the reference loop) and for users' cells (against
 their own forward in a Python loop), packed, both directions, float64."""
+import pathlib
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -10,6 +13,11 @@ import rnnkit.cells
 from rnnkit.errors import UnsupportedBackendError
 from rnnkit.kernels import REFERENCE
 from rnnkit.kernels.generator import trace_cell
+
+TESTS = str(pathlib.Path(__file__).resolve().parent.parent)  # user_cells.py (no conftest in this folder)
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+from user_cells import USER_CELLS  # noqa: E402
 
 BATCH_SIZES = [3, 3, 2, 1]
 
@@ -36,69 +44,6 @@ def test_the_plan_of_each_rnnkit_cell_computes_its_recurrence(name, reverse):
     # the recurrent products: one per cell with a recurrent weight matrix (IndRNN's is a vector)
     expected_products = 0 if name in ("IndRNNCell", "MinGRUCell", "MinLSTMCell") else 1
     assert len(plan.products) == expected_products
-
-
-class CIFGLSTMCell(nn.Module):
-    """A coupled input-forget gate LSTM: i = 1 - f."""
-
-    def __init__(self, input_size, hidden_size):
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.x2h = nn.Linear(input_size, 3 * hidden_size)
-        self.h2h = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
-
-    def forward(self, x, hx):
-        if hx is None:
-            zeros = x.new_zeros(x.size(0), self.hidden_size)
-            hx = (zeros, zeros)
-        h, c = hx
-        f, g, o = (self.x2h(x) + self.h2h(h)).chunk(3, 1)
-        f = torch.sigmoid(f)
-        c = f * c + (1 - f) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
-
-
-class MGUCell(nn.Module):
-    """The minimal gated unit: one forget gate, which also resets the candidate's input."""
-
-    def __init__(self, input_size, hidden_size):
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.f_x = nn.Linear(input_size, hidden_size)
-        self.f_h = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.n_x = nn.Linear(input_size, hidden_size)
-        self.n_h = nn.Linear(hidden_size, hidden_size, bias=False)
-
-    def forward(self, x, h):
-        h = x.new_zeros(x.size(0), self.hidden_size) if h is None else h
-        f = torch.sigmoid(self.f_x(x) + self.f_h(h))
-        n = torch.tanh(self.n_x(x) + self.n_h(f * h))
-        return (1 - f) * h + f * n
-
-
-class LayerNormCandidateGRUCell(nn.Module):
-    """A GRU with layer norm on the candidate's recurrent part."""
-
-    def __init__(self, input_size, hidden_size):
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.gru = nn.GRUCell(input_size, hidden_size)
-        self.norm = nn.LayerNorm(hidden_size)
-
-    def forward(self, x, h):
-        h = x.new_zeros(x.size(0), self.hidden_size) if h is None else h
-        gi = nn.functional.linear(x, self.gru.weight_ih, self.gru.bias_ih)
-        gh = nn.functional.linear(h, self.gru.weight_hh, self.gru.bias_hh)
-        r_x, z_x, n_x = gi.chunk(3, 1)
-        r_h, z_h, n_h = gh.chunk(3, 1)
-        r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
-        n = torch.tanh(n_x + r * self.norm(n_h))
-        return (1 - z) * n + z * h
-
-
-# each with its number of recurrent products (matrix products of a state-dependent value with a weight)
-USER_CELLS = {"cifg_lstm": (CIFGLSTMCell, 1), "mgu": (MGUCell, 2), "layernorm_candidate_gru": (LayerNormCandidateGRUCell, 1),
-              "torch.nn.GRUCell": (nn.GRUCell, 1)}
 
 
 @pytest.mark.parametrize("reverse", [False, True])

@@ -19,7 +19,9 @@ import tempfile
 from ...errors import UnsupportedBackendError
 from ..._memo import memoized
 
-FLAGS = ["-O3", "-shared", "-fPIC", "-fno-math-errno", "-std=c++17"]
+# -fno-trapping-math: the branch-free selects (a clamp, exp's range) may then be vectorized: no code here reads
+# floating-point exception flags.
+FLAGS = ["-O3", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-std=c++17"]
 
 
 def _march() -> str:

@@ -6,9 +6,9 @@ Per call: the step's constants (parameters alone) and its hoisted part (x_t's, f
 run as torch ops, recorded by autograd as usual; the recurrence runs in ``GeneratedRecurrence``, an
 autograd.Function whose backward is the generated reverse-mode step in the same loop.  The products'
 weight gradients are one product each over all rows, the pointwise constants' gradients a sum over
-the rows of their per-row gradients.  The backward is not itself differentiable: a double backward
-raises (torch's once_differentiable error); ``backend="reference"`` runs the cell's own torch ops,
-which differentiate at every order.
+the rows of their per-row gradients.  A backward that builds a graph (double backward, gradgradcheck)
+runs the recurrent part again in torch ops and differentiates it (``_differentiable_gradients``), so
+higher orders get every term.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from ...errors import UnsupportedBackendError
 from .._torch_internals import forward_ad_active, in_functorch_transform
@@ -26,7 +25,8 @@ from ..ops import extension
 from .build import step_addresses
 from .emit_cpp import emit
 from .stages import Layout, lay_out
-from .trace import StepPlan, _as_tuple, trace_cell
+from ..base import Kernel
+from .trace import StepPlan, _as_tuple, trace_cell, trace_equations
 
 
 @dataclass
@@ -55,39 +55,52 @@ class GeneratedStep:
 _STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # cell -> {dtype: GeneratedStep}
 
 
-def for_cell(cell: nn.Module, x: Tensor) -> GeneratedStep:
-    """``cell``'s generated step for ``x``'s dtype (traced and compiled on first use, the library cached
-    on disk), or UnsupportedBackendError saying why there is none."""
+def check_call(x: Tensor, params: Sequence[Tensor]) -> None:
+    """UnsupportedBackendError where a generated kernel cannot run this call."""
     if x.device.type != "cpu":
         raise UnsupportedBackendError(f"generated kernels run on the CPU, got input on {x.device}")
     if x.dtype not in (torch.float32, torch.float64):
         raise UnsupportedBackendError(f"generated kernels run in float32 or float64, got {x.dtype}")
     if in_functorch_transform() or forward_ad_active():
-        raise UnsupportedBackendError("generated kernels do not run under torch.func transforms or forward-mode AD")
-    if any(p.dtype != x.dtype or p.device != x.device for p in cell.parameters()):
+        raise UnsupportedBackendError("generated kernels do not run under torch.func transforms or forward-mode AD "
+                                      "(no vmap or jvp rule); use backend='auto' or 'reference'")
+    if any(p.dtype != x.dtype or p.device != x.device for p in params):
         raise UnsupportedBackendError("generated kernels need the cell's parameters in the input's dtype, on its device")
+    if torch.compiler.is_compiling():
+        raise UnsupportedBackendError("generated kernels run eagerly; under torch.compile the call runs the reference loop")
     extension.load()  # the loop: rnnkit._C (UnsupportedBackendError where it is not built)
+
+
+def for_cell(cell: nn.Module, x: Tensor, input_size: int) -> GeneratedStep:
+    """``cell``'s generated step for ``x``'s dtype (traced and compiled on first use, the library cached
+    on disk), or UnsupportedBackendError saying why there is none."""
+    check_call(x, list(cell.parameters()))
     per_dtype = _STEPS.setdefault(cell, {})
     if x.dtype not in per_dtype:
-        per_dtype[x.dtype] = _compile(cell, x.dtype)
+        per_dtype[x.dtype] = _compile(cell, x.dtype, input_size)
     return per_dtype[x.dtype]
 
 
-def _compile(cell: nn.Module, dtype: torch.dtype) -> GeneratedStep:
+def _compile(cell: nn.Module, dtype: torch.dtype, input_size: int) -> GeneratedStep:
     try:
-        plan, params = trace_cell(cell, dtype)
+        plan, params = trace_cell(cell, dtype, input_size)
     except UnsupportedBackendError:
         raise
     except Exception as e:  # a step make_fx cannot trace (data-dependent Python control flow, say)
         raise UnsupportedBackendError(f"the cell's step could not be traced for a generated kernel: {e}") from e
-    x = torch.zeros(2, cell.input_size, dtype=dtype)
-    constants = _as_tuple(plan.constants(*params))
-    hoisted = _as_tuple(plan.hoisted(x, *constants))
     with torch.no_grad():
-        probe = _as_tuple(cell(x, None))
+        probe = _as_tuple(cell(torch.zeros(2, input_size, dtype=dtype), None))
     if any(s.dim() != 2 for s in probe):
         raise UnsupportedBackendError("generated kernels need each state to be (batch, features)")
-    layout = lay_out(plan, [h.shape[1] for h in hoisted], [s.shape[1] for s in probe], list(constants))
+    return build_step(plan, params, input_size, [s.shape[1] for s in probe], dtype)
+
+
+def build_step(plan: StepPlan, params: Sequence[Tensor], input_size: int, state_widths: Sequence[int],
+               dtype: torch.dtype) -> GeneratedStep:
+    """The generated step of a traced plan (its parameters as examples)."""
+    constants = _as_tuple(plan.constants(*params))
+    hoisted = _as_tuple(plan.hoisted(torch.zeros(2, input_size, dtype=dtype), *constants))
+    layout = lay_out(plan, [h.shape[1] for h in hoisted], list(state_widths), list(constants))
     for k in layout.pointwise_constants:
         if len(layout.constant_shapes[k]) > 1 and layout.constant_shapes[k][0] != 1:
             raise UnsupportedBackendError(f"the step reads a constant of shape {layout.constant_shapes[k]} pointwise; "
@@ -130,18 +143,22 @@ class GeneratedRecurrence(torch.autograd.Function):
             list(state0), loop_constants, left, out, stage, weights, len(layout.stages), batch_sizes, reverse)
         ctx.step, ctx.reverse, ctx.n_hoisted, ctx.n_states = step, reverse, n_hoisted, n_states
         ctx.constant_shapes = [c.shape for c in constants]
-        ctx.save_for_backward(batch_sizes, *slots, *loop_constants, *weights)
+        ctx.save_for_backward(batch_sizes, *slots, *loop_constants, *weights, *state0, *constants)
         return (*[slots[s] for s in layout.history], *finals)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, *grad_results):
         step, layout = ctx.step, ctx.step.layout
         saved = ctx.saved_tensors
-        n_slots, n_constants = len(layout.slots), len(ctx.constant_shapes)
+        n_slots, n_constants, n_products = len(layout.slots), len(ctx.constant_shapes), len(layout.products)
         batch_sizes, slots = saved[0], list(saved[1:1 + n_slots])
         loop_constants = list(saved[1 + n_slots:1 + n_slots + n_constants])
-        weights = list(saved[1 + n_slots + n_constants:])
+        weights = list(saved[1 + n_slots + n_constants:1 + n_slots + n_constants + n_products])
+        if torch.is_grad_enabled():  # a backward that builds a graph (double backward): torch ops
+            inputs = saved[1 + n_slots + n_constants + n_products:]
+            hoisted = [slots[s] for s in layout.hoisted]
+            return (None,) * 6 + _differentiable_gradients(step, batch_sizes, ctx.reverse, hoisted,
+                                                           inputs[:ctx.n_states], inputs[ctx.n_states:], grad_results)
         rows = slots[0].shape[0]
         n_history = len(layout.history)
         grad_histories, grad_finals = grad_results[:n_history], grad_results[n_history:]
@@ -170,4 +187,52 @@ class GeneratedRecurrence(torch.autograd.Function):
         return (None,) * 6 + (*grad_hoisted, *grad_state0, *grad_constants)
 
 
-__all__ = ["GeneratedStep", "GeneratedRecurrence", "for_cell"]
+def _differentiable_gradients(step: GeneratedStep, batch_sizes: Tensor, reverse: bool, hoisted, state0, constants,
+                              grad_results) -> tuple:
+    """The backward as a differentiable computation: the recurrent part run again in torch ops (the
+    reference recurrence of the traced step) and differentiated with create_graph, so that a double
+    backward, gradgradcheck or a Hessian-vector product gets every term."""
+    inputs = [*hoisted, *state0, *constants]
+    out, final = step.plan.run_recurrent(hoisted, batch_sizes.tolist(), tuple(state0), constants, reverse)
+    # every state's history: the recurrent part returns h's; the others' gradients come only through finals
+    n_history = len(step.layout.history)
+    results, grads = [out, *final], [grad_results[0], *grad_results[n_history:]]
+    pairs = [(r, g) for r, g in zip(results, grads) if g is not None and r.requires_grad]
+    wanted = [i for i, t in enumerate(inputs) if t.requires_grad]
+    found = torch.autograd.grad([r for r, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
+                                create_graph=True, allow_unused=True) if pairs and wanted else []
+    gradients: list = [None] * len(inputs)
+    for i, g in zip(wanted, found):
+        gradients[i] = g
+    return tuple(gradients)
+
+
+class GeneratedKernel(Kernel):
+    """``backend="generated"``: any rnnkit cell's CellEquations on its generated kernel (traced from
+    ``eq.step`` with the call's weights, compiled once per cell, weight layout and dtype)."""
+
+    name = "generated"
+
+    def __init__(self):
+        self._steps: dict = {}
+
+    def check(self, eq, x, weights) -> None:
+        check_call(x, [w for w in weights if w is not None])
+
+    def layer(self, eq, x, batch_sizes, state0, weights, reverse):
+        present = tuple(None if w is None else tuple(w.shape) for w in weights)
+        key = (eq, x.dtype, x.shape[1], tuple(s.shape[1] for s in state0), present)
+        if key not in self._steps:
+            try:
+                plan, positions = trace_equations(eq, weights, x.shape[1], [s.shape[1] for s in state0], x.dtype)
+            except UnsupportedBackendError:
+                raise
+            except Exception as e:
+                raise UnsupportedBackendError(f"{eq.name}'s step could not be traced for a generated kernel: {e}") from e
+            self._steps[key] = (build_step(plan, [weights[i] for i in positions], x.shape[1],
+                                           [s.shape[1] for s in state0], x.dtype), positions)
+        step, positions = self._steps[key]
+        return step.run(x, batch_sizes, tuple(state0), [weights[i] for i in positions], reverse)
+
+
+__all__ = ["GeneratedStep", "GeneratedRecurrence", "GeneratedKernel", "for_cell", "check_call", "build_step"]

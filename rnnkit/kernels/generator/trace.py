@@ -76,15 +76,19 @@ class StepPlan:
     def run(self, x: Tensor, batch_sizes: Sequence[int], state0: tuple, params: Sequence[Tensor],
             reverse: bool = False) -> tuple[Tensor, tuple]:
         """(outputs (N, H), final state) over packed ``x`` (N, I), as ``Kernel.layer``, in torch ops."""
-        from ...recurrent import scan  # the reference loop's own time driver (lengths, both directions)
         constants = _as_tuple(self.constants(*params))
-        hoisted = _as_tuple(self.hoisted(x, *constants))
+        return self.run_recurrent(_as_tuple(self.hoisted(x, *constants)), batch_sizes, state0, constants, reverse)
+
+    def run_recurrent(self, hoisted: Sequence[Tensor], batch_sizes: Sequence[int], state0: tuple,
+                      constants: Sequence[Tensor], reverse: bool = False) -> tuple[Tensor, tuple]:
+        """The recurrent part alone, from the hoisted rows and the constants, in torch ops."""
+        from ...recurrent import scan  # the reference loop's own time driver (lengths, both directions)
 
         def step(rows: Tensor, state: tuple) -> tuple:  # rows: the packed row numbers of one step
             first = int(rows[0])
             return _as_tuple(self.recurrent(*(v[first:first + rows.numel()] for v in hoisted), *state, *constants))
 
-        return scan(step, torch.arange(x.shape[0]), batch_sizes, tuple(state0), reverse)
+        return scan(step, torch.arange(hoisted[0].shape[0]), batch_sizes, tuple(state0), reverse)
 
 
 def _as_tuple(value) -> tuple:
@@ -187,14 +191,14 @@ def _subgraph(root: fx.GraphModule, inputs: list, outputs: list) -> fx.GraphModu
     return fx.GraphModule(root, graph)
 
 
-def trace_cell(cell: nn.Module, dtype=torch.float32) -> tuple[StepPlan, list]:
+def trace_cell(cell: nn.Module, dtype=torch.float32, input_size: int | None = None) -> tuple[StepPlan, list]:
     """(the plan of ``cell``'s step, the parameter tensors it takes, in order) for any torch-convention
     cell module, rnnkit's included: ``forward(x_t, hx)``, hx None, a Tensor or a tuple of Tensors (h
     first), returning the new state in the same form.  Traced through ``torch.func.functional_call``,
     the parameters as inputs."""
     names = [name for name, _ in cell.named_parameters()]
     params = [p.detach() for _, p in cell.named_parameters()]
-    x = torch.randn(2, cell.input_size, dtype=dtype)
+    x = torch.randn(2, cell.input_size if input_size is None else input_size, dtype=dtype)
     with torch.no_grad():
         probe = cell(x, None)
     arity = 1 if isinstance(probe, Tensor) else len(probe)
@@ -207,4 +211,22 @@ def trace_cell(cell: nn.Module, dtype=torch.float32) -> tuple[StepPlan, list]:
     return trace_step(step, x, state, params), params
 
 
-__all__ = ["StepPlan", "Product", "trace_step", "trace_cell", "ROW_WISE"]
+def trace_equations(eq, weights, input_size: int, state_widths: Sequence[int], dtype=torch.float32) -> tuple[StepPlan, list]:
+    """(the plan of ``eq``'s step (a CellEquations) with these weights, the positions in ``weights`` of
+    the tensors it takes, in order): the absent weights (None) stay absent."""
+    present = [i for i, t in enumerate(weights) if t is not None]
+    params = [weights[i].detach() for i in present]
+    arity = len(state_widths)
+
+    def step(x_t, *rest):
+        given = list(weights)
+        for i, t in zip(present, rest[arity:]):
+            given[i] = t
+        return _as_tuple(eq.step(x_t, tuple(rest[:arity]), type(weights)(*given)))
+
+    x = torch.randn(2, input_size, dtype=dtype)
+    state = tuple(torch.randn(2, w, dtype=dtype) for w in state_widths)
+    return trace_step(step, x, state, params), present
+
+
+__all__ = ["StepPlan", "Product", "trace_step", "trace_cell", "trace_equations", "ROW_WISE"]

@@ -1,0 +1,146 @@
+"""Issue 18, step 2: kernels generated from a cell's own equations (rnnkit/kernels/generator/), run in
+the generic C++ loop (rnnkit::generated_forward/backward).  Generated = reference: outputs, final
+states and every gradient, for rnnkit's nine cells and the users' cells of tests/user_cells.py, packed,
+both directions, float64 (to rounding) and float32 (within float32's), through Recurrent (layers,
+directions) and gradcheck; ops the generator lacks make backend="auto" run the reference loop and a
+named backend raise, naming the op."""
+import pathlib
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import rnnkit
+import rnnkit.cells
+from rnnkit.errors import UnsupportedBackendError
+from rnnkit.kernels import BACKENDS, REFERENCE
+from rnnkit.kernels.ops import extension
+
+TESTS = str(pathlib.Path(__file__).resolve().parent.parent)  # user_cells.py (no conftest in this folder)
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+from user_cells import USER_CELLS  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not extension.available(), reason="rnnkit._C is not built")
+BATCH_SIZES = [3, 3, 2, 1]
+TOLERANCE = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=2e-5, atol=2e-5)}
+
+
+def _vary(module):
+    torch.manual_seed(0)
+    for p in module.parameters():  # layer norm's gains and shifts start at 1 and 0: vary them
+        p.data.add_(0.1 * torch.randn_like(p))
+    return module
+
+
+def _outputs_and_grads(run, inputs):
+    out, final = run()
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+    loss = (out * weights).sum() + sum((s * s).sum() for s in final)
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    return [out, *final, *[g if g is not None else torch.zeros_like(i) for g, i in zip(grads, inputs)]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("name", sorted(rnnkit.cells.CELLS))
+def test_every_rnnkit_cell_on_its_generated_kernel_equals_the_reference(name, reverse, dtype):
+    cell = _vary(rnnkit.cells.CELLS[name](3, 4, dtype=dtype))
+    arity = len(cell.equations.state_names)
+    x = torch.randn(sum(BATCH_SIZES), 3, dtype=dtype, requires_grad=True)
+    state0 = tuple(torch.randn(3, 4, dtype=dtype, requires_grad=True) for _ in range(arity))
+    params = list(cell.parameters())
+
+    def on(kernel):
+        return lambda: kernel.layer(cell.equations, x, BATCH_SIZES, state0, cell.cell_weights(), reverse)
+
+    got = _outputs_and_grads(on(BACKENDS["generated"]), [x, *state0, *params])
+    want = _outputs_and_grads(on(REFERENCE), [x, *state0, *params])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("name", sorted(USER_CELLS))
+def test_a_users_cell_in_recurrent_runs_generated_and_equals_the_reference(name, bidirectional, dtype):
+    cls, _ = USER_CELLS[name]
+    generated = _vary(rnnkit.Recurrent(cls, 3, 4, num_layers=2, bidirectional=bidirectional, backend="generated"))
+    generated = generated.to(dtype)
+    reference = rnnkit.Recurrent(cls, 3, 4, num_layers=2, bidirectional=bidirectional, backend="reference").to(dtype)
+    reference.load_state_dict(generated.state_dict())
+    x = torch.randn(5, 3, 3, dtype=dtype, requires_grad=True)
+    lengths = torch.tensor([5, 3, 2])
+    for kwargs in ({}, {"lengths": lengths}):
+        def run(model):
+            out, h_n = model(x, **kwargs)
+            return out, h_n if isinstance(h_n, tuple) else (h_n,)
+        got = _outputs_and_grads(lambda: run(generated), [x, *generated.parameters()])
+        want = _outputs_and_grads(lambda: run(reference), [x, *reference.parameters()])
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, **TOLERANCE[dtype])
+
+
+def test_auto_picks_the_generated_kernel_for_a_users_cell():
+    model = rnnkit.Recurrent(USER_CELLS["mgu"][0], 3, 4)
+    model(torch.randn(4, 2, 3))
+    from rnnkit.kernels.generator.layer import _STEPS
+    assert all(cell in _STEPS for cell in model.cells)
+
+
+@pytest.mark.parametrize("name", sorted(USER_CELLS))
+def test_gradcheck_of_a_users_cell_on_its_generated_kernel(name):
+    cls, _ = USER_CELLS[name]
+    model = _vary(rnnkit.Recurrent(cls, 3, 4, bidirectional=True, backend="generated").double())
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    params = list(model.parameters())
+
+    def f(x, *ps):
+        out, _ = torch.func.functional_call(model, {n: p for (n, _), p in zip(model.named_parameters(), ps)}, (x,))
+        return out
+
+    assert torch.autograd.gradcheck(f, (x, *params))
+
+
+def test_double_backward_through_a_generated_kernel_gets_every_term():
+    model = _vary(rnnkit.Recurrent(USER_CELLS["layernorm_candidate_gru"][0], 3, 4, backend="generated").double())
+    x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
+    params = list(model.parameters())
+
+    def f(x, *ps):
+        out, _ = torch.func.functional_call(model, {n: p for (n, _), p in zip(model.named_parameters(), ps)}, (x,))
+        return out
+
+    assert torch.autograd.gradgradcheck(f, (x, *params))
+
+
+class SortCell(nn.Module):
+    """A step with an op the generator does not handle (a sort along the features)."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h=None):
+        h = x.new_zeros(x.size(0), self.lin.out_features) if h is None else h
+        return torch.tanh(self.lin(torch.cat([x, h], 1))).sort(1).values
+
+
+def test_an_op_the_generator_lacks_falls_back_under_auto_and_raises_when_named():
+    x = torch.randn(4, 2, 3)
+    auto = rnnkit.Recurrent(SortCell, 3, 4)
+    reference = rnnkit.Recurrent(SortCell, 3, 4, backend="reference")
+    reference.load_state_dict(auto.state_dict())
+    torch.testing.assert_close(auto(x)[0], reference(x)[0])
+    with pytest.raises(UnsupportedBackendError, match="sort"):
+        rnnkit.Recurrent(SortCell, 3, 4, backend="generated")(x)
+
+
+def test_a_one_row_step_and_an_empty_batch():
+    model = rnnkit.Recurrent(USER_CELLS["mgu"][0], 3, 4, backend="generated")
+    reference = rnnkit.Recurrent(USER_CELLS["mgu"][0], 3, 4, backend="reference")
+    reference.load_state_dict(model.state_dict())
+    for shape in ((1, 1, 3), (6, 1, 3)):
+        x = torch.randn(*shape)
+        torch.testing.assert_close(model(x)[0], reference(x)[0])
