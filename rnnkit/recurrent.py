@@ -7,6 +7,7 @@ thing with ``batch_sizes = [B] * T``, so padded and packed share all the code.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Sequence
 
 import torch
@@ -384,10 +385,18 @@ class Recurrent(nn.Module):
         return padded if is_batched else padded.squeeze(0 if self.batch_first else 1)
 
     def _probe(self, cell, input_size, data):
-        """Call the cell once on a zero row to learn its state's structure, checking what it returns."""
+        """Call the cell once on a zero row to learn its state's structure, checking what it returns; once
+        per cell, dtype and device (a call of a small cell costs as much as the rest of a short layer's)."""
         if isinstance(cell, CellBase):  # rnnkit's own cells: every state is (B, H); no call needed
             arity = len(cell.equations.state_names)
             return arity > 1, ((self.hidden_size,),) * arity
+        known = _PROBED.setdefault(cell, {})
+        key = (data.dtype, data.device, input_size)
+        if key not in known:
+            known[key] = self._call_probe(cell, input_size, data)
+        return known[key]
+
+    def _call_probe(self, cell, input_size, data):
         with torch.no_grad():
             x = data.new_zeros(1, input_size)
             try:
@@ -489,6 +498,9 @@ class Recurrent(nn.Module):
             return scan(step, x, bs, s0, reverse, keep_states=keep)
 
         return run
+
+
+_PROBED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # user cell -> {(dtype, device, I): structure}
 
 
 def _dropout_mask(like: Tensor, p: float) -> Tensor:

@@ -49,6 +49,28 @@ def test_issue4_cases_time_the_named_layers_and_have_target_lines():
     assert any(line.startswith("b (fused sequential kernel") and line.endswith("NOT met") for line in lines)
 
 
+def test_custom_cell_cases_time_a_users_cell_generated_against_its_reference_loop():
+    """Issue 18's custom_cell cases: each user cell of rnnkit/bench/user_cells.py on backend="generated"
+    against the same cell (same weights) on the reference loop, at issue 18's three sizes."""
+    from rnnkit.bench.cases import CUSTOM_CELLS, grid
+    cases = grid([], [], ["fwd+bwd"], list(CUSTOM_CELLS))
+    assert sorted({c.shape for c in cases}) == [(100, 1, 32, 32), (100, 32, 256, 256), (200, 16, 64, 64)]
+    assert {c.family for c in cases} == {"custom_cell"} and {c.baseline for c in cases} == {"reference loop"}
+    for mode in CUSTOM_CELLS:
+        rk, base = make_runners(Case(mode, (5, 2, 3, 4), "fwd+bwd"))
+        rk(), base()
+    rows = [{"mode": "custom_mgu", "pass": "fwd+bwd", "family": "custom_cell", "ratio": 25.0, "key": "a",
+             "shape": [100, 1, 32, 32]},
+            {"mode": "custom_mgu", "pass": "fwd+bwd", "family": "custom_cell", "ratio": 12.0, "key": "b",
+             "shape": [200, 16, 64, 64]},
+            {"mode": "custom_mgu", "pass": "fwd+bwd", "family": "custom_cell", "ratio": 2.0, "key": "c",
+             "shape": [100, 32, 256, 256]}]
+    lines = summarize(rows)
+    assert "a: 25.0x the reference loop (target >= 20): met" in lines
+    assert "b: 12.0x the reference loop (target >= 20): NOT met" in lines
+    assert "c: 2.0x the reference loop" in lines
+
+
 def test_peak_tensor_bytes_is_the_most_memory_alive_at_once():
     import torch
 

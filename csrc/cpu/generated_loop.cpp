@@ -33,6 +33,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <vector>
@@ -40,6 +41,8 @@
 #include "packed_layout.h"
 #include "recurrence_ops.h"
 #include "recurrent_product.h"
+#include "row_split.h"
+#include "time_loop.h"
 
 namespace rnnkit::cpu {
 namespace {
@@ -47,10 +50,6 @@ namespace {
 using Tensor = at::Tensor;
 using ForwardStep = void (*)(int32_t, int64_t, void* const*, const void* const*);
 using BackwardStep = void (*)(int32_t, int64_t, const void* const*, void* const*, const void* const*);
-
-// Rows of one step's generated work below which they stay on one thread (forking torch's OpenMP
-// workers costs microseconds a small step does not repay).
-constexpr int64_t kMinParallelElements = 16384;
 
 struct Product {
   int64_t left, out, stage;
@@ -135,34 +134,29 @@ std::vector<const void*> constant_pointers(at::TensorList constants) {
   return pointers;
 }
 
-// body(begin, end) over the step's rows, split across torch's threads when the step is large enough.
-template <typename F>
-void over_rows(int64_t rows, int64_t elements_per_row, const F& body) {
-  const int64_t grain = std::max<int64_t>(1, kMinParallelElements / std::max<int64_t>(elements_per_row, 1));
-  at::parallel_for(0, rows, grain, body);
-}
-
 int64_t total_width(at::TensorList tensors) {
   int64_t total = 0;
   for (const Tensor& t : tensors) total += t.size(1);
   return total;
 }
 
-// Rows [begin, end) of step t's previous-state slots: the previous step's history rows, or state0's.
-void fill_previous_states(const PackedLayout& layout, int64_t t, at::TensorList slots, c10::IntArrayRef previous,
-                          c10::IntArrayRef history, at::TensorList state0) {
-  const int64_t n = layout.batch_size(t), continued = layout.rows_with_previous_step(t), o0 = layout.offset(t);
+// Rows [lo, lo + n) of step t's previous-state slots: the previous step's history rows, or state0's.
+void fill_previous_states(const PackedLayout& layout, int64_t t, int64_t lo, int64_t n, at::TensorList slots,
+                          c10::IntArrayRef previous, c10::IntArrayRef history, at::TensorList state0) {
+  const int64_t continued = std::clamp<int64_t>(layout.rows_with_previous_step(t) - lo, 0, n);
+  const int64_t o0 = layout.offset(t) + lo;
   for (size_t s = 0; s < previous.size(); ++s) {
     const Tensor& into = slots[previous[s]];
     const int64_t bytes = into.size(1) * into.element_size();
     char* to = static_cast<char*>(into.data_ptr()) + o0 * bytes;
     if (continued > 0) {
       const char* from = static_cast<const char*>(slots[history[s]].const_data_ptr()) +
-                         layout.offset(layout.previous_time(t)) * bytes;
+                         (layout.offset(layout.previous_time(t)) + lo) * bytes;
       std::memcpy(to, from, continued * bytes);
     }
     if (n > continued) {
-      std::memcpy(to + continued * bytes, static_cast<const char*>(state0[s].const_data_ptr()) + continued * bytes,
+      std::memcpy(to + continued * bytes,
+                  static_cast<const char*>(state0[s].const_data_ptr()) + (lo + continued) * bytes,
                   (n - continued) * bytes);
     }
   }
@@ -196,23 +190,26 @@ std::vector<Tensor> generated_forward(int64_t forward_step, at::TensorList slots
   const int64_t width = total_width(slots);
 
   AT_DISPATCH_FLOATING_TYPES(slots[0].scalar_type(), "rnnkit::generated_forward", [&] {
-  const PackedProducts<scalar_t> packed(products, layout.steps(), false);
-  for (int64_t s = 0; s < layout.steps(); ++s) {
-    const int64_t t = layout.forward_time(s), n = layout.batch_size(t), o0 = layout.offset(t);
-    if (n == 0) continue;
-    fill_previous_states(layout, t, slots, previous, history, state0);
-    for (int64_t k = 0; k < stages; ++k) {
-      for (size_t p = 0; p < products.size(); ++p) {
-        if (products[p].stage != k) continue;
-        Tensor out = slots[products[p].out];
-        packed.multiply(p, products[p], slots[products[p].left], out, o0, n, false, false);
+    const PackedProducts<scalar_t> packed(products, layout.steps(), false);
+    // each chunk of the batch's rows runs the whole loop on its thread (row_split.h)
+    for_each_chunk(loop_chunks(layout, worth_packing(layout.steps())), [&](int64_t lo, int64_t hi) {
+      for (int64_t s = 0; s < layout.steps(); ++s) {
+        const int64_t t = layout.forward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t) + lo;
+        if (n == 0) continue;
+        fill_previous_states(layout, t, lo, n, slots, previous, history, state0);
+        for (int64_t k = 0; k < stages; ++k) {
+          for (size_t p = 0; p < products.size(); ++p) {
+            if (products[p].stage != k) continue;
+            Tensor out = slots[products[p].out];
+            packed.multiply(p, products[p], slots[products[p].left], out, o0, n, false, false);
+          }
+          for_rows(n, width, [&](int64_t begin, int64_t end) {
+            const std::vector<void*> pointers = row_pointers(slots, o0 + begin);
+            step(static_cast<int32_t>(k), end - begin, pointers.data(), constant_data.data());
+          });
+        }
       }
-      over_rows(n, width, [&](int64_t begin, int64_t end) {
-        const std::vector<void*> pointers = row_pointers(slots, o0 + begin);
-        step(static_cast<int32_t>(k), end - begin, pointers.data(), constant_data.data());
-      });
-    }
-  }
+    });
   });
   // Each sequence's final states: its row at its last step (forward: the last step with more than b
   // rows; in reverse every sequence ends at t = 0).
@@ -256,34 +253,37 @@ std::vector<Tensor> generated_backward(int64_t backward_step, at::TensorList slo
   std::vector<Tensor> carried;  // dL/d(state), one row per sequence, carried backwards in time
   for (const Tensor& g : grad_finals) carried.push_back(g.clone(at::MemoryFormat::Contiguous));
   AT_DISPATCH_FLOATING_TYPES(slots[0].scalar_type(), "rnnkit::generated_backward", [&] {
-  const PackedProducts<scalar_t> packed(products, layout.steps(), true);
-  for (int64_t s = 0; s < layout.steps(); ++s) {
-    const int64_t t = layout.backward_time(s), n = layout.batch_size(t), o0 = layout.offset(t);
-    if (n == 0) continue;
-    for (size_t i = 0; i < history.size(); ++i) {  // the history rows' gradient: from the outputs, and carried
-      scalar_t* to = grads[history[i]].mutable_data_ptr<scalar_t>() + o0 * slot_widths[history[i]];
-      const scalar_t* from = carried[i].const_data_ptr<scalar_t>();
-      for (int64_t e = 0; e < n * slot_widths[history[i]]; ++e) to[e] += from[e];
-    }
-    for (int64_t k = stages - 1; k >= 0; --k) {
-      over_rows(n, width, [&](int64_t begin, int64_t end) {
-        const std::vector<void*> slot_pointers = row_pointers(slots, o0 + begin);
-        const std::vector<void*> grad_pointers = row_pointers(grads, o0 + begin);
-        step(static_cast<int32_t>(k), end - begin, slot_pointers.data(), grad_pointers.data(),
-             constant_data.data());
-      });
-      for (size_t p = 0; p < products.size(); ++p) {
-        if (products[p].stage != k) continue;
-        Tensor grad_left = grads[products[p].left];
-        packed.multiply(p, products[p], grads[products[p].out], grad_left, o0, n, true, true);
+    const PackedProducts<scalar_t> packed(products, layout.steps(), true);
+    for_each_chunk(loop_chunks(layout, worth_packing(layout.steps())), [&](int64_t lo, int64_t hi) {
+      for (int64_t s = 0; s < layout.steps(); ++s) {
+        const int64_t t = layout.backward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t) + lo;
+        if (n == 0) continue;
+        for (size_t i = 0; i < history.size(); ++i) {  // the history rows' gradient: from the outputs, and carried
+          const int64_t w = slot_widths[history[i]];
+          scalar_t* to = grads[history[i]].mutable_data_ptr<scalar_t>() + o0 * w;
+          const scalar_t* from = carried[i].const_data_ptr<scalar_t>() + lo * w;
+          for (int64_t e = 0; e < n * w; ++e) to[e] += from[e];
+        }
+        for (int64_t k = stages - 1; k >= 0; --k) {
+          for_rows(n, width, [&](int64_t begin, int64_t end) {
+            const std::vector<void*> slot_pointers = row_pointers(slots, o0 + begin);
+            const std::vector<void*> grad_pointers = row_pointers(grads, o0 + begin);
+            step(static_cast<int32_t>(k), end - begin, slot_pointers.data(), grad_pointers.data(),
+                 constant_data.data());
+          });
+          for (size_t p = 0; p < products.size(); ++p) {
+            if (products[p].stage != k) continue;
+            Tensor grad_left = grads[products[p].left];
+            packed.multiply(p, products[p], grads[products[p].out], grad_left, o0, n, true, true);
+          }
+        }
+        for (size_t i = 0; i < previous.size(); ++i) {
+          const int64_t w = slot_widths[previous[i]];
+          std::memcpy(carried[i].mutable_data_ptr<scalar_t>() + lo * w,
+                      grads[previous[i]].const_data_ptr<scalar_t>() + o0 * w, sizeof(scalar_t) * n * w);
+        }
       }
-    }
-    for (size_t i = 0; i < previous.size(); ++i) {
-      std::memcpy(carried[i].mutable_data_ptr<scalar_t>(),
-                  grads[previous[i]].const_data_ptr<scalar_t>() + o0 * slot_widths[previous[i]],
-                  sizeof(scalar_t) * n * slot_widths[previous[i]]);
-    }
-  }
+    });
   });
   return carried;
 }

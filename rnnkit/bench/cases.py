@@ -11,7 +11,10 @@ import rnnkit
 SHAPES = [(100, 1, 32, 32), (200, 16, 64, 64), (100, 32, 256, 256), (50, 64, 512, 512)]  # T, B, I, H
 MODES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 DEFAULT_MODES = ["lstm", "gru", "rnn_tanh"]
-EXTRAS = ["lstm_packed", "lstm_bi2", "transformer", "layernorm_lstm", "min_gru", "min_gru_scan"]
+# users' cells (bench/user_cells.py) through Recurrent on their generated kernels (issue 18)
+CUSTOM_CELLS = {"custom_cifg_lstm": "cifg_lstm", "custom_mgu": "mgu",
+                "custom_layernorm_gru": "layernorm_candidate_gru", "custom_grucell": "torch.nn.GRUCell"}
+EXTRAS = ["lstm_packed", "lstm_bi2", "transformer", "layernorm_lstm", "min_gru", "min_gru_scan", *CUSTOM_CELLS]
 # Each extra at its shapes: T, B, I, H; for the Transformer encoder layer: sequence 128, batch 32,
 # d_model 256, 8 heads.
 EXTRA_SHAPES = {
@@ -21,6 +24,7 @@ EXTRA_SHAPES = {
     "layernorm_lstm": [(100, 1, 32, 32), (200, 16, 64, 64), (100, 32, 256, 256)],  # issue 4's sizes
     "min_gru": [(4096, 16, 64, 64), (4096, 16, 256, 256)],
     "min_gru_scan": [(4096, 16, 64, 64)],
+    **{mode: [(100, 1, 32, 32), (200, 16, 64, 64), (100, 32, 256, 256)] for mode in CUSTOM_CELLS},  # issue 18's
 }
 # What rnnkit is timed against, where it is not torch.nn's layer of the same mode.
 BASELINES = {
@@ -28,6 +32,7 @@ BASELINES = {
     "layernorm_lstm": "torch.nn.LSTM",  # a layer-normalised LSTM against torch's plain one, same sizes
     "min_gru": "rnnkit.GRU (fused)",  # minGRU (auto: the fused sequential kernel) against rnnkit's GRU
     "min_gru_scan": "rnnkit.GRU (fused)",  # minGRU on backend="scan" (the log-space parallel scan)
+    **{mode: "reference loop" for mode in CUSTOM_CELLS},  # the same cell on backend="reference"
 }
 PASSES = ["fwd", "fwd+bwd"]
 
@@ -49,6 +54,8 @@ class Case:
 
     @property
     def family(self) -> str:
+        if self.mode in CUSTOM_CELLS:
+            return "custom_cell"
         if self.mode in BASELINES:  # its own family, the scan counted with its cell
             return "min_gru" if self.mode == "min_gru_scan" else self.mode
         return "lstm" if self.mode.startswith("lstm") else ("gru" if self.mode == "gru" else "rnn")
@@ -72,6 +79,9 @@ def build_layer(mode: str, input_size: int, hidden_size: int) -> torch.nn.Module
     if mode in ("min_gru", "min_gru_scan"):
         backend = "scan" if mode == "min_gru_scan" else "auto"
         return rnnkit.Recurrent(rnnkit.cells.MinGRUCell, input_size, hidden_size, backend=backend)
+    if mode in CUSTOM_CELLS:
+        from .user_cells import USER_CELLS
+        return rnnkit.Recurrent(USER_CELLS[CUSTOM_CELLS[mode]][0], input_size, hidden_size, backend="generated")
     raise ValueError(f"unknown mode {mode!r}")
 
 
@@ -83,6 +93,11 @@ def build_baseline(mode: str, layer: torch.nn.Module, input_size: int, hidden_si
         return torch_twin(rnnkit.LSTM(input_size, hidden_size))
     if mode in ("min_gru", "min_gru_scan"):
         return rnnkit.GRU(input_size, hidden_size, backend="fused")
+    if mode in CUSTOM_CELLS:
+        from .user_cells import USER_CELLS
+        reference = rnnkit.Recurrent(USER_CELLS[CUSTOM_CELLS[mode]][0], input_size, hidden_size, backend="reference")
+        reference.load_state_dict(layer.state_dict())
+        return reference
     return torch_twin(layer)
 
 

@@ -10,6 +10,12 @@ import torch
 import rnnkit
 
 
+def torch_cell_class(name: str) -> type:
+    """torch.nn's cell class ``name`` ("RNNCell", "LSTMCell", "GRUCell"): the user's cell that torch.nn
+    itself is, as the kernel generator's benchmarks run it through Recurrent."""
+    return getattr(torch.nn, name)
+
+
 def torch_twin(layer: torch.nn.Module) -> torch.nn.Module:
     """The torch.nn layer of the same class and arguments, holding copies of ``layer``'s parameters."""
     cls = getattr(torch.nn, type(layer).__name__)

@@ -2,9 +2,6 @@
 the hoisted input part and the recurrent step.  The split plan, executed in torch ops, computes the
 cell's own recurrence: for every rnnkit cell (against the reference loop) and for users' cells (against
 their own forward in a Python loop), packed, both directions, float64."""
-import pathlib
-import sys
-
 import pytest
 import torch
 from torch import nn
@@ -13,11 +10,7 @@ import rnnkit.cells
 from rnnkit.errors import UnsupportedBackendError
 from rnnkit.kernels import REFERENCE
 from rnnkit.kernels.generator import trace_cell
-
-TESTS = str(pathlib.Path(__file__).resolve().parent.parent)  # user_cells.py (no conftest in this folder)
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
-from user_cells import USER_CELLS  # noqa: E402
+from rnnkit.bench.user_cells import USER_CELLS
 
 BATCH_SIZES = [3, 3, 2, 1]
 

@@ -230,11 +230,17 @@ class _Function:
             self.targets.setdefault(node, []).append((pointer, mode))
         self.group_of = {}
 
-    def expr(self, arg, j: str, group: set) -> str:
+    def expr(self, arg, j: str, group: set, loads: dict | None = None) -> str:
         if isinstance(arg, fx.Node):
             if arg in group:
                 return f"t_{arg.name}"
-            return self.refs[arg].at(j)
+            read = self.refs[arg].at(j)
+            if loads is None or self.refs[arg].literal is not None:
+                return read
+            # every read of an array is a load of its own at the top of the loop, never inside a select:
+            # g++ 12 vectorizes `c ? 0 : a[j]` as a masked load and got it wrong (a row's elements lost;
+            # measured with -O3 -march=native, AVX2 and AVX-512 alike)
+            return loads.setdefault(read, f"l{len(loads)}")
         if arg is None:
             return "0"
         return _literal(arg)
@@ -279,12 +285,12 @@ class _Function:
     def _loop(self, group: list) -> None:
         width = _width(group[0])
         members = set(group)
-        body = []
+        body, loads = [], {}
         for node in group:
-            args = [self.expr(a, "j", members) for a in node.args]
+            args = [self.expr(a, "j", members, loads) for a in node.args]
             if node.target is aten.clamp.default:  # min and max: None for no bound
                 bounds = [node.kwargs.get(k, node.args[i] if len(node.args) > i else None) for i, k in ((1, "min"), (2, "max"))]
-                args = args[:1] + [None if b is None else self.expr(b, "j", members) for b in bounds]
+                args = args[:1] + [None if b is None else self.expr(b, "j", members, loads) for b in bounds]
             body.append(f"const scalar_t t_{node.name} = {ELEMENTWISE[node.target](node, args)};")
             if self._needs_array(node):
                 self.lines.append(f"scalar_t a_{node.name}[{width}];")
@@ -292,6 +298,7 @@ class _Function:
             self.refs[node] = Ref(f"a_{node.name}", 0, width)
             for pointer, mode in self.targets.get(node, []):
                 body.append(f"{pointer}[j] {mode} t_{node.name};")
+        body = [f"const scalar_t {name} = {read};" for read, name in loads.items()] + body
         self.lines.append("#pragma GCC ivdep")
         self.lines.append(f"for (int64_t j = 0; j < {width}; ++j) {{")
         self.lines.extend("  " + line for line in body)

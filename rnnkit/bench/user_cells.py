@@ -1,8 +1,11 @@
-"""Users' cells, written with torch alone as people write them: the cells issue 18 names for the kernel
-generator (rnnkit/kernels/generator/), each with its number of recurrent products (matrix products of a
-state-dependent value with a weight)."""
+"""Users' cells, written with torch alone as people write them, that torch.nn lacks: what the
+``custom_`` cases of ``rnnkit bench`` run through ``Recurrent`` on kernels generated from their own
+steps (rnnkit/kernels/generator/), against the same cells on the reference loop, and what the kernel
+generator's tests hold to the reference (tests/kernels/test_generator_*.py)."""
 import torch
 from torch import nn
+
+from ..cli.reference import torch_cell_class
 
 
 class CIFGLSTMCell(nn.Module):
@@ -49,20 +52,21 @@ class LayerNormCandidateGRUCell(nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.gru = nn.GRUCell(input_size, hidden_size)
+        self.x2h = nn.Linear(input_size, 3 * hidden_size)
+        self.h2h = nn.Linear(hidden_size, 3 * hidden_size)
         self.norm = nn.LayerNorm(hidden_size)
 
     def forward(self, x, h):
         h = x.new_zeros(x.size(0), self.hidden_size) if h is None else h
-        gi = nn.functional.linear(x, self.gru.weight_ih, self.gru.bias_ih)
-        gh = nn.functional.linear(h, self.gru.weight_hh, self.gru.bias_hh)
-        r_x, z_x, n_x = gi.chunk(3, 1)
-        r_h, z_h, n_h = gh.chunk(3, 1)
+        r_x, z_x, n_x = self.x2h(x).chunk(3, 1)
+        r_h, z_h, n_h = self.h2h(h).chunk(3, 1)
         r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
         n = torch.tanh(n_x + r * self.norm(n_h))
         return (1 - z) * n + z * h
 
 
-# each with its number of recurrent products (matrix products of a state-dependent value with a weight)
+# each with its number of recurrent products (matrix products of a state-dependent value with a weight);
+# torch.nn.GRUCell itself is a user's cell to Recurrent (not one of rnnkit's): named by cli/reference.py,
+# the one module that names torch.nn's recurrent modules; its step runs on the kernel generated from it
 USER_CELLS = {"cifg_lstm": (CIFGLSTMCell, 1), "mgu": (MGUCell, 2), "layernorm_candidate_gru": (LayerNormCandidateGRUCell, 1),
-              "torch.nn.GRUCell": (nn.GRUCell, 1)}
+              "torch.nn.GRUCell": (torch_cell_class("GRUCell"), 1)}
