@@ -154,6 +154,28 @@ def test_an_op_the_generator_lacks_falls_back_under_auto_and_raises_when_named()
         rnnkit.Recurrent(SortCell, 3, 4, backend="generated")(x)
 
 
+def test_tracing_exporting_and_autocast_run_a_users_cell_on_the_reference_loop():
+    """The generated loop calls code by its address in this process, so a recorded graph must not hold it:
+    under torch.jit.trace and autocast, backend="auto" runs the reference loop (plain torch
+    ops, which those record and cast), and backend="generated" says why it cannot run."""
+    cell = USER_CELLS["mgu"][0]
+    model = rnnkit.Recurrent(cell, 3, 4).eval()
+    x = torch.randn(5, 2, 3)
+    traced = torch.jit.trace(model, (x,), check_trace=False)
+    assert "generated" not in str(traced.graph)
+    torch.testing.assert_close(traced(x)[0], model(x)[0])
+    with pytest.raises(RuntimeError, match="runs eagerly only"):  # export: refused for users' cells, as before
+        torch.export.export(model, (x,))
+    reference = rnnkit.Recurrent(cell, 3, 4, backend="reference").eval()
+    reference.load_state_dict(model.state_dict())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(model(x)[0], reference(x)[0], rtol=0, atol=0)  # the cell's own autocast
+        with pytest.raises(UnsupportedBackendError, match="autocast"):
+            rnnkit.Recurrent(cell, 3, 4, backend="generated")(x)
+    with pytest.raises(UnsupportedBackendError, match="torch.jit.trace"):
+        torch.jit.trace(rnnkit.Recurrent(cell, 3, 4, backend="generated"), (x,), check_trace=False)
+
+
 def test_a_one_row_step_and_an_empty_batch():
     model = rnnkit.Recurrent(USER_CELLS["mgu"][0], 3, 4, backend="generated")
     reference = rnnkit.Recurrent(USER_CELLS["mgu"][0], 3, 4, backend="reference")

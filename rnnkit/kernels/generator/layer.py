@@ -66,8 +66,14 @@ def check_call(x: Tensor, params: Sequence[Tensor]) -> None:
                                       "(no vmap or jvp rule); use backend='auto' or 'reference'")
     if any(p.dtype != x.dtype or p.device != x.device for p in params):
         raise UnsupportedBackendError("generated kernels need the cell's parameters in the input's dtype, on its device")
-    if torch.compiler.is_compiling():
-        raise UnsupportedBackendError("generated kernels run eagerly; under torch.compile the call runs the reference loop")
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
+        # the loop calls the generated code by its address in this process: a traced or exported graph
+        # would carry that address to another process
+        raise UnsupportedBackendError("generated kernels run eagerly, not while torch.compile, torch.export or "
+                                      "torch.jit.trace record a graph; use backend='auto' or 'reference'")
+    if torch.is_autocast_enabled(x.device.type):
+        raise UnsupportedBackendError("generated kernels run in one dtype, not under autocast; use backend='auto' "
+                                      "or 'reference'")
     extension.load()  # the loop: rnnkit._C (UnsupportedBackendError where it is not built)
 
 
