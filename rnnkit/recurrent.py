@@ -452,15 +452,16 @@ class Recurrent(nn.Module):
                                k.layer(eq, x, bs, s0, cell.cell_weights(), rev))
                 continue
             if eq is None and not generic and self.backend in ("auto", "fused", "generated"):
+                params = [p for _, p in cell.named_parameters()]
                 try:  # a user's cell: its kernel generated from its own step (kernels/generator/)
-                    step = generated_step(cell, data, input_size)
+                    step = generated_step(cell, data, input_size, params)
                 except UnsupportedBackendError as e:
                     if self.backend != "auto":
                         raise UnsupportedBackendError(f"backend {self.backend!r} cannot run {self.cell_name}: {e}; "
                                                       "use backend='auto' or 'reference'") from e
                 else:
-                    runners.append(lambda x, bs, s0, rev, keep, cell=cell, step=step:
-                                   step.run(x, bs, s0, [p for _, p in cell.named_parameters()], rev))
+                    runners.append(lambda x, bs, s0, rev, keep, step=step, params=params:
+                                   step.run(x, bs, s0, params, rev))
                     continue
             if self.backend not in ("auto", "reference"):
                 why = ("a user cell" if eq is None else

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ...errors import UnsupportedBackendError
 from .._torch_internals import forward_ad_active, in_functorch_transform
 from ..ops import extension
+from ..._memo import memoized
 from .build import step_addresses
 from .emit_cpp import emit
 from .stages import Layout, lay_out
@@ -42,13 +43,17 @@ class GeneratedStep:
     def run(self, x: Tensor, batch_sizes: Sequence[int], state0: tuple, params: Sequence[Tensor],
             reverse: bool) -> tuple[Tensor, tuple]:
         """(outputs (N, H), final states) over packed x (N, I), differentiable in x, state0 and params."""
-        constants = _as_tuple(self.plan.constants(*params))
-        hoisted = tuple(h.contiguous() for h in _as_tuple(self.plan.hoisted(x, *constants)))
-        sizes = torch.as_tensor(batch_sizes, dtype=torch.int64)
+        # (the graphs' forward called directly: nn.Module's call machinery cost as much as a small step)
+        constants = _as_tuple(self.plan.constants.forward(*params))
+        hoisted = tuple(h.contiguous() for h in _as_tuple(self.plan.hoisted.forward(x, *constants)))
+        sizes = _sizes_tensor(tuple(batch_sizes))
         states = tuple(s.contiguous() for s in state0)
-        results = GeneratedRecurrence.apply(self, sizes, bool(reverse), len(hoisted), len(states), x.shape[0],
-                                            *hoisted, *states, *constants)
         n = len(self.layout.history)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (*hoisted, *states, *constants)):
+            results = GeneratedRecurrence.apply(self, sizes, bool(reverse), len(hoisted), len(states), x.shape[0],
+                                                *hoisted, *states, *constants)
+        else:  # nothing to differentiate: the loop alone
+            results = _forward(self, sizes, bool(reverse), x.shape[0], hoisted, states, constants)[0]
         return results[0], tuple(results[n:])
 
 
@@ -77,10 +82,10 @@ def check_call(x: Tensor, params: Sequence[Tensor]) -> None:
     extension.load()  # the loop: rnnkit._C (UnsupportedBackendError where it is not built)
 
 
-def for_cell(cell: nn.Module, x: Tensor, input_size: int) -> GeneratedStep:
+def for_cell(cell: nn.Module, x: Tensor, input_size: int, params: Sequence[Tensor]) -> GeneratedStep:
     """``cell``'s generated step for ``x``'s dtype (traced and compiled on first use, the library cached
     on disk), or UnsupportedBackendError saying why there is none."""
-    check_call(x, list(cell.parameters()))
+    check_call(x, params)
     per_dtype = _STEPS.setdefault(cell, {})
     if x.dtype not in per_dtype:
         per_dtype[x.dtype] = _compile(cell, x.dtype, input_size)
@@ -117,8 +122,7 @@ def build_step(plan: StepPlan, params: Sequence[Tensor], input_size: int, state_
 
 
 def _product_lists(layout: Layout) -> tuple[list, list, list]:
-    return ([p.left for p in layout.products], [p.out for p in layout.products],
-            [p.stage for p in layout.products])
+    return layout.product_left, layout.product_out, layout.product_stage
 
 
 def _loop_constants(layout: Layout, constants: Sequence[Tensor]) -> list:
@@ -128,29 +132,42 @@ def _loop_constants(layout: Layout, constants: Sequence[Tensor]) -> list:
     return [c.contiguous() if k in pointwise else empty for k, c in enumerate(constants)]
 
 
+@memoized(maxsize=64)
+def _sizes_tensor(batch_sizes: tuple) -> Tensor:
+    return torch.tensor(batch_sizes, dtype=torch.int64)
+
+
+def _forward(step: GeneratedStep, batch_sizes: Tensor, reverse: bool, rows: int, hoisted, state0, constants):
+    """The loop: ((each state's history (N, w), each final state), the slots, the constants as the loop
+    reads them, the products' weights)."""
+    layout = step.layout
+    like = state0[0]
+    slots = [like.new_empty(rows, slot.width) for slot in layout.slots]
+    for slot, value in zip(layout.hoisted, hoisted):
+        slots[slot] = value
+    left, out, stage = _product_lists(layout)
+    weights = [constants[p.weight] for p in layout.products]
+    loop_constants = _loop_constants(layout, constants)
+    finals = torch.ops.rnnkit.generated_forward(
+        step.forward_address, slots, layout.slot_widths, layout.previous, layout.history, list(state0),
+        loop_constants, left, out, stage, weights, len(layout.stages), batch_sizes, reverse)
+    return (*[slots[s] for s in layout.history], *finals), slots, loop_constants, weights
+
+
 class GeneratedRecurrence(torch.autograd.Function):
     """(hoisted rows, initial states, constants) -> (each state's history (N, w), each final state)."""
 
     @staticmethod
     def forward(ctx, step: GeneratedStep, batch_sizes: Tensor, reverse: bool, n_hoisted: int, n_states: int,
                 rows: int, *tensors):
-        layout = step.layout
         hoisted, state0, constants = (tensors[:n_hoisted], tensors[n_hoisted:n_hoisted + n_states],
                                       tensors[n_hoisted + n_states:])
-        like = state0[0]
-        slots = [like.new_empty(rows, slot.width) for slot in layout.slots]
-        for slot, value in zip(layout.hoisted, hoisted):
-            slots[slot] = value
-        left, out, stage = _product_lists(layout)
-        weights = [constants[p.weight] for p in layout.products]
-        loop_constants = _loop_constants(layout, constants)
-        finals = torch.ops.rnnkit.generated_forward(
-            step.forward_address, slots, [s.width for s in layout.slots], layout.previous, layout.history,
-            list(state0), loop_constants, left, out, stage, weights, len(layout.stages), batch_sizes, reverse)
+        results, slots, loop_constants, weights = _forward(step, batch_sizes, reverse, rows, hoisted, state0,
+                                                           constants)
         ctx.step, ctx.reverse, ctx.n_hoisted, ctx.n_states = step, reverse, n_hoisted, n_states
         ctx.constant_shapes = [c.shape for c in constants]
         ctx.save_for_backward(batch_sizes, *slots, *loop_constants, *weights, *state0, *constants)
-        return (*[slots[s] for s in layout.history], *finals)
+        return results
 
     @staticmethod
     def backward(ctx, *grad_results):
@@ -180,7 +197,7 @@ class GeneratedRecurrence(torch.autograd.Function):
                   for g, s in zip(grad_finals, layout.history)]
         left, out, stage = _product_lists(layout)
         grad_state0 = torch.ops.rnnkit.generated_backward(
-            step.backward_address, slots, grads, [s.width for s in layout.slots], layout.previous, layout.history,
+            step.backward_address, slots, grads, layout.slot_widths, layout.previous, layout.history,
             finals, loop_constants, left, out, stage, weights, len(layout.stages), batch_sizes, ctx.reverse)
         grad_constants: list = [None] * n_constants
         for p, weight in zip(layout.products, weights):  # out = left @ weight

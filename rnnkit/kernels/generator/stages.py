@@ -76,6 +76,11 @@ class Layout:
     history: list = field(default_factory=list)     # slot of each state's new value
     constant_shapes: list = field(default_factory=list)  # of StepPlan.recurrent's constant inputs, in order
     pointwise_constants: list = field(default_factory=list)  # constants the stages read (by number)
+    # the lists the loop's operators take, made once
+    slot_widths: list = field(default_factory=list)
+    product_left: list = field(default_factory=list)
+    product_out: list = field(default_factory=list)
+    product_stage: list = field(default_factory=list)
 
 
 def lay_out(plan: StepPlan, hoisted_widths: list, state_widths: list, constants: list) -> Layout:
@@ -171,6 +176,10 @@ def lay_out(plan: StepPlan, hoisted_widths: list, state_widths: list, constants:
         layout.stages.append(Stage(forward, backward, [slot_of[n] for n in inputs], numbers,
                                    [slot for _, slot in outputs]))
     layout.pointwise_constants = sorted(used_pointwise)
+    layout.slot_widths = [slot.width for slot in layout.slots]
+    layout.product_left = [p.left for p in layout.products]
+    layout.product_out = [p.out for p in layout.products]
+    layout.product_stage = [p.stage for p in layout.products]
     return layout
 
 
