@@ -24,7 +24,9 @@
 //   the carried dL/d(state) = grads of the previous-state slots rows
 //
 // The products' weight gradients (left^T @ grad out over all rows) are one product each, taken by the
-// caller from the slots.  Generated functions (C ABI, no torch in them):
+// caller from the slots.  As in time_loop.h, the products run on weights packed once per call
+// (recurrent_product.h), and with 2+ threads each thread runs the whole loop on its own chunk of the
+// batch's rows (row_split.h).  Generated functions (C ABI, no torch in them):
 //   forward_step(int32 stage, int64 rows, void* const* slots, const void* const* constants)
 //   backward_step(int32 stage, int64 rows, const void* const* slots, void* const* grads,
 //                 const void* const* constants)
@@ -235,6 +237,7 @@ std::vector<Tensor> generated_backward(int64_t backward_step, at::TensorList slo
   const char* op = "rnnkit::generated_backward";
   BelowAutogradAndAutocast below;
   TORCH_CHECK(backward_step != 0, op, ": no generated step function");
+  TORCH_CHECK(!slots.empty(), op, ": no slots");
   const int64_t N = slots[0].size(0);
   PackedLayout layout(batch_sizes, N, reverse, op);
   check_slots(op, slots, slot_widths, N, slots[0].scalar_type());

@@ -4,7 +4,8 @@
 ``check`` passes; the reference loop runs everything.  ``backend="fused"`` means
 rnnkit's fused kernel for the call, whichever device and cell it is: the C++ operators
 (torch.nn's families, "ops"), the numba kernels (every rnnkit cell, "numba"), the CUDA kernels
-(Triton) or the parallel scan of the min-cells.  A backend
+(Triton) or the parallel scan of the min-cells.  ``backend="generated"`` runs the kernel generated
+from the cell's own equations (generator/), what Recurrent runs a user's cell on.  A backend
 named explicitly is used or its UnsupportedBackendError reaches the user: no silent
 fallback to the reference loop.
 """

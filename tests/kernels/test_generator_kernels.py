@@ -176,6 +176,70 @@ def test_tracing_exporting_and_autocast_run_a_users_cell_on_the_reference_loop()
         torch.jit.trace(rnnkit.Recurrent(cell, 3, 4, backend="generated"), (x,), check_trace=False)
 
 
+class BranchingCell(nn.Module):
+    """A step whose Python control flow depends on values: no single graph computes it."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h=None):
+        h = x.new_zeros(x.size(0), self.lin.out_features) if h is None else h
+        y = torch.tanh(self.lin(torch.cat([x, h], 1)))
+        return y * 2 if y.sum() > 0 else y
+
+
+class ScaledCell(nn.Module):
+    """A step that reads a plain attribute, which tracing freezes into the generated step."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+        self.scale = 1.0
+
+    def forward(self, x, h=None):
+        h = x.new_zeros(x.size(0), self.lin.out_features) if h is None else h
+        return torch.tanh(self.lin(torch.cat([x, h], 1))) * self.scale
+
+
+def test_value_dependent_control_flow_is_refused_not_frozen():
+    x = torch.randn(5, 3, 4)
+    auto = rnnkit.Recurrent(BranchingCell, 4, 6)
+    reference = rnnkit.Recurrent(BranchingCell, 4, 6, backend="reference")
+    reference.load_state_dict(auto.state_dict())
+    torch.testing.assert_close(auto(x)[0], reference(x)[0], rtol=0, atol=0)  # auto: the reference loop
+    with pytest.raises(UnsupportedBackendError, match="could not be traced"):
+        rnnkit.Recurrent(BranchingCell, 4, 6, backend="generated")(x)
+
+
+def test_a_changed_attribute_or_mode_generates_the_step_again():
+    x = torch.randn(5, 3, 4)
+    generated = rnnkit.Recurrent(ScaledCell, 4, 6, backend="generated")
+    reference = rnnkit.Recurrent(ScaledCell, 4, 6, backend="reference")
+    reference.load_state_dict(generated.state_dict())
+    torch.testing.assert_close(generated(x)[0], reference(x)[0])
+    for cell in [*generated.cells, *reference.cells]:
+        cell.scale = 0.5
+    torch.testing.assert_close(generated(x)[0], reference(x)[0])
+
+
+def test_a_cell_with_buffers_runs_on_the_reference_loop():
+    cell = USER_CELLS["mgu"][0]
+
+    class WithBuffer(cell):
+        def __init__(self, input_size, hidden_size):
+            super().__init__(input_size, hidden_size)
+            self.register_buffer("offset", torch.zeros(hidden_size))
+
+        def forward(self, x, h):
+            return super().forward(x, h) + self.offset
+
+    x = torch.randn(5, 3, 4)
+    with pytest.raises(UnsupportedBackendError, match="buffers"):
+        rnnkit.Recurrent(WithBuffer, 4, 6, backend="generated")(x)
+    rnnkit.Recurrent(WithBuffer, 4, 6)(x)  # auto: the reference loop
+
+
 def test_a_one_row_step_and_an_empty_batch():
     model = rnnkit.Recurrent(USER_CELLS["mgu"][0], 3, 4, backend="generated")
     reference = rnnkit.Recurrent(USER_CELLS["mgu"][0], 3, 4, backend="reference")

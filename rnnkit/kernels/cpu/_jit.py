@@ -23,6 +23,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload, register_jitable
 
+from ..._folders import writable
+
 # The row split's parallel loop (``split._parallel_rows``, ``parallel=True``) runs on OpenMP: once
 # torch is imported, numba's omp layer binds to the libgomp torch already loaded, so both share one
 # thread pool.  Another pool (tbb, workqueue, or Python threads) would fight torch's OpenMP workers,
@@ -35,17 +37,6 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
-def _writable(folder: str) -> bool:
-    """Whether files can be made in ``folder`` (made if missing): tried, as numba tries its cache
-    folders, since permission bits say nothing for root or on a read-only mount."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-        return True
-    except OSError:
-        return False
-
-
 def _cache_available() -> bool:
     """Whether numba can cache the kernels, choosing where when its own places fail.
 
@@ -55,13 +46,13 @@ def _cache_available() -> bool:
     goes to a folder of this user's in the temporary directory; where even that fails, kernels are
     compiled in every process, uncached.  A NUMBA_CACHE_DIR the user set is numba's to use.
     """
-    if os.environ.get("NUMBA_CACHE_DIR") or _writable(os.path.join(os.path.dirname(__file__), "__pycache__")):
+    if os.environ.get("NUMBA_CACHE_DIR") or writable(os.path.join(os.path.dirname(__file__), "__pycache__")):
         return True
     home_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    if _writable(os.path.join(home_cache, "numba")):
+    if writable(os.path.join(home_cache, "numba")):
         return True
     fallback = os.path.join(tempfile.gettempdir(), f"rnnkit-numba-cache-{os.getuid()}")
-    if _writable(fallback):
+    if writable(fallback):
         numba.config.CACHE_DIR = fallback  # read by numba when each kernel is decorated, below
         return True
     return False

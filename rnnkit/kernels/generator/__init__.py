@@ -1,11 +1,18 @@
-"""Kernels generated from a cell's own equations (issue 18).
+"""Kernels generated from a cell's own equations (issue 18): any cell, fused.
 
-Step 1, here: ``trace.trace_cell`` traces any cell's step (rnnkit's or a user's) and splits it into
-what depends on the parameters alone, what can be hoisted out of the time loop (the input x_t's part,
-for all steps at once), and the recurrent step proper, its products with constant weights listed for
-the loop; ``StepPlan.run`` executes that split in torch ops.  Next: generating the fused pointwise
-kernel (forward and backward) of the recurrent part and running it in the C++ time loop.
+- ``trace.trace_cell`` / ``trace_equations`` trace a cell's step (a user's module, or a CellEquations)
+  with make_fx and split it into what depends on the parameters alone, the input's part (hoisted out
+  of the time loop: all steps at once) and the recurrent part, its products with constant weights
+  listed for the loop; ``StepPlan.run`` executes that split in torch ops (the reference).
+- ``stages.lay_out`` lays the recurrent part out in the loop's slots and stages, each stage's pointwise
+  part decomposed into elementwise ops and row-wise reductions, and its backward by reverse mode
+  (torch.func.vjp, traced).
+- ``emit_cpp.emit`` writes those graphs as plain C++; ``build`` compiles it with g++ for this CPU,
+  cached on disk.
+- ``layer`` runs it: ``GeneratedRecurrence`` (autograd) over the C++ loop rnnkit::generated_forward /
+  generated_backward (csrc/cpu/generated_loop.cpp); ``for_cell`` for a user's cell in Recurrent,
+  ``GeneratedKernel`` (backend "generated") for any rnnkit cell.
 """
-from .trace import Product, StepPlan, trace_cell, trace_step
+from .trace import Product, StepPlan, trace_cell, trace_equations, trace_step
 
-__all__ = ["Product", "StepPlan", "trace_cell", "trace_step"]
+__all__ = ["Product", "StepPlan", "trace_cell", "trace_equations", "trace_step"]

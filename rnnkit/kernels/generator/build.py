@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 
 from ...errors import UnsupportedBackendError
+from ..._folders import writable
 from ..._memo import memoized
 
 # -fno-trapping-math: the branch-free selects (a clamp, exp's range) may then be vectorized: no code here reads
@@ -38,21 +39,12 @@ def _cpu_identity() -> str:
         return ""
 
 
-def _writable(folder: str) -> bool:
-    try:
-        os.makedirs(folder, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-        return True
-    except OSError:
-        return False
-
-
 @memoized
 def cache_folder() -> str:
     home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     for folder in (os.path.join(home, "rnnkit", "generated"),
                    os.path.join(tempfile.gettempdir(), f"rnnkit-generated-{os.getuid()}")):
-        if _writable(folder):
+        if writable(folder):
             return folder
     return tempfile.mkdtemp(prefix="rnnkit-generated-")
 

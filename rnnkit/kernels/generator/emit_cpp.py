@@ -439,8 +439,10 @@ def emit(layout: Layout, dtype: torch.dtype) -> str:
                                      "int64_t rows, void* const* slots, const void* const* constants"))
         forward_cases.append(f"    case {k}: forward_{k}(rows, slots, constants); break;")
         cotangents = [(f"grads[{s}]", layout.slots[s].width, layout.slots[s].width) for s in stage.outputs]
-        grad_targets = [(f"grads[{s}]", w, "+=") for s, w in zip(stage.inputs, widths)] + \
-            [(f"grads[{grad_of_constant[c]}]", w, "+=") for c, w in zip(stage.constants, constant_widths)]
+        def mode(buffer, k=k):  # the first write of a gradient buffer in the backward's order stores
+            return "=" if (k, buffer) in layout.first_writes else "+="
+        grad_targets = [(f"grads[{s}]", w, mode(s)) for s, w in zip(stage.inputs, widths)] + \
+            [(f"grads[{grad_of_constant[c]}]", w, mode(grad_of_constant[c])) for c, w in zip(stage.constants, constant_widths)]
         parts.append(_stage_function(f"backward_{k}", stage.backward.graph, inputs + cotangents, grad_targets,
                                      "int64_t rows, const void* const* slots, void* const* grads, "
                                      "const void* const* constants"))

@@ -57,7 +57,7 @@ class GeneratedStep:
         return results[0], tuple(results[n:])
 
 
-_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # cell -> {dtype: GeneratedStep}
+_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # cell -> {(dtype, I, state): GeneratedStep}
 
 
 def check_call(x: Tensor, params: Sequence[Tensor]) -> None:
@@ -86,10 +86,27 @@ def for_cell(cell: nn.Module, x: Tensor, input_size: int, params: Sequence[Tenso
     """``cell``'s generated step for ``x``'s dtype (traced and compiled on first use, the library cached
     on disk), or UnsupportedBackendError saying why there is none."""
     check_call(x, params)
-    per_dtype = _STEPS.setdefault(cell, {})
-    if x.dtype not in per_dtype:
-        per_dtype[x.dtype] = _compile(cell, x.dtype, input_size)
-    return per_dtype[x.dtype]
+    known = _STEPS.setdefault(cell, {})
+    key = (x.dtype, input_size, _python_state(cell))
+    if key not in known:
+        if any(True for _ in cell.buffers()):
+            raise UnsupportedBackendError("the cell holds buffers, which a generated kernel would freeze at their "
+                                          "values of its first call; use backend='auto' or 'reference'")
+        known[key] = _compile(cell, x.dtype, input_size)
+    return known[key]
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _python_state(cell: nn.Module) -> tuple:
+    """What a traced step may have read from the cell besides its parameters, each module's training flag
+    and its plain attributes (numbers, strings, flags: ``self.scale``, LayerNorm's eps), which tracing
+    freezes into the step: a step is generated again when they change, never run stale."""
+    return tuple((module.training, tuple((k, v) for k, v in vars(module).items()
+                                         if isinstance(v, _PLAIN) or (isinstance(v, tuple) and
+                                                                      all(isinstance(e, _PLAIN) for e in v))))
+                 for module in cell.modules())
 
 
 def _compile(cell: nn.Module, dtype: torch.dtype, input_size: int) -> GeneratedStep:
@@ -186,12 +203,13 @@ class GeneratedRecurrence(torch.autograd.Function):
         n_history = len(layout.history)
         grad_histories, grad_finals = grad_results[:n_history], grad_results[n_history:]
         like = slots[0]
-        grads = [like.new_zeros(rows, slot.width) for slot in layout.slots]
+        constant_widths = [max(1, int(torch.Size(ctx.constant_shapes[k]).numel())) for k in layout.pointwise_constants]
+        widths = layout.slot_widths + constant_widths
+        # the buffers the backward stores into first start unwritten (Layout.zeroed)
+        grads = [like.new_zeros(rows, w) if zeroed else like.new_empty(rows, w) for w, zeroed in zip(widths, layout.zeroed)]
         for slot, g in zip(layout.history, grad_histories):
             if g is not None:
                 grads[slot].copy_(g)
-        constant_widths = [max(1, int(torch.Size(ctx.constant_shapes[k]).numel())) for k in layout.pointwise_constants]
-        grads += [like.new_zeros(rows, w) for w in constant_widths]
         batch = int(batch_sizes[0])
         finals = [g.contiguous() if g is not None else like.new_zeros(batch, layout.slots[s].width)
                   for g, s in zip(grad_finals, layout.history)]

@@ -28,7 +28,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from ...errors import UnsupportedBackendError
 from .._torch_internals import decompositions
-from .trace import PRODUCTS, StepPlan
+from .trace import PRODUCTS, StepPlan, subgraph as _subgraph
 
 aten = torch.ops.aten
 # The example row count of the stage traces: any count works (every op acts row by row).
@@ -81,6 +81,12 @@ class Layout:
     product_left: list = field(default_factory=list)
     product_out: list = field(default_factory=list)
     product_stage: list = field(default_factory=list)
+    # The backward's gradient buffers: one per slot, then one per pointwise constant.  Within a step the
+    # backward writes them stage by stage, last first, each stage's products after it: the first write
+    # of a buffer in that order (by a stage) stores, every later one adds.  Buffers whose first write is
+    # a product's (it adds), or that nothing writes, start as zeros; the rest start unwritten.
+    first_writes: set = field(default_factory=set)   # (stage, buffer) whose write stores
+    zeroed: list = field(default_factory=list)        # per buffer: starts as zeros
 
 
 def lay_out(plan: StepPlan, hoisted_widths: list, state_widths: list, constants: list) -> Layout:
@@ -176,11 +182,31 @@ def lay_out(plan: StepPlan, hoisted_widths: list, state_widths: list, constants:
         layout.stages.append(Stage(forward, backward, [slot_of[n] for n in inputs], numbers,
                                    [slot for _, slot in outputs]))
     layout.pointwise_constants = sorted(used_pointwise)
+    _order_gradient_writes(layout)
     layout.slot_widths = [slot.width for slot in layout.slots]
     layout.product_left = [p.left for p in layout.products]
     layout.product_out = [p.out for p in layout.products]
     layout.product_stage = [p.stage for p in layout.products]
     return layout
+
+
+def _order_gradient_writes(layout: Layout) -> None:
+    """``layout.first_writes`` and ``layout.zeroed`` (see Layout)."""
+    n_slots = len(layout.slots)
+    written: set = set()
+    for k in reversed(range(len(layout.stages))):
+        stage = layout.stages[k]
+        if stage is not None:
+            buffers = list(stage.inputs) + [n_slots + layout.pointwise_constants.index(c) for c in stage.constants]
+            for buffer in buffers:
+                if buffer not in written:
+                    layout.first_writes.add((k, buffer))
+                    written.add(buffer)
+        for p in layout.products:
+            if p.stage == k:
+                written.add(p.left)  # adds: its buffer starts as zeros unless a stage stored first
+    stored = {buffer for _, buffer in layout.first_writes}
+    layout.zeroed = [b not in stored for b in range(n_slots + len(layout.pointwise_constants))]
 
 
 def _rows(width: int, like: Tensor) -> Tensor:
@@ -218,23 +244,6 @@ def _without_addmm(gm: fx.GraphModule) -> fx.GraphModule:
     graph.lint()
     gm.recompile()
     return gm
-
-
-def _subgraph(root: fx.GraphModule, inputs: list, outputs: list) -> fx.GraphModule:
-    graph = fx.Graph()
-    env = {n: graph.placeholder(n.name) for n in inputs}
-    needed, stack = set(), list(outputs)
-    while stack:
-        n = stack.pop()
-        if n in needed or n in env:
-            continue
-        needed.add(n)
-        stack.extend(n.all_input_nodes)
-    for n in root.graph.nodes:
-        if n in needed and n not in env:
-            env[n] = graph.node_copy(n, lambda a: env[a])
-    graph.output(tuple(env[n] for n in outputs))
-    return fx.GraphModule(root, graph)
 
 
 def _decomposed(gm: fx.GraphModule, examples: list) -> fx.GraphModule:

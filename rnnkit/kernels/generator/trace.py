@@ -98,7 +98,9 @@ def _as_tuple(value) -> tuple:
 def trace_step(step: Callable, x: Tensor, state: tuple, params: Sequence[Tensor]) -> StepPlan:
     """Trace ``step(x, *state, *params) -> new state`` (a tuple, h first) on example tensors and split
     it (see the module docstring)."""
-    traced = make_fx(step)(x, *state, *params)
+    # fake tensors: a step whose Python control flow depends on values (``if h.abs().max() > 1``) cannot be
+    # traced into one graph, and must fail here rather than freeze the branch of an example
+    traced = make_fx(step, tracing_mode="fake")(x, *state, *params)
     graph = traced.graph
     _out_of_place(graph)
     graph.eliminate_dead_code()
@@ -136,12 +138,12 @@ def trace_step(step: Callable, x: Tensor, state: tuple, params: Sequence[Tensor]
                    and any(kind.get(u) == "recurrent" for u in n.users)]
     if any(kind.get(u) == "recurrent" for u in x_node.users):
         hoisted_out.insert(0, x_node)
-    recurrent = _subgraph(traced, hoisted_out + list(state_nodes) + constants, results)
+    recurrent = subgraph(traced, hoisted_out + list(state_nodes) + constants, results)
     products = [Product(n.name, n.args[-2].name, n.args[-1].name) for n in recurrent.graph.nodes
                 if n.op == "call_function" and n.target in PRODUCTS]
     return StepPlan(
-        constants=_subgraph(traced, param_nodes, constants),
-        hoisted=_subgraph(traced, [x_node] + constants, hoisted_out),
+        constants=subgraph(traced, param_nodes, constants),
+        hoisted=subgraph(traced, [x_node] + constants, hoisted_out),
         recurrent=recurrent,
         products=products,
         num_states=len(state),
@@ -170,7 +172,7 @@ def _out_of_place(graph: fx.Graph) -> None:
                 user.replace_input_with(changed, node)
 
 
-def _subgraph(root: fx.GraphModule, inputs: list, outputs: list) -> fx.GraphModule:
+def subgraph(root: fx.GraphModule, inputs: list, outputs: list) -> fx.GraphModule:
     """The part of ``root``'s graph that computes ``outputs`` from ``inputs`` (placeholders, in order)."""
     graph = fx.Graph()
     env = {n: graph.placeholder(n.name) for n in inputs}
