@@ -72,21 +72,21 @@ struct PackedProducts {
     }
   }
 
-  // rows [o0, o0 + n) of `result` (= or +=) those rows of `left` times the weight (transposed)
-  void multiply(size_t p, const Product& product, const Tensor& left, Tensor& result, int64_t o0, int64_t n,
-                bool accumulate, bool transposed) const {
+  // rows [to, to + n) of `result` (= or +=) rows [from, from + n) of `left` times the weight (transposed)
+  void multiply(size_t p, const Product& product, const Tensor& left, int64_t from, Tensor& result, int64_t to,
+                int64_t n, bool accumulate, bool transposed) const {
     if (packed[p]) {
-      packed[p]->multiply(left.const_data_ptr<scalar_t>() + o0 * left.size(1), left.size(1), n,
-                          result.mutable_data_ptr<scalar_t>() + o0 * result.size(1), result.size(1), nullptr,
+      packed[p]->multiply(left.const_data_ptr<scalar_t>() + from * left.size(1), left.size(1), n,
+                          result.mutable_data_ptr<scalar_t>() + to * result.size(1), result.size(1), nullptr,
                           accumulate);
       return;
     }
-    Tensor rows = result.narrow(0, o0, n);
+    Tensor rows = result.narrow(0, to, n);
     const Tensor weight = transposed ? product.weight.t() : product.weight;
     if (accumulate) {
-      rows.addmm_(left.narrow(0, o0, n), weight);
+      rows.addmm_(left.narrow(0, from, n), weight);
     } else {
-      at::mm_out(rows, left.narrow(0, o0, n), weight);
+      at::mm_out(rows, left.narrow(0, from, n), weight);
     }
   }
 };
@@ -106,23 +106,33 @@ std::vector<Product> products_of(c10::IntArrayRef left, c10::IntArrayRef out, c1
   return result;
 }
 
-void check_slots(const char* op, at::TensorList slots, c10::IntArrayRef widths, int64_t rows,
+// `step_rows`: the rows a slot may have besides all N, a step's worth (the batch B): a forward that
+// keeps nothing for a backward holds the values it hands within a step in such a buffer, whose rows are
+// the batch rows of the current step (0 otherwise: every slot has N rows).
+void check_slots(const char* op, at::TensorList slots, c10::IntArrayRef widths, int64_t rows, int64_t step_rows,
                  at::ScalarType dtype) {
   TORCH_CHECK(slots.size() == widths.size(), op, ": one width per slot");
   for (size_t s = 0; s < slots.size(); ++s) {
     const Tensor& t = slots[s];
     TORCH_CHECK(t.is_cpu() && t.is_contiguous() && t.scalar_type() == dtype && t.dim() == 2 &&
-                    t.size(0) == rows && t.size(1) == widths[s],
+                    (t.size(0) == rows || t.size(0) == step_rows) && t.size(1) == widths[s],
                 op, ": slot ", s, " should be a contiguous (", rows, ", ", widths[s], ") ", dtype,
                 " tensor on the CPU, got ", t.sizes(), " ", t.scalar_type());
   }
 }
 
-// Pointers to row `row` of each tensor (width w: `row * w` elements in).
-std::vector<void*> row_pointers(at::TensorList tensors, int64_t row) {
+// Where a step's rows begin in a slot: at packed row o0 + lo, or, in a step buffer (fewer than N rows),
+// at batch row lo.
+inline int64_t first_row(const Tensor& slot, int64_t rows, int64_t o0, int64_t lo) {
+  return slot.size(0) == rows ? o0 + lo : lo;
+}
+
+// Pointers to each tensor's row where the step's rows [lo + begin, ...) are (width w: `row * w` elements in).
+std::vector<void*> row_pointers(at::TensorList tensors, int64_t rows, int64_t o0, int64_t lo) {
   std::vector<void*> pointers(tensors.size());
   for (size_t s = 0; s < tensors.size(); ++s) {
-    pointers[s] = static_cast<char*>(tensors[s].data_ptr()) + row * tensors[s].size(1) * tensors[s].element_size();
+    pointers[s] = static_cast<char*>(tensors[s].data_ptr()) +
+                  first_row(tensors[s], rows, o0, lo) * tensors[s].size(1) * tensors[s].element_size();
   }
   return pointers;
 }
@@ -146,11 +156,11 @@ int64_t total_width(at::TensorList tensors) {
 void fill_previous_states(const PackedLayout& layout, int64_t t, int64_t lo, int64_t n, at::TensorList slots,
                           c10::IntArrayRef previous, c10::IntArrayRef history, at::TensorList state0) {
   const int64_t continued = std::clamp<int64_t>(layout.rows_with_previous_step(t) - lo, 0, n);
-  const int64_t o0 = layout.offset(t) + lo;
   for (size_t s = 0; s < previous.size(); ++s) {
     const Tensor& into = slots[previous[s]];
     const int64_t bytes = into.size(1) * into.element_size();
-    char* to = static_cast<char*>(into.data_ptr()) + o0 * bytes;
+    char* to = static_cast<char*>(into.data_ptr()) +
+               first_row(into, slots[history[s]].size(0), layout.offset(t), lo) * bytes;
     if (continued > 0) {
       const char* from = static_cast<const char*>(slots[history[s]].const_data_ptr()) +
                          (layout.offset(layout.previous_time(t)) + lo) * bytes;
@@ -173,10 +183,13 @@ std::vector<Tensor> generated_forward(int64_t forward_step, at::TensorList slots
   const char* op = "rnnkit::generated_forward";
   BelowAutogradAndAutocast below;
   TORCH_CHECK(forward_step != 0, op, ": no generated step function");
-  TORCH_CHECK(!slots.empty(), op, ": no slots");
-  const int64_t N = slots[0].size(0);
+  TORCH_CHECK(!slots.empty() && !history.empty() && history[0] >= 0 &&
+                  history[0] < static_cast<int64_t>(slots.size()),
+              op, ": no slots, or no history slot");
+  const int64_t N = slots[history[0]].size(0);
   PackedLayout layout(batch_sizes, N, reverse, op);
-  check_slots(op, slots, slot_widths, N, slots[0].scalar_type());
+  check_slots(op, slots, slot_widths, N, layout.batch(), slots[0].scalar_type());
+  for (const int64_t h : history) TORCH_CHECK(slots[h].size(0) == N, op, ": history slots hold all ", N, " rows");
   TORCH_CHECK(previous.size() == history.size() && previous.size() == state0.size(), op,
               ": one previous-state slot, one history slot and one initial state per state");
   for (size_t s = 0; s < state0.size(); ++s) {
@@ -196,17 +209,19 @@ std::vector<Tensor> generated_forward(int64_t forward_step, at::TensorList slots
     // each chunk of the batch's rows runs the whole loop on its thread (row_split.h)
     for_each_chunk(loop_chunks(layout, worth_packing(layout.steps())), [&](int64_t lo, int64_t hi) {
       for (int64_t s = 0; s < layout.steps(); ++s) {
-        const int64_t t = layout.forward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t) + lo;
+        const int64_t t = layout.forward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t);
         if (n == 0) continue;
         fill_previous_states(layout, t, lo, n, slots, previous, history, state0);
         for (int64_t k = 0; k < stages; ++k) {
           for (size_t p = 0; p < products.size(); ++p) {
             if (products[p].stage != k) continue;
+            const Tensor& left = slots[products[p].left];
             Tensor out = slots[products[p].out];
-            packed.multiply(p, products[p], slots[products[p].left], out, o0, n, false, false);
+            packed.multiply(p, products[p], left, first_row(left, N, o0, lo), out, first_row(out, N, o0, lo), n,
+                            false, false);
           }
           for_rows(n, width, [&](int64_t begin, int64_t end) {
-            const std::vector<void*> pointers = row_pointers(slots, o0 + begin);
+            const std::vector<void*> pointers = row_pointers(slots, N, o0, lo + begin);
             step(static_cast<int32_t>(k), end - begin, pointers.data(), constant_data.data());
           });
         }
@@ -240,7 +255,7 @@ std::vector<Tensor> generated_backward(int64_t backward_step, at::TensorList slo
   TORCH_CHECK(!slots.empty(), op, ": no slots");
   const int64_t N = slots[0].size(0);
   PackedLayout layout(batch_sizes, N, reverse, op);
-  check_slots(op, slots, slot_widths, N, slots[0].scalar_type());
+  check_slots(op, slots, slot_widths, N, 0, slots[0].scalar_type());
   TORCH_CHECK(grads.size() >= slots.size(), op, ": one gradient per slot, then the constants' row gradients");
   for (size_t g = 0; g < grads.size(); ++g) {
     TORCH_CHECK(grads[g].is_contiguous() && grads[g].dim() == 2 && grads[g].size(0) == N &&
@@ -260,6 +275,7 @@ std::vector<Tensor> generated_backward(int64_t backward_step, at::TensorList slo
     for_each_chunk(loop_chunks(layout, worth_packing(layout.steps())), [&](int64_t lo, int64_t hi) {
       for (int64_t s = 0; s < layout.steps(); ++s) {
         const int64_t t = layout.backward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t) + lo;
+        // (every slot has N rows here: first_row is o0 + lo)
         if (n == 0) continue;
         for (size_t i = 0; i < history.size(); ++i) {  // the history rows' gradient: from the outputs, and carried
           const int64_t w = slot_widths[history[i]];
@@ -269,15 +285,15 @@ std::vector<Tensor> generated_backward(int64_t backward_step, at::TensorList slo
         }
         for (int64_t k = stages - 1; k >= 0; --k) {
           for_rows(n, width, [&](int64_t begin, int64_t end) {
-            const std::vector<void*> slot_pointers = row_pointers(slots, o0 + begin);
-            const std::vector<void*> grad_pointers = row_pointers(grads, o0 + begin);
+            const std::vector<void*> slot_pointers = row_pointers(slots, N, o0 - lo, lo + begin);
+            const std::vector<void*> grad_pointers = row_pointers(grads, N, o0 - lo, lo + begin);
             step(static_cast<int32_t>(k), end - begin, slot_pointers.data(), grad_pointers.data(),
                  constant_data.data());
           });
           for (size_t p = 0; p < products.size(); ++p) {
             if (products[p].stage != k) continue;
             Tensor grad_left = grads[products[p].left];
-            packed.multiply(p, products[p], grads[products[p].out], grad_left, o0, n, true, true);
+            packed.multiply(p, products[p], grads[products[p].out], o0, grad_left, o0, n, true, true);
           }
         }
         for (size_t i = 0; i < previous.size(); ++i) {

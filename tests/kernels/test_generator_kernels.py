@@ -99,6 +99,23 @@ def test_torch_nn_families_on_backend_generated_equal_the_reference(mode, bias):
             torch.testing.assert_close(a, b, **TOLERANCE[torch.float32])
 
 
+@pytest.mark.parametrize("name", sorted(USER_CELLS))
+def test_an_inference_forward_equals_the_reference(name):
+    """Under no_grad the loop keeps one step's rows of what a step hands on (generated_loop.cpp's step
+    buffers) instead of all rows: packed, both directions, two layers."""
+    cls, _ = USER_CELLS[name]
+    generated = _vary(rnnkit.Recurrent(cls, 3, 4, num_layers=2, bidirectional=True, backend="generated"))
+    reference = rnnkit.Recurrent(cls, 3, 4, num_layers=2, bidirectional=True, backend="reference")
+    reference.load_state_dict(generated.state_dict())
+    x = torch.randn(6, 5, 3)
+    with torch.no_grad():
+        for kwargs in ({}, {"lengths": torch.tensor([6, 5, 3, 3, 1])}):
+            (out, h_n), (want, want_h) = generated(x, **kwargs), reference(x, **kwargs)
+            torch.testing.assert_close(out, want)
+            for a, b in zip(h_n if isinstance(h_n, tuple) else (h_n,), want_h if isinstance(want_h, tuple) else (want_h,)):
+                torch.testing.assert_close(a, b)
+
+
 def test_auto_picks_the_generated_kernel_for_a_users_cell():
     model = rnnkit.Recurrent(USER_CELLS["mgu"][0], 3, 4)
     model(torch.randn(4, 2, 3))

@@ -53,7 +53,8 @@ class GeneratedStep:
             results = GeneratedRecurrence.apply(self, sizes, bool(reverse), len(hoisted), len(states), x.shape[0],
                                                 *hoisted, *states, *constants)
         else:  # nothing to differentiate: the loop alone
-            results = _forward(self, sizes, bool(reverse), x.shape[0], hoisted, states, constants)[0]
+            results = _forward(self, sizes, bool(reverse), x.shape[0], hoisted, states, constants,
+                               step_rows=int(batch_sizes[0]))[0]
         return results[0], tuple(results[n:])
 
 
@@ -154,12 +155,16 @@ def _sizes_tensor(batch_sizes: tuple) -> Tensor:
     return torch.tensor(batch_sizes, dtype=torch.int64)
 
 
-def _forward(step: GeneratedStep, batch_sizes: Tensor, reverse: bool, rows: int, hoisted, state0, constants):
+def _forward(step: GeneratedStep, batch_sizes: Tensor, reverse: bool, rows: int, hoisted, state0, constants,
+             step_rows: int | None = None):
     """The loop: ((each state's history (N, w), each final state), the slots, the constants as the loop
-    reads them, the products' weights)."""
+    reads them, the products' weights).  With ``step_rows`` (B: nothing kept for a backward) the values
+    handed within a step live in buffers of one step's rows (generated_loop.cpp), not of all N."""
     layout = step.layout
     like = state0[0]
-    slots = [like.new_empty(rows, slot.width) for slot in layout.slots]
+    slots = [None if slot.kind == "hoisted" else
+             like.new_empty(rows if step_rows is None or slot.kind == "history" else step_rows, slot.width)
+             for slot in layout.slots]
     for slot, value in zip(layout.hoisted, hoisted):
         slots[slot] = value
     left, out, stage = _product_lists(layout)
