@@ -443,6 +443,9 @@ def emit(layout: Layout, dtype: torch.dtype) -> str:
             return "=" if (k, buffer) in layout.first_writes else "+="
         grad_targets = [(f"grads[{s}]", w, mode(s)) for s, w in zip(stage.inputs, widths)] + \
             [(f"grads[{grad_of_constant[c]}]", w, mode(grad_of_constant[c])) for c, w in zip(stage.constants, constant_widths)]
+        buffers = list(stage.inputs) + [grad_of_constant[c] for c in stage.constants]
+        # a buffer sharing another's memory and values (Layout.grad_alias) is written through that one
+        grad_targets = [None if b in layout.grad_alias else t for b, t in zip(buffers, grad_targets)]
         parts.append(_stage_function(f"backward_{k}", stage.backward.graph, inputs + cotangents, grad_targets,
                                      "int64_t rows, const void* const* slots, void* const* grads, "
                                      "const void* const* constants"))

@@ -211,7 +211,10 @@ class GeneratedRecurrence(torch.autograd.Function):
         constant_widths = [max(1, int(torch.Size(ctx.constant_shapes[k]).numel())) for k in layout.pointwise_constants]
         widths = layout.slot_widths + constant_widths
         # the buffers the backward stores into first start unwritten (Layout.zeroed)
-        grads = [like.new_zeros(rows, w) if zeroed else like.new_empty(rows, w) for w, zeroed in zip(widths, layout.zeroed)]
+        grads = [None if b in layout.grad_alias else like.new_zeros(rows, w) if zeroed else like.new_empty(rows, w)
+                 for b, (w, zeroed) in enumerate(zip(widths, layout.zeroed))]
+        for b, shared in layout.grad_alias.items():  # one buffer for gradients one stage writes with one value
+            grads[b] = grads[shared]
         for slot, g in zip(layout.history, grad_histories):
             if g is not None:
                 grads[slot].copy_(g)

@@ -87,6 +87,7 @@ class Layout:
     # a product's (it adds), or that nothing writes, start as zeros; the rest start unwritten.
     first_writes: set = field(default_factory=set)   # (stage, buffer) whose write stores
     zeroed: list = field(default_factory=list)        # per buffer: starts as zeros
+    grad_alias: dict = field(default_factory=dict)    # buffer -> the buffer it shares (same values)
 
 
 def lay_out(plan: StepPlan, hoisted_widths: list, state_widths: list, constants: list) -> Layout:
@@ -197,8 +198,7 @@ def _order_gradient_writes(layout: Layout) -> None:
     for k in reversed(range(len(layout.stages))):
         stage = layout.stages[k]
         if stage is not None:
-            buffers = list(stage.inputs) + [n_slots + layout.pointwise_constants.index(c) for c in stage.constants]
-            for buffer in buffers:
+            for buffer in _gradient_buffers(layout, stage):
                 if buffer not in written:
                     layout.first_writes.add((k, buffer))
                     written.add(buffer)
@@ -207,6 +207,32 @@ def _order_gradient_writes(layout: Layout) -> None:
                 written.add(p.left)  # adds: its buffer starts as zeros unless a stage stored first
     stored = {buffer for _, buffer in layout.first_writes}
     layout.zeroed = [b not in stored for b in range(n_slots + len(layout.pointwise_constants))]
+    # Buffers that one stage alone writes, with one value (an LSTM's hoisted part, its product and its
+    # b_hh all get dL/d(the gate pre-activations)): one buffer for all of them, written once.
+    writers: dict = {}
+    for k, stage in enumerate(layout.stages):
+        if stage is not None:
+            for buffer in _gradient_buffers(layout, stage):
+                writers[buffer] = writers.get(buffer, 0) + 1
+    for p in layout.products:
+        writers[p.left] = writers.get(p.left, 0) + 1
+    for k, stage in enumerate(layout.stages):
+        if stage is None:
+            continue
+        output = next(n for n in stage.backward.graph.nodes if n.op == "output")
+        first_of_value: dict = {}
+        for buffer, value in zip(_gradient_buffers(layout, stage), output.args[0]):
+            if value is None or writers[buffer] != 1:
+                continue
+            if value in first_of_value:
+                layout.grad_alias[buffer] = first_of_value[value]
+            else:
+                first_of_value[value] = buffer
+
+
+def _gradient_buffers(layout: Layout, stage: Stage) -> list:
+    """The gradient buffers a stage's backward writes, in its outputs' order."""
+    return list(stage.inputs) + [len(layout.slots) + layout.pointwise_constants.index(c) for c in stage.constants]
 
 
 def _rows(width: int, like: Tensor) -> Tensor:
