@@ -1,5 +1,5 @@
 """A read-only install (issue 16, item 8): with the package folder and the home folder unwritable, the fused
-kernels run, their numba cache moved to the temporary folder, silently."""
+kernels run, their numba cache and the generated kernels' libraries moved to the temporary folder, silently."""
 import os
 import shutil
 import subprocess
@@ -20,6 +20,10 @@ RUN = textwrap.dedent("""
     out, h = rnnkit.GRU(3, 4, backend="fused")(x)
     out.sum().backward()
     print("ran", tuple(out.shape), tuple(x.grad.shape))
+    from rnnkit.bench.user_cells import USER_CELLS  # a user's cell: its kernel generated, compiled, cached
+    out, _ = rnnkit.Recurrent(USER_CELLS["mgu"][0], 3, 4, backend="generated")(x)
+    out.sum().backward()
+    print("generated", tuple(out.shape))
 """)
 
 
@@ -44,9 +48,11 @@ def test_fused_kernels_run_from_a_read_only_install_without_a_writable_home(tmp_
     done = subprocess.run(["unshare", "-m", "sh", "-c", script, sys.executable, RUN], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "ran (5, 2, 4) (5, 2, 3)" in done.stdout
+    assert "ran (5, 2, 4) (5, 2, 3)" in done.stdout and "generated (5, 2, 4)" in done.stdout
     assert "warn" not in done.stderr.lower() and "error" not in done.stderr.lower(), done.stderr
     assert cache.is_dir() and any(cache.rglob("*.nbi"))  # cached where it could be
+    generated = Path(tempfile.gettempdir()) / f"rnnkit-generated-{os.getuid()}"
+    assert generated.is_dir() and any(generated.glob("step_*.so"))
 
 
 def test_cache_choice_falls_back_to_the_temporary_folder_then_to_none(monkeypatch, tmp_path):
@@ -62,7 +68,7 @@ def test_cache_choice_falls_back_to_the_temporary_folder_then_to_none(monkeypatc
             return writable["temp"]
         return writable["package"] if "__pycache__" in folder else writable["home"]
 
-    monkeypatch.setattr(_jit, "_writable", fake_writable)
+    monkeypatch.setattr(_jit, "writable", fake_writable)
     assert _jit._cache_available() and _jit.numba.config.CACHE_DIR == ""
     writable.update(package=False)
     assert _jit._cache_available() and _jit.numba.config.CACHE_DIR == ""  # numba's own user-wide folder
