@@ -5,7 +5,7 @@ with layer norm on its candidate's recurrent part, torch.nn.GRUCell) runs throug
 ``rnnkit.Recurrent(cell, backend="generated")`` and, written the same way in Flax, through
 ``flax.linen.RNN`` under ``jax.jit`` (XLA compiles the whole scan; its compilation is left out of the
 times).  Forward, and forward+backward (the gradients of sum(outputs) with respect to the input and
-every parameter), interleaved in one process, median of repeats.  Ratio = Flax time / rnnkit time
+every parameter), interleaved in one process, median of repeats, each sample about 20 ms of calls.  Ratio = Flax time / rnnkit time
 (above 1: rnnkit faster).
 
 JAX is not a dependency of rnnkit: run this in an environment that has both, e.g.
@@ -132,7 +132,7 @@ def measure(name: str, shape: tuple, repeats: int) -> list:
 
     rows = []
     for pass_, ours, theirs in (("fwd", rnnkit_forward, flax_forward), ("fwd+bwd", rnnkit_training, flax_training)):
-        t_flax, t_rnnkit = time_pair(theirs, ours, repeats=repeats, warmup=3)
+        t_flax, t_rnnkit = time_pair(theirs, ours, repeats=repeats, warmup=3, min_time=0.02)
         rows.append({"cell": name, "shape": list(shape), "pass": pass_, "flax_ms": t_flax * 1e3,
                      "rnnkit_ms": t_rnnkit * 1e3, "ratio": t_flax / t_rnnkit})
     return rows

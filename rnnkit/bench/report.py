@@ -24,7 +24,10 @@ CUSTOM_CELL_SMALL = ([100, 1, 32, 32], [200, 16, 64, 64])
 
 def run_case(case: Case, repeats: int, warmup: int) -> dict:
     rk, tw = make_runners(case)
-    t_torch, t_rnnkit = time_pair(tw, rk, repeats=repeats, warmup=warmup)
+    # a user's cell on its generated kernel runs 10-50x shorter than on the reference loop it is timed
+    # against: its samples repeat it to about 20 ms, or it would run cold after each reference call
+    min_time = 0.02 if case.family == "custom_cell" else 0.0
+    t_torch, t_rnnkit = time_pair(tw, rk, repeats=repeats, warmup=warmup, min_time=min_time)
     return {"mode": case.mode, "shape": list(case.shape), "pass": case.pass_, "key": case.key,
             "family": case.family, "baseline": case.baseline, "torch_ms": t_torch * 1e3,
             "rnnkit_ms": t_rnnkit * 1e3, "ratio": t_torch / t_rnnkit}
