@@ -68,15 +68,17 @@ def load(source: str) -> ctypes.CDLL:
     folder = cache_folder()
     library = os.path.join(folder, f"step_{key}.so")
     if not os.path.exists(library):
-        source_path = os.path.join(folder, f"step_{key}.cpp")
+        # this process's own source and library, renamed into place: another process may be compiling it too
+        source_path = os.path.join(folder, f"step_{key}.{os.getpid()}.cpp")
         with open(source_path, "w") as f:
             f.write(source)
-        partial = f"{library}.{os.getpid()}.tmp"  # renamed into place: another process may be compiling it too
+        partial = f"{library}.{os.getpid()}.tmp"
         result = subprocess.run([compiler(), *flags, source_path, "-o", partial], capture_output=True, text=True)
         if result.returncode != 0:
             raise UnsupportedBackendError(f"g++ could not compile a generated kernel ({source_path}): "
                                           f"{result.stderr[-2000:]}")
         os.replace(partial, library)
+        os.replace(source_path, os.path.join(folder, f"step_{key}.cpp"))  # kept beside it, for reading
     _LOADED[key] = ctypes.CDLL(library)
     return _LOADED[key]
 
