@@ -232,12 +232,15 @@ std::vector<Tensor> generated_forward(int64_t forward_step, at::TensorList slots
   // rows; in reverse every sequence ends at t = 0).
   std::vector<Tensor> finals;
   for (size_t s = 0; s < history.size(); ++s) finals.push_back(at::empty_like(state0[s]));
-  for (int64_t b = 0; b < layout.batch(); ++b) {
-    int64_t t_last = 0;
-    if (!reverse) {
-      while (t_last + 1 < layout.steps() && layout.batch_size(t_last + 1) > b) ++t_last;
+  int64_t t_last = reverse ? 0 : layout.steps() - 1;
+  for (int64_t b = 0; b < layout.batch(); ++b) {  // (rows copied directly: a tensor op per row cost us)
+    while (!reverse && layout.batch_size(t_last) <= b) --t_last;
+    for (size_t s = 0; s < history.size(); ++s) {
+      const int64_t bytes = finals[s].size(1) * finals[s].element_size();
+      std::memcpy(static_cast<char*>(finals[s].data_ptr()) + b * bytes,
+                  static_cast<const char*>(slots[history[s]].const_data_ptr()) + (layout.offset(t_last) + b) * bytes,
+                  bytes);
     }
-    for (size_t s = 0; s < history.size(); ++s) finals[s][b].copy_(slots[history[s]][layout.offset(t_last) + b]);
   }
   return finals;
 }
@@ -274,32 +277,32 @@ std::vector<Tensor> generated_backward(int64_t backward_step, at::TensorList slo
     const PackedProducts<scalar_t> packed(products, layout.steps(), true);
     for_each_chunk(loop_chunks(layout, worth_packing(layout.steps())), [&](int64_t lo, int64_t hi) {
       for (int64_t s = 0; s < layout.steps(); ++s) {
-        const int64_t t = layout.backward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t) + lo;
-        // (every slot has N rows here: first_row is o0 + lo)
+        const int64_t t = layout.backward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t);
         if (n == 0) continue;
+        const int64_t r0 = o0 + lo;  // the chunk's first row of this step (every slot has N rows here)
         for (size_t i = 0; i < history.size(); ++i) {  // the history rows' gradient: from the outputs, and carried
           const int64_t w = slot_widths[history[i]];
-          scalar_t* to = grads[history[i]].mutable_data_ptr<scalar_t>() + o0 * w;
+          scalar_t* to = grads[history[i]].mutable_data_ptr<scalar_t>() + r0 * w;
           const scalar_t* from = carried[i].const_data_ptr<scalar_t>() + lo * w;
           for (int64_t e = 0; e < n * w; ++e) to[e] += from[e];
         }
         for (int64_t k = stages - 1; k >= 0; --k) {
           for_rows(n, width, [&](int64_t begin, int64_t end) {
-            const std::vector<void*> slot_pointers = row_pointers(slots, N, o0 - lo, lo + begin);
-            const std::vector<void*> grad_pointers = row_pointers(grads, N, o0 - lo, lo + begin);
+            const std::vector<void*> slot_pointers = row_pointers(slots, N, o0, lo + begin);
+            const std::vector<void*> grad_pointers = row_pointers(grads, N, o0, lo + begin);
             step(static_cast<int32_t>(k), end - begin, slot_pointers.data(), grad_pointers.data(),
                  constant_data.data());
           });
           for (size_t p = 0; p < products.size(); ++p) {
             if (products[p].stage != k) continue;
             Tensor grad_left = grads[products[p].left];
-            packed.multiply(p, products[p], grads[products[p].out], o0, grad_left, o0, n, true, true);
+            packed.multiply(p, products[p], grads[products[p].out], r0, grad_left, r0, n, true, true);
           }
         }
         for (size_t i = 0; i < previous.size(); ++i) {
           const int64_t w = slot_widths[previous[i]];
           std::memcpy(carried[i].mutable_data_ptr<scalar_t>() + lo * w,
-                      grads[previous[i]].const_data_ptr<scalar_t>() + o0 * w, sizeof(scalar_t) * n * w);
+                      grads[previous[i]].const_data_ptr<scalar_t>() + r0 * w, sizeof(scalar_t) * n * w);
         }
       }
     });

@@ -27,7 +27,7 @@ from .build import step_addresses
 from .emit_cpp import emit
 from .stages import Layout, lay_out
 from ..base import Kernel
-from .trace import StepPlan, _as_tuple, trace_cell, trace_equations
+from .trace import StepPlan, as_tuple, trace_cell, trace_equations
 
 
 @dataclass
@@ -44,8 +44,8 @@ class GeneratedStep:
             reverse: bool) -> tuple[Tensor, tuple]:
         """(outputs (N, H), final states) over packed x (N, I), differentiable in x, state0 and params."""
         # (the graphs' forward called directly: nn.Module's call machinery cost as much as a small step)
-        constants = _as_tuple(self.plan.constants.forward(*params))
-        hoisted = tuple(h.contiguous() for h in _as_tuple(self.plan.hoisted.forward(x, *constants)))
+        constants = as_tuple(self.plan.constants.forward(*params))
+        hoisted = tuple(h.contiguous() for h in as_tuple(self.plan.hoisted.forward(x, *constants)))
         sizes = _sizes_tensor(tuple(batch_sizes))
         states = tuple(s.contiguous() for s in state0)
         n = len(self.layout.history)
@@ -118,7 +118,7 @@ def _compile(cell: nn.Module, dtype: torch.dtype, input_size: int) -> GeneratedS
     except Exception as e:  # a step make_fx cannot trace (data-dependent Python control flow, say)
         raise UnsupportedBackendError(f"the cell's step could not be traced for a generated kernel: {e}") from e
     with torch.no_grad():
-        probe = _as_tuple(cell(torch.zeros(2, input_size, dtype=dtype), None))
+        probe = as_tuple(cell(torch.zeros(2, input_size, dtype=dtype), None))
     if any(s.dim() != 2 for s in probe):
         raise UnsupportedBackendError("generated kernels need each state to be (batch, features)")
     return build_step(plan, params, input_size, [s.shape[1] for s in probe], dtype)
@@ -127,8 +127,8 @@ def _compile(cell: nn.Module, dtype: torch.dtype, input_size: int) -> GeneratedS
 def build_step(plan: StepPlan, params: Sequence[Tensor], input_size: int, state_widths: Sequence[int],
                dtype: torch.dtype) -> GeneratedStep:
     """The generated step of a traced plan (its parameters as examples)."""
-    constants = _as_tuple(plan.constants(*params))
-    hoisted = _as_tuple(plan.hoisted(torch.zeros(2, input_size, dtype=dtype), *constants))
+    constants = as_tuple(plan.constants(*params))
+    hoisted = as_tuple(plan.hoisted(torch.zeros(2, input_size, dtype=dtype), *constants))
     layout = lay_out(plan, [h.shape[1] for h in hoisted], list(state_widths), list(constants))
     for k in layout.pointwise_constants:
         if len(layout.constant_shapes[k]) > 1 and layout.constant_shapes[k][0] != 1:
@@ -137,10 +137,6 @@ def build_step(plan: StepPlan, params: Sequence[Tensor], input_size: int, state_
     source = emit(layout, dtype)
     forward_address, backward_address = step_addresses(source)
     return GeneratedStep(plan, layout, forward_address, backward_address, source)
-
-
-def _product_lists(layout: Layout) -> tuple[list, list, list]:
-    return layout.product_left, layout.product_out, layout.product_stage
 
 
 def _loop_constants(layout: Layout, constants: Sequence[Tensor]) -> list:
@@ -157,8 +153,7 @@ def _sizes_tensor(batch_sizes: tuple) -> Tensor:
 
 def _forward(step: GeneratedStep, batch_sizes: Tensor, reverse: bool, rows: int, hoisted, state0, constants,
              step_rows: int | None = None):
-    """The loop: ((each state's history (N, w), each final state), the slots, the constants as the loop
-    reads them, the products' weights).  With ``step_rows`` (B: nothing kept for a backward) the values
+    """The loop: ((each state's history (N, w), each final state), the slots).  With ``step_rows`` (B: nothing kept for a backward) the values
     handed within a step live in buffers of one step's rows (generated_loop.cpp), not of all N."""
     layout = step.layout
     like = state0[0]
@@ -167,13 +162,13 @@ def _forward(step: GeneratedStep, batch_sizes: Tensor, reverse: bool, rows: int,
              for slot in layout.slots]
     for slot, value in zip(layout.hoisted, hoisted):
         slots[slot] = value
-    left, out, stage = _product_lists(layout)
+    left, out, stage = layout.product_lists
     weights = [constants[p.weight] for p in layout.products]
     loop_constants = _loop_constants(layout, constants)
     finals = torch.ops.rnnkit.generated_forward(
         step.forward_address, slots, layout.slot_widths, layout.previous, layout.history, list(state0),
         loop_constants, left, out, stage, weights, len(layout.stages), batch_sizes, reverse)
-    return (*[slots[s] for s in layout.history], *finals), slots, loop_constants, weights
+    return (*[slots[s] for s in layout.history], *finals), slots
 
 
 class GeneratedRecurrence(torch.autograd.Function):
@@ -184,31 +179,27 @@ class GeneratedRecurrence(torch.autograd.Function):
                 rows: int, *tensors):
         hoisted, state0, constants = (tensors[:n_hoisted], tensors[n_hoisted:n_hoisted + n_states],
                                       tensors[n_hoisted + n_states:])
-        results, slots, loop_constants, weights = _forward(step, batch_sizes, reverse, rows, hoisted, state0,
-                                                           constants)
-        ctx.step, ctx.reverse, ctx.n_hoisted, ctx.n_states = step, reverse, n_hoisted, n_states
-        ctx.constant_shapes = [c.shape for c in constants]
-        ctx.save_for_backward(batch_sizes, *slots, *loop_constants, *weights, *state0, *constants)
+        results, slots = _forward(step, batch_sizes, reverse, rows, hoisted, state0, constants)
+        ctx.step, ctx.reverse, ctx.n_states = step, reverse, n_states
+        ctx.save_for_backward(batch_sizes, *slots, *state0, *constants)
         return results
 
     @staticmethod
     def backward(ctx, *grad_results):
         step, layout = ctx.step, ctx.step.layout
-        saved = ctx.saved_tensors
-        n_slots, n_constants, n_products = len(layout.slots), len(ctx.constant_shapes), len(layout.products)
-        batch_sizes, slots = saved[0], list(saved[1:1 + n_slots])
-        loop_constants = list(saved[1 + n_slots:1 + n_slots + n_constants])
-        weights = list(saved[1 + n_slots + n_constants:1 + n_slots + n_constants + n_products])
+        n_slots = len(layout.slots)
+        batch_sizes, *saved = ctx.saved_tensors
+        slots, state0, constants = saved[:n_slots], saved[n_slots:n_slots + ctx.n_states], saved[n_slots + ctx.n_states:]
         if torch.is_grad_enabled():  # a backward that builds a graph (double backward): torch ops
-            inputs = saved[1 + n_slots + n_constants + n_products:]
             hoisted = [slots[s] for s in layout.hoisted]
-            return (None,) * 6 + _differentiable_gradients(step, batch_sizes, ctx.reverse, hoisted,
-                                                           inputs[:ctx.n_states], inputs[ctx.n_states:], grad_results)
+            return (None,) * 6 + _differentiable_gradients(step, batch_sizes, ctx.reverse, hoisted, state0, constants,
+                                                           grad_results)
+        weights = [constants[p.weight] for p in layout.products]
         rows = slots[0].shape[0]
         n_history = len(layout.history)
         grad_histories, grad_finals = grad_results[:n_history], grad_results[n_history:]
         like = slots[0]
-        constant_widths = [max(1, int(torch.Size(ctx.constant_shapes[k]).numel())) for k in layout.pointwise_constants]
+        constant_widths = [max(1, constants[k].numel()) for k in layout.pointwise_constants]
         widths = layout.slot_widths + constant_widths
         # the buffers the backward stores into first start unwritten (Layout.zeroed)
         grads = [None if b in layout.grad_alias else like.new_zeros(rows, w) if zeroed else like.new_empty(rows, w)
@@ -221,16 +212,17 @@ class GeneratedRecurrence(torch.autograd.Function):
         batch = int(batch_sizes[0])
         finals = [g.contiguous() if g is not None else like.new_zeros(batch, layout.slots[s].width)
                   for g, s in zip(grad_finals, layout.history)]
-        left, out, stage = _product_lists(layout)
+        left, out, stage = layout.product_lists
         grad_state0 = torch.ops.rnnkit.generated_backward(
             step.backward_address, slots, grads, layout.slot_widths, layout.previous, layout.history,
-            finals, loop_constants, left, out, stage, weights, len(layout.stages), batch_sizes, ctx.reverse)
-        grad_constants: list = [None] * n_constants
+            finals, _loop_constants(layout, constants), left, out, stage, weights, len(layout.stages), batch_sizes,
+            ctx.reverse)
+        grad_constants: list = [None] * len(constants)
         for p, weight in zip(layout.products, weights):  # out = left @ weight
             g = slots[p.left].t() @ grads[p.out]
             grad_constants[p.weight] = g if grad_constants[p.weight] is None else grad_constants[p.weight] + g
         for k, c in enumerate(layout.pointwise_constants):
-            g = grads[n_slots + k].sum(0).reshape(ctx.constant_shapes[c])
+            g = grads[n_slots + k].sum(0).reshape(constants[c].shape)
             grad_constants[c] = g if grad_constants[c] is None else grad_constants[c] + g
         grad_hoisted = [grads[s] for s in layout.hoisted]
         return (None,) * 6 + (*grad_hoisted, *grad_state0, *grad_constants)

@@ -20,6 +20,7 @@ rather than as a sum over rows inside the step.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -76,11 +77,6 @@ class Layout:
     history: list = field(default_factory=list)     # slot of each state's new value
     constant_shapes: list = field(default_factory=list)  # of StepPlan.recurrent's constant inputs, in order
     pointwise_constants: list = field(default_factory=list)  # constants the stages read (by number)
-    # the lists the loop's operators take, made once
-    slot_widths: list = field(default_factory=list)
-    product_left: list = field(default_factory=list)
-    product_out: list = field(default_factory=list)
-    product_stage: list = field(default_factory=list)
     # The backward's gradient buffers: one per slot, then one per pointwise constant.  Within a step the
     # backward writes them stage by stage, last first, each stage's products after it: the first write
     # of a buffer in that order (by a stage) stores, every later one adds.  Buffers whose first write is
@@ -88,6 +84,17 @@ class Layout:
     first_writes: set = field(default_factory=set)   # (stage, buffer) whose write stores
     zeroed: list = field(default_factory=list)        # per buffer: starts as zeros
     grad_alias: dict = field(default_factory=dict)    # buffer -> the buffer it shares (same values)
+
+    # the lists the loop's operators take, made once per layout (not per call)
+    @functools.cached_property
+    def slot_widths(self) -> list:
+        return [slot.width for slot in self.slots]
+
+    @functools.cached_property
+    def product_lists(self) -> tuple[list, list, list]:
+        """(left slots, result slots, stages) of the products."""
+        return ([p.left for p in self.products], [p.out for p in self.products],
+                [p.stage for p in self.products])
 
 
 def lay_out(plan: StepPlan, hoisted_widths: list, state_widths: list, constants: list) -> Layout:
@@ -184,45 +191,32 @@ def lay_out(plan: StepPlan, hoisted_widths: list, state_widths: list, constants:
                                    [slot for _, slot in outputs]))
     layout.pointwise_constants = sorted(used_pointwise)
     _order_gradient_writes(layout)
-    layout.slot_widths = [slot.width for slot in layout.slots]
-    layout.product_left = [p.left for p in layout.products]
-    layout.product_out = [p.out for p in layout.products]
-    layout.product_stage = [p.stage for p in layout.products]
     return layout
 
 
 def _order_gradient_writes(layout: Layout) -> None:
-    """``layout.first_writes`` and ``layout.zeroed`` (see Layout)."""
-    n_slots = len(layout.slots)
-    written: set = set()
+    """``layout.first_writes``, ``zeroed`` and ``grad_alias`` (see Layout), from each buffer's writers in
+    the order a step's backward runs them."""
+    writers: dict = {}  # buffer -> [stage k (its generated backward) or None (a product's, which adds)]
     for k in reversed(range(len(layout.stages))):
-        stage = layout.stages[k]
-        if stage is not None:
-            for buffer in _gradient_buffers(layout, stage):
-                if buffer not in written:
-                    layout.first_writes.add((k, buffer))
-                    written.add(buffer)
+        if layout.stages[k] is not None:
+            for buffer in _gradient_buffers(layout, layout.stages[k]):
+                writers.setdefault(buffer, []).append(k)
         for p in layout.products:
             if p.stage == k:
-                written.add(p.left)  # adds: its buffer starts as zeros unless a stage stored first
-    stored = {buffer for _, buffer in layout.first_writes}
-    layout.zeroed = [b not in stored for b in range(n_slots + len(layout.pointwise_constants))]
+                writers.setdefault(p.left, []).append(None)
+    layout.first_writes = {(ks[0], buffer) for buffer, ks in writers.items() if ks[0] is not None}
+    layout.zeroed = [not (writers.get(b) and writers[b][0] is not None)
+                     for b in range(len(layout.slots) + len(layout.pointwise_constants))]
     # Buffers that one stage alone writes, with one value (an LSTM's hoisted part, its product and its
     # b_hh all get dL/d(the gate pre-activations)): one buffer for all of them, written once.
-    writers: dict = {}
-    for k, stage in enumerate(layout.stages):
-        if stage is not None:
-            for buffer in _gradient_buffers(layout, stage):
-                writers[buffer] = writers.get(buffer, 0) + 1
-    for p in layout.products:
-        writers[p.left] = writers.get(p.left, 0) + 1
     for k, stage in enumerate(layout.stages):
         if stage is None:
             continue
         output = next(n for n in stage.backward.graph.nodes if n.op == "output")
         first_of_value: dict = {}
         for buffer, value in zip(_gradient_buffers(layout, stage), output.args[0]):
-            if value is None or writers[buffer] != 1:
+            if value is None or writers[buffer] != [k]:
                 continue
             if value in first_of_value:
                 layout.grad_alias[buffer] = first_of_value[value]

@@ -76,8 +76,8 @@ class StepPlan:
     def run(self, x: Tensor, batch_sizes: Sequence[int], state0: tuple, params: Sequence[Tensor],
             reverse: bool = False) -> tuple[Tensor, tuple]:
         """(outputs (N, H), final state) over packed ``x`` (N, I), as ``Kernel.layer``, in torch ops."""
-        constants = _as_tuple(self.constants(*params))
-        return self.run_recurrent(_as_tuple(self.hoisted(x, *constants)), batch_sizes, state0, constants, reverse)
+        constants = as_tuple(self.constants(*params))
+        return self.run_recurrent(as_tuple(self.hoisted(x, *constants)), batch_sizes, state0, constants, reverse)
 
     def run_recurrent(self, hoisted: Sequence[Tensor], batch_sizes: Sequence[int], state0: tuple,
                       constants: Sequence[Tensor], reverse: bool = False) -> tuple[Tensor, tuple]:
@@ -86,12 +86,12 @@ class StepPlan:
 
         def step(rows: Tensor, state: tuple) -> tuple:  # rows: the packed row numbers of one step
             first = int(rows[0])
-            return _as_tuple(self.recurrent(*(v[first:first + rows.numel()] for v in hoisted), *state, *constants))
+            return as_tuple(self.recurrent(*(v[first:first + rows.numel()] for v in hoisted), *state, *constants))
 
         return scan(step, torch.arange(hoisted[0].shape[0]), batch_sizes, tuple(state0), reverse)
 
 
-def _as_tuple(value) -> tuple:
+def as_tuple(value) -> tuple:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
@@ -130,7 +130,7 @@ def trace_step(step: Callable, x: Tensor, state: tuple, params: Sequence[Tensor]
             raise UnsupportedBackendError(f"the step uses {node.target}, which a generated kernel does not handle "
                                           "(not known to act row by row)")
     output = next(n for n in graph.nodes if n.op == "output")
-    results = list(_as_tuple(output.args[0]))
+    results = list(as_tuple(output.args[0]))
     constants = [n for n in graph.nodes if kind.get(n) == "constant" and n.op == "call_function"
                  and any(kind.get(u) != "constant" for u in n.users)] + \
         [n for n in param_nodes if any(kind.get(u) != "constant" for u in n.users)]
@@ -204,11 +204,11 @@ def trace_cell(cell: nn.Module, dtype=torch.float32, input_size: int | None = No
     with torch.no_grad():
         probe = cell(x, None)
     arity = 1 if isinstance(probe, Tensor) else len(probe)
-    state = tuple(torch.randn_like(s) for s in _as_tuple(probe))
+    state = tuple(torch.randn_like(s) for s in as_tuple(probe))
 
     def step(x_t, *rest):
         hx = rest[0] if arity == 1 else tuple(rest[:arity])
-        return _as_tuple(torch.func.functional_call(cell, dict(zip(names, rest[arity:])), (x_t, hx)))
+        return as_tuple(torch.func.functional_call(cell, dict(zip(names, rest[arity:])), (x_t, hx)))
 
     return trace_step(step, x, state, params), params
 
@@ -224,11 +224,11 @@ def trace_equations(eq, weights, input_size: int, state_widths: Sequence[int], d
         given = list(weights)
         for i, t in zip(present, rest[arity:]):
             given[i] = t
-        return _as_tuple(eq.step(x_t, tuple(rest[:arity]), type(weights)(*given)))
+        return as_tuple(eq.step(x_t, tuple(rest[:arity]), type(weights)(*given)))
 
     x = torch.randn(2, input_size, dtype=dtype)
     state = tuple(torch.randn(2, w, dtype=dtype) for w in state_widths)
     return trace_step(step, x, state, params), present
 
 
-__all__ = ["StepPlan", "Product", "trace_step", "trace_cell", "trace_equations", "ROW_WISE"]
+__all__ = ["StepPlan", "Product", "trace_step", "trace_cell", "trace_equations", "subgraph", "as_tuple", "ROW_WISE"]
