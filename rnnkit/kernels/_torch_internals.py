@@ -20,18 +20,19 @@ implementation of a ``torch.library.custom_op`` (which runs with the Autograd di
 a kernel's gradients by running it again under autograd: the torch ops a kernel runs around its fused
 loop (a layer norm's projection) must be recorded too.  torch has no public way to lift the exclusion.
 
-``decompositions``: the table that turns the ops of a cell's step into elementwise ops and row-wise
-reductions for the kernel generator (generator/stages.py): a layer norm into a mean, a variance and
-elementwise arithmetic, the backward ops of activations into their formulas.  torch.export's public
-``default_decompositions`` keeps native_layer_norm and the activations' backward ops whole.
+``DispatchMode`` and ``fake_tensor_mode``: the kernel generator records a cell's step op by op
+(generator/record.py) in a dispatch mode (torch's documented extension point for seeing every aten op,
+under a private module path) on meta tensors.  make_fx (and FakeTensorMode) would do, but import
+torch._dynamo on their first call (1.4-1.8 s, paid by a process's first generated cell); so does a
+TorchDispatchMode subclass unless it opts out of torch.compile's wrapper, as ``DispatchMode`` does.
 """
 from __future__ import annotations
 
 import torch
 from torch._C import _functorch
 from torch.autograd import forward_ad as _forward_ad
+from torch.utils._python_dispatch import TorchDispatchMode
 
-aten = torch.ops.aten
 
 
 def any_batched(tensors) -> bool:
@@ -47,19 +48,18 @@ def forward_ad_active() -> bool:
     return _forward_ad._current_level >= 0
 
 
-def decompositions() -> dict:
-    from torch._decomp import get_decompositions
-    return get_decompositions([
-        aten.native_layer_norm, aten.native_layer_norm_backward, aten.gelu, aten.gelu_backward,
-        aten.silu, aten.silu_backward, aten.softplus, aten.softplus_backward, aten.hardtanh,
-        aten.hardtanh_backward, aten.log_sigmoid_forward, aten.log_sigmoid_backward, aten.sigmoid_backward,
-        aten.tanh_backward, aten.threshold_backward, aten.logaddexp, aten.elu, aten.elu_backward,
-        aten.leaky_relu, aten.leaky_relu_backward, aten.clamp_min, aten.clamp_max,
-    ])
+class DispatchMode(TorchDispatchMode):
+    """TorchDispatchMode without torch.compile's guard: torch wraps each subclass's __torch_dispatch__ in
+    ``torch._disable_dynamo``, whose first call imports torch._dynamo (1.4-1.8 s).  rnnkit's recorder runs
+    eagerly, outside any compiled region, so it opts out (the classmethod torch reads for this)."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
 
 
 def autograd_inside_operator():
     return torch._C._SetExcludeDispatchKeyGuard(torch._C.DispatchKey.AutogradFunctionality, False)
 
 
-__all__ = ["any_batched", "in_functorch_transform", "forward_ad_active", "autograd_inside_operator", "decompositions"]
+__all__ = ["any_batched", "in_functorch_transform", "forward_ad_active", "autograd_inside_operator", "DispatchMode"]

@@ -4,9 +4,14 @@ states and every gradient, for rnnkit's nine cells and the users' cells of rnnki
 both directions, float64 (to rounding) and float32 (within float32's), through Recurrent (layers,
 directions) and gradcheck; ops the generator lacks make backend="auto" run the reference loop and a
 named backend raise, naming the op."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import rnnkit
 import rnnkit.cells
@@ -195,6 +200,10 @@ def test_tracing_exporting_and_autocast_run_a_users_cell_on_the_reference_loop()
 
 class BranchingCell(nn.Module):
     """A step whose Python control flow depends on values: no single graph computes it."""
+    # each way Python reads a value: through an aten op (bool, item) or straight from memory (tolist, numpy)
+    READS = {"bool": lambda y: y.sum() > 0, "item": lambda y: y[0, 0].item() > 0,
+             "tolist": lambda y: y.tolist()[0][0] > 0, "numpy": lambda y: y.detach().numpy()[0, 0] > 0}
+    read = "bool"
 
     def __init__(self, input_size, hidden_size):
         super().__init__()
@@ -203,7 +212,7 @@ class BranchingCell(nn.Module):
     def forward(self, x, h=None):
         h = x.new_zeros(x.size(0), self.lin.out_features) if h is None else h
         y = torch.tanh(self.lin(torch.cat([x, h], 1)))
-        return y * 2 if y.sum() > 0 else y
+        return y * 2 if self.READS[self.read](y) else y
 
 
 class ScaledCell(nn.Module):
@@ -219,14 +228,16 @@ class ScaledCell(nn.Module):
         return torch.tanh(self.lin(torch.cat([x, h], 1))) * self.scale
 
 
-def test_value_dependent_control_flow_is_refused_not_frozen():
+@pytest.mark.parametrize("read", list(BranchingCell.READS))
+def test_value_dependent_control_flow_is_refused_not_frozen(read):
+    cell = type("Branching", (BranchingCell,), {"read": read})
     x = torch.randn(5, 3, 4)
-    auto = rnnkit.Recurrent(BranchingCell, 4, 6)
-    reference = rnnkit.Recurrent(BranchingCell, 4, 6, backend="reference")
+    auto = rnnkit.Recurrent(cell, 4, 6)
+    reference = rnnkit.Recurrent(cell, 4, 6, backend="reference")
     reference.load_state_dict(auto.state_dict())
     torch.testing.assert_close(auto(x)[0], reference(x)[0], rtol=0, atol=0)  # auto: the reference loop
-    with pytest.raises(UnsupportedBackendError, match="could not be traced"):
-        rnnkit.Recurrent(BranchingCell, 4, 6, backend="generated")(x)
+    with pytest.raises(UnsupportedBackendError, match="reads a tensor.s value into Python"):
+        rnnkit.Recurrent(cell, 4, 6, backend="generated")(x)
 
 
 def test_a_changed_attribute_or_mode_generates_the_step_again():
@@ -264,3 +275,61 @@ def test_a_one_row_step_and_an_empty_batch():
     for shape in ((1, 1, 3), (6, 1, 3)):
         x = torch.randn(*shape)
         torch.testing.assert_close(model(x)[0], reference(x)[0])
+
+
+def test_a_new_process_runs_a_cached_cell_without_torch_compilers_import(tmp_path):
+    """The step is recorded by rnnkit's own dispatch mode (generator/record.py): a process that finds the
+    kernel compiled on disk traces, loads and runs it without importing torch._dynamo (make_fx and
+    FakeTensorMode import it, 1.4-1.8 s, most of a first use's time)."""
+    script = (
+        "import sys, torch, rnnkit\n"
+        "from rnnkit.bench.user_cells import USER_CELLS\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "for cls, _ in USER_CELLS.values():\n"
+        "    model = rnnkit.Recurrent(cls, 5, 6, backend='generated')\n"
+        "    model(torch.randn(4, 2, 5, requires_grad=True))[0].sum().backward()\n"
+        "print('torch._dynamo' in sys.modules)\n")
+    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    for run in ("compiles", "finds the cache"):
+        done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "False", run
+    assert list((tmp_path / "rnnkit" / "generated").iterdir())
+
+
+ACTIVATIONS = {  # each op the generator decomposes (generator/decompose.py) or keeps whole
+    "gelu": F.gelu, "gelu_tanh": lambda v: F.gelu(v, approximate="tanh"), "silu": F.silu,
+    "softplus": F.softplus, "softplus_beta2_threshold1": lambda v: F.softplus(v, beta=2, threshold=1),
+    "hardtanh": F.hardtanh, "logsigmoid": F.logsigmoid, "logaddexp": lambda v: torch.logaddexp(v, 0.5 * v),
+    "elu": lambda v: F.elu(v, alpha=0.7), "selu": F.selu, "leaky_relu": lambda v: F.leaky_relu(v, 0.2),
+    "relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+    "layer_norm": lambda v: F.layer_norm(v, v.shape[-1:], eps=1e-3),
+}
+
+
+class ActivationCell(nn.Module):
+    """h' = act(W [x, h] + b), with act each of ACTIVATIONS."""
+    act = "gelu"
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.lin = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h=None):
+        h = x.new_zeros(x.size(0), self.hidden_size) if h is None else h
+        return ACTIVATIONS[self.act](2 * self.lin(torch.cat([x, h], 1)))
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_each_activation_generated_equals_the_reference(act):
+    """Outputs and all gradients to float64 rounding, inputs spread over both sides of each kink."""
+    cell = type("Activation", (ActivationCell,), {"act": act})
+    generated = rnnkit.Recurrent(cell, 3, 5, backend="generated").double()
+    reference = rnnkit.Recurrent(cell, 3, 5, backend="reference").double()
+    reference.load_state_dict(generated.state_dict())
+    x = 3 * torch.randn(6, 4, 3, dtype=torch.float64, requires_grad=True)
+    got = _outputs_and_grads(lambda: generated(x), [x, *generated.parameters()])
+    want = _outputs_and_grads(lambda: reference(x), [x, *reference.parameters()])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TOLERANCE[torch.float64])

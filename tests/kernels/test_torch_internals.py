@@ -1,5 +1,8 @@
 """Pins the private parts of torch that rnnkit/kernels/_torch_internals.py reads: if a torch release
 moves them, this fails, not a silent wrong choice of kernel."""
+import subprocess
+import sys
+
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch.func import grad, jvp, vmap
@@ -77,3 +80,22 @@ def test_autograd_inside_operator_records_the_ops_a_custom_op_runs():
     want, = torch.autograd.grad(torch.nn.functional.layer_norm(x.requires_grad_() * 2, (3,)).pow(2).sum(), x)
     assert seen == [False, True, False]
     torch.testing.assert_close(got, want)
+
+
+def test_a_dispatch_mode_sees_each_aten_op_without_importing_torch_dynamo():
+    """torch wraps a TorchDispatchMode subclass's __torch_dispatch__ in torch._disable_dynamo unless
+    _should_skip_dynamo says no; the wrapper's first call imports torch._dynamo (1.4-1.8 s)."""
+    script = (
+        "import sys, torch\n"
+        "from rnnkit.kernels._torch_internals import DispatchMode\n"
+        "seen = []\n"
+        "class Seen(DispatchMode):\n"
+        "    def __torch_dispatch__(self, func, types, args=(), kwargs=None):\n"
+        "        seen.append(str(func))\n"
+        "        return func(*args, **(kwargs or {}))\n"
+        "with Seen():\n"
+        "    torch.sigmoid(torch.ones(2) + 1)\n"
+        "print(seen, 'torch._dynamo' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "'aten.add.Tensor', 'aten.sigmoid.default'] False" in done.stdout

@@ -1,7 +1,7 @@
 """Kernels generated from a cell's own equations (issue 18): any cell, fused.
 
 - ``trace.trace_cell`` / ``trace_equations`` trace a cell's step (a user's module, or a CellEquations)
-  with make_fx and split it into what depends on the parameters alone, the input's part (hoisted out
+  (record.py: the aten ops on fake tensors) and split it into what depends on the parameters alone, the input's part (hoisted out
   of the time loop: all steps at once) and the recurrent part, its products with constant weights
   listed for the loop; ``StepPlan.run`` executes that split in torch ops (the reference).
 - ``stages.lay_out`` lays the recurrent part out in the loop's slots and stages, each stage's pointwise

@@ -163,6 +163,8 @@ ELEMENTWISE = {
     aten.minimum.default: lambda n, e: f"rk_min({e[0]}, {e[1]})",
     aten.maximum.default: lambda n, e: f"rk_max({e[0]}, {e[1]})",
     aten.logical_not.default: lambda n, e: f"scalar_t({e[0]} == scalar_t(0))",
+    aten.logical_and.default: lambda n, e: f"scalar_t({e[0]} != scalar_t(0) && {e[1]} != scalar_t(0))",
+    aten.logical_or.default: lambda n, e: f"scalar_t({e[0]} != scalar_t(0) || {e[1]} != scalar_t(0))",
     aten._to_copy.default: lambda n, e: _to_copy(n, e[0]),
 }
 for _name, _op in (("gt", ">"), ("lt", "<"), ("ge", ">="), ("le", "<="), ("eq", "=="), ("ne", "!=")):

@@ -115,7 +115,7 @@ def _compile(cell: nn.Module, dtype: torch.dtype, input_size: int) -> GeneratedS
         plan, params = trace_cell(cell, dtype, input_size)
     except UnsupportedBackendError:
         raise
-    except Exception as e:  # a step make_fx cannot trace (data-dependent Python control flow, say)
+    except Exception as e:  # a step record cannot trace (data-dependent Python control flow, say)
         raise UnsupportedBackendError(f"the cell's step could not be traced for a generated kernel: {e}") from e
     with torch.no_grad():
         probe = as_tuple(cell(torch.zeros(2, input_size, dtype=dtype), None))

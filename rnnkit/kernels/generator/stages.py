@@ -12,7 +12,7 @@ stage k runs the products of level k, then the pointwise values of level k (the 
 
 Each stage's pointwise part becomes a small aten graph, decomposed into elementwise ops and row-wise
 reductions (a layer norm: a mean and a variance over the features), and its backward is the graph of
-``torch.func.vjp`` over it, traced the same way: reverse mode over the cell's own equations.  In the
+autograd over it, recorded the same way: reverse mode over the cell's own equations.  In the
 backward trace the constants a stage reads pointwise (a bias, a layer norm's gain) are given one row
 per packed row, so that their gradients come out row by row (summed over the rows by the caller)
 rather than as a sum over rows inside the step.
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, fx
-from torch.fx.experimental.proxy_tensor import make_fx
 
 from ...errors import UnsupportedBackendError
-from .._torch_internals import decompositions
+from .decompose import DECOMPOSITIONS
+from .record import record
 from .trace import PRODUCTS, StepPlan, subgraph as _subgraph
 
 aten = torch.ops.aten
@@ -268,7 +268,7 @@ def _without_addmm(gm: fx.GraphModule) -> fx.GraphModule:
 
 def _decomposed(gm: fx.GraphModule, examples: list) -> fx.GraphModule:
     """``gm`` traced again into elementwise ops and row-wise reductions."""
-    return make_fx(gm, decomposition_table=decompositions())(*examples)
+    return record(gm, *examples, decompositions=DECOMPOSITIONS)
 
 
 def _backward_graph(forward: fx.GraphModule, slots: list, constants: list, cotangent_examples: list) -> fx.GraphModule:
@@ -277,11 +277,32 @@ def _backward_graph(forward: fx.GraphModule, slots: list, constants: list, cotan
     constant_rows = [_constant_rows(c) for c in constants]
     n_primals = len(slots) + len(constants)
 
-    def vjp(*args):
-        _, pullback = torch.func.vjp(lambda *inputs: tuple(forward(*inputs)), *args[:n_primals])
-        return tuple(pullback(tuple(args[n_primals:])))
+    def vjp(*args):  # reverse mode by autograd over the recorded forward, its backward ops recorded in turn
+        primals = [a.detach().requires_grad_() for a in args[:n_primals]]
+        with torch.enable_grad():
+            outputs = tuple(forward(*primals))
+            seeds = [_Seed.apply(out, cotangent) for out, cotangent in zip(outputs, args[n_primals:])
+                     if out.requires_grad]
+            grads = torch.autograd.grad(sum(seeds), primals, allow_unused=True) if seeds else [None] * n_primals
+        return tuple(torch.zeros_like(p) if g is None else g for p, g in zip(primals, grads))
 
-    return make_fx(vjp, decomposition_table=decompositions())(*slots, *constant_rows, *cotangent_examples)
+    return record(vjp, *slots, *constant_rows, *cotangent_examples, decompositions=DECOMPOSITIONS)
+
+
+class _Seed(torch.autograd.Function):
+    """A scalar whose backward hands ``cotangent`` to ``out``: the vjp as the gradient of one scalar.
+    torch.autograd.grad with explicit output gradients imports sympy on its first call (0.9 s of a
+    process's first generated cell); with a scalar it does not.  The backward records no op: the
+    cotangents reach the recorded graph unchanged."""
+
+    @staticmethod
+    def forward(ctx, out, cotangent):
+        ctx.cotangent = cotangent
+        return out.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _one):
+        return ctx.cotangent, None
 
 
 def _constant_rows(c: Tensor) -> Tensor:

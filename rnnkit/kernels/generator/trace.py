@@ -1,7 +1,7 @@
 """A cell's step, traced and split for a generated kernel (issue 18, step 1: the analysis).
 
 ``trace_step`` runs one step of a cell, written once in plain torch ops (a ``CellEquations``, or the
-``forward(x_t, hx)`` of any torch-convention cell module), under ``make_fx`` and splits the traced
+``forward(x_t, hx)`` of any torch-convention cell module), with ``record`` (aten ops on fake tensors) and splits the traced
 aten graph by what each node depends on:
 
 - **constants**: the parameters alone (IndRNN's clamped recurrent weight, a transposed W): once per call;
@@ -27,9 +27,9 @@ from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, fx, nn
-from torch.fx.experimental.proxy_tensor import make_fx
 
 from ...errors import UnsupportedBackendError
+from .record import record
 
 aten = torch.ops.aten
 
@@ -45,7 +45,8 @@ ROW_WISE = {
     aten.minimum.default, aten.maximum.default, aten.gt.Scalar, aten.lt.Scalar, aten.ge.Scalar,
     aten.le.Scalar, aten.gt.Tensor, aten.lt.Tensor, aten.silu.default, aten.hardtanh.default,
     aten.native_layer_norm.default, aten.clone.default, aten.alias.default, aten._to_copy.default,
-    aten.log_sigmoid_forward.default, aten.logaddexp.default, aten.sign.default,
+    aten.log_sigmoid_forward.default, aten.logaddexp.default, aten.sign.default, aten.elu.default,
+    aten.leaky_relu.default, aten.logical_and.default, aten.logical_or.default, aten.logical_not.default,
 }
 # Row-wise when they act on the feature dimension (of a (rows, features) value), not on the rows.
 FEATURE_DIM_OPS = {aten.split.Tensor: 2, aten.split_with_sizes.default: 2, aten.unsafe_split.Tensor: 2,
@@ -98,12 +99,10 @@ def as_tuple(value) -> tuple:
 def trace_step(step: Callable, x: Tensor, state: tuple, params: Sequence[Tensor]) -> StepPlan:
     """Trace ``step(x, *state, *params) -> new state`` (a tuple, h first) on example tensors and split
     it (see the module docstring)."""
-    # fake tensors: a step whose Python control flow depends on values (``if h.abs().max() > 1``) cannot be
-    # traced into one graph, and must fail here rather than freeze the branch of an example
-    traced = make_fx(step, tracing_mode="fake")(x, *state, *params)
+    # on fake tensors: a step whose Python control flow depends on values (``if h.abs().max() > 1``) cannot
+    # be traced into one graph, and must fail here rather than freeze the branch of an example
+    traced = record(step, x, *state, *params)
     graph = traced.graph
-    _out_of_place(graph)
-    graph.eliminate_dead_code()
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     x_node, state_nodes, param_nodes = placeholders[0], placeholders[1:1 + len(state)], placeholders[1 + len(state):]
     kind = {x_node: "hoisted", **{n: "recurrent" for n in state_nodes}, **{n: "constant" for n in param_nodes}}
@@ -148,28 +147,6 @@ def trace_step(step: Callable, x: Tensor, state: tuple, params: Sequence[Tensor]
         products=products,
         num_states=len(state),
     )
-
-
-def _out_of_place(graph: fx.Graph) -> None:
-    """A step's in-place ops on its own intermediates (torch.nn.GRUCell's decomposition: add_, sigmoid_,
-    mul_ on the pieces of its products) rewritten out of place, the later uses of the value they changed
-    reading their result.  In-place changes of the step's inputs are refused."""
-    order = {n: i for i, n in enumerate(graph.nodes)}
-    for node in list(graph.nodes):
-        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
-            continue
-        schema = node.target._schema
-        if not (schema.arguments and schema.arguments[0].alias_info is not None
-                and schema.arguments[0].alias_info.is_write):
-            continue
-        changed = node.args[0]
-        if changed.op == "placeholder":
-            raise UnsupportedBackendError(f"the step changes its input {changed.name} in place ({node.target})")
-        packet = getattr(aten, node.target._schema.name.split("::")[1].rstrip("_"))
-        node.target = getattr(packet, node.target._overloadname)
-        for user in list(changed.users):
-            if user is not node and order[user] > order[node]:
-                user.replace_input_with(changed, node)
 
 
 def subgraph(root: fx.GraphModule, inputs: list, outputs: list) -> fx.GraphModule:
