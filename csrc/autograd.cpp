@@ -1,5 +1,6 @@
-// The autograd kernels of rnnkit's forward operators (rnnkit::lstm, gru, rnn_tanh, rnn_relu): what
-// runs at the Autograd dispatch key, as torchvision's csrc/ops/autograd do for its kernels.
+// The autograd kernels of rnnkit's forward operators (rnnkit::lstm, gru, rnn_tanh, rnn_relu, and
+// generated_recurrence, the loop of a generated step): what runs at the Autograd dispatch key, as
+// torchvision's csrc/ops/autograd do for its kernels.
 //
 // Why C++ rather than torch.library.register_autograd: a one-step call (a decoder running its GRU once
 // per output token) is mostly per-call overhead, and the Python formula cost about 30 us of it on the
@@ -16,9 +17,11 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace rnnkit {
 namespace {
@@ -218,9 +221,109 @@ std::tuple<Tensor, Tensor> elman(const Tensor& input, const Tensor& batch_sizes,
   return {r[0], r[1]};
 }
 
+// rnnkit::generated_recurrence: the loop of a step generated from a cell's equations (cpu/generated_loop.cpp).
+// Arguments after ctx: plan, hoisted (list), state0 (list), constants (list), rows, batch_sizes, reverse;
+// backward returns one gradient per argument, each list's tensors one each.
+class GeneratedFunction : public torch::autograd::Function<GeneratedFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, int64_t plan, at::TensorList hoisted, at::TensorList state0,
+                               at::TensorList constants, int64_t rows, const Tensor& batch_sizes, bool reverse) {
+    static const auto loop = operator_named("generated_forward")
+                                 .typed<std::tuple<std::vector<Tensor>, std::vector<Tensor>>(
+                                     int64_t, at::TensorList, at::TensorList, at::TensorList, int64_t,
+                                     const Tensor&, bool, bool)>();
+    std::vector<Tensor> results, slots;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      std::tie(results, slots) = loop.call(plan, hoisted, state0, constants, rows, batch_sizes, reverse, true);
+    }
+    ctx->set_materialize_grads(false);  // an unused result's gradient stays None: the loop reads it as zero
+    ctx->saved_data["plan"] = plan;
+    ctx->saved_data["reverse"] = reverse;
+    ctx->saved_data["counts"] = std::vector<int64_t>{static_cast<int64_t>(slots.size()),
+                                                     static_cast<int64_t>(hoisted.size()),
+                                                     static_cast<int64_t>(state0.size())};
+    // the slots (the loop's backward reads them), then the arguments (a differentiable backward reruns the
+    // step from them; the hoisted inputs are slots already, the same tensors, no memory of their own)
+    variable_list saved(slots.begin(), slots.end());
+    saved.insert(saved.end(), hoisted.begin(), hoisted.end());
+    saved.insert(saved.end(), state0.begin(), state0.end());
+    saved.insert(saved.end(), constants.begin(), constants.end());
+    saved.push_back(batch_sizes);
+    ctx->save_for_backward(saved);
+    return results;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const int64_t plan = ctx->saved_data["plan"].toInt();
+    const bool reverse = ctx->saved_data["reverse"].toBool();
+    const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
+    const int64_t n_slots = counts[0], n_hoisted = counts[1], n_states = counts[2];
+    const variable_list saved = ctx->get_saved_variables();
+    const Tensor& batch_sizes = saved.back();
+    const auto part = [&](int64_t from, int64_t n) { return variable_list(saved.begin() + from, saved.begin() + from + n); };
+    const variable_list slots = part(0, n_slots), hoisted = part(n_slots, n_hoisted),
+                        state0 = part(n_slots + n_hoisted, n_states);
+    const int64_t first_constant = n_slots + n_hoisted + n_states;
+    const variable_list constants = part(first_constant, static_cast<int64_t>(saved.size()) - 1 - first_constant);
+    const auto optional_list = [](auto begin, auto end) {
+      c10::List<std::optional<Tensor>> list;
+      for (auto g = begin; g != end; ++g) list.push_back(g->defined() ? std::optional<Tensor>(*g) : std::nullopt);
+      return list;
+    };
+    bool batched = false;
+    for (const Tensor& g : grads) batched = batched || is_batched(g);
+    // one gradient per argument: plan, each hoisted, each state, each constant, rows, batch_sizes, reverse
+    variable_list gradients(1 + hoisted.size() + state0.size() + constants.size() + 3);
+    if (at::GradMode::is_enabled() || batched) {  // differentiable again: the Python recompute
+      static const auto recompute =
+          operator_named("generated_gradients")
+              .typed<std::vector<Tensor>(int64_t, const c10::List<std::optional<Tensor>>&, at::TensorList,
+                                         at::TensorList, at::TensorList, const Tensor&, bool)>();
+      const std::vector<Tensor> got =
+          recompute.call(plan, optional_list(grads.begin(), grads.end()), hoisted, state0, constants, batch_sizes,
+                         reverse);
+      std::copy(got.begin(), got.end(), gradients.begin() + 1);
+      return gradients;
+    }
+    static const auto loop =
+        operator_named("generated_backward")
+            .typed<std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>>(
+                int64_t, at::TensorList, const c10::List<std::optional<Tensor>>&,
+                const c10::List<std::optional<Tensor>>&, at::TensorList, const Tensor&, bool)>();
+    const auto [grad_hoisted, grad_state0, grad_constants] =
+        loop.call(plan, slots, optional_list(grads.begin(), grads.begin() + n_states),
+                  optional_list(grads.begin() + n_states, grads.end()), constants, batch_sizes, reverse);
+    auto at = gradients.begin() + 1;
+    at = std::copy(grad_hoisted.begin(), grad_hoisted.end(), at);
+    at = std::copy(grad_state0.begin(), grad_state0.end(), at);
+    std::copy(grad_constants.begin(), grad_constants.end(), at);
+    return gradients;
+  }
+};
+
+std::vector<Tensor> generated_recurrence(int64_t plan, at::TensorList hoisted, at::TensorList state0,
+                                         at::TensorList constants, int64_t rows, const Tensor& batch_sizes,
+                                         bool reverse) {
+  const auto requires_grad = [](at::TensorList list) {
+    return std::any_of(list.begin(), list.end(), [](const Tensor& t) { return t.requires_grad(); });
+  };
+  if (!(at::GradMode::is_enabled() && (requires_grad(hoisted) || requires_grad(state0) || requires_grad(constants)))) {
+    // nothing to differentiate: the loop alone (its CPU kernel keeps nothing for a backward)
+    static const auto loop =
+        operator_named("generated_recurrence")
+            .typed<std::vector<Tensor>(int64_t, at::TensorList, at::TensorList, at::TensorList, int64_t,
+                                       const Tensor&, bool)>();
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return loop.call(plan, hoisted, state0, constants, rows, batch_sizes, reverse);
+  }
+  return GeneratedFunction::apply(plan, hoisted, state0, constants, rows, batch_sizes, reverse);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(rnnkit, Autograd, m) {
+  m.impl("generated_recurrence", &generated_recurrence);
   m.impl("lstm", &lstm);
   m.impl("gru", &gru);
   m.impl("rnn_tanh", &elman<kRnnTanh>);

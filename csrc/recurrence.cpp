@@ -63,18 +63,37 @@ TORCH_LIBRARY(rnnkit, m) {
       "Tensor w_ih, Tensor w_hh, Tensor output, bool reverse, bool[3] output_mask) -> (Tensor grad_input, "
       "Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
   // The time loop of a cell whose pointwise step rnnkit generated from its equations
-  // (rnnkit/kernels/generator/; the loop: cpu/generated_loop.cpp).  `forward_step` and `backward_step`
-  // are the addresses of the generated C functions.  The forward fills the slots in place and returns
-  // each state's final rows; the backward adds into `grads` and returns dL/d(initial states).
+  // (rnnkit/kernels/generator/; the loop: cpu/generated_loop.cpp).  generated_plan registers a generated
+  // step once: the addresses of its generated C functions and its layout (generator/stages.py: slot
+  // widths, the slots of the hoisted inputs, of each state's previous and new values, the pointwise
+  // constants, the backward's zero-filled and shared gradient buffers, the recurrent products (left
+  // slot, result slot, stage, weight: a constant's number), the number of stages); it returns the plan's
+  // number, which the other operators take, valid in this process until generated_release.
   m.def(
-      "generated_forward(int forward_step, Tensor(a!)[] slots, int[] slot_widths, int[] previous, "
-      "int[] history, Tensor[] state0, Tensor[] constants, int[] product_left, int[] product_out, "
-      "int[] product_stage, Tensor[] product_weights, int stages, Tensor batch_sizes, bool reverse) -> Tensor[]");
+      "generated_plan(int forward_step, int backward_step, int[] hoisted_slots, int[] slot_widths, int[] previous, "
+      "int[] history, int[] pointwise_constants, int[] zeroed, int[] grad_alias, int[] product_left, "
+      "int[] product_out, int[] product_stage, int[] product_weight, int stages) -> int");
+  m.def("generated_release(int plan) -> ()");
+  // One layer-direction: (each state's history (N, w), then each final state), from the hoisted inputs
+  // (N, w) of every row, the initial states (B, w) and the constants (autograd.cpp differentiates it).
   m.def(
-      "generated_backward(int backward_step, Tensor[] slots, Tensor(a!)[] grads, int[] slot_widths, "
-      "int[] previous, int[] history, Tensor[] grad_finals, Tensor[] constants, int[] product_left, "
-      "int[] product_out, int[] product_stage, Tensor[] product_weights, int stages, Tensor batch_sizes, "
-      "bool reverse) -> Tensor[]");
+      "generated_recurrence(int plan, Tensor[] hoisted, Tensor[] state0, Tensor[] constants, int rows, "
+      "Tensor batch_sizes, bool reverse) -> Tensor[]");
+  // Its forward loop: those results, and (keep_slots) every slot for the backward.
+  m.def(
+      "generated_forward(int plan, Tensor[] hoisted, Tensor[] state0, Tensor[] constants, int rows, "
+      "Tensor batch_sizes, bool reverse, bool keep_slots) -> (Tensor[], Tensor[])");
+  // Its backward loop: (dL/d(hoisted inputs), dL/d(initial states), dL/d(constants), undefined where a
+  // constant has none), from the forward's slots and the results' gradients (None: zero).
+  m.def(
+      "generated_backward(int plan, Tensor[] slots, Tensor?[] grad_histories, Tensor?[] grad_finals, "
+      "Tensor[] constants, Tensor batch_sizes, bool reverse) -> (Tensor[], Tensor[], Tensor[])");
+  // The same gradients as a differentiable computation (double backward), in the order of the
+  // recurrence's tensor arguments, zeros where none: the step run again in torch ops (Python:
+  // rnnkit/kernels/generator/layer.py).
+  m.def(
+      "generated_gradients(int plan, Tensor?[] grad_results, Tensor[] hoisted, Tensor[] state0, "
+      "Tensor[] constants, Tensor batch_sizes, bool reverse) -> Tensor[]");
   // The gradients of one layer-direction of `family` (a forward operator's name) as a differentiable
   // computation: the backward of a backward that builds a graph (autograd.cpp).  Takes the gradients
   // of output and the final states, and the forward's differentiable arguments (c0 and w_hr where the

@@ -37,7 +37,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 #include "packed_layout.h"
@@ -57,6 +60,90 @@ struct Product {
   int64_t left, out, stage;
   Tensor weight;  // (left width, out width)
 };
+
+// A generated step as the loop runs it (rnnkit::generated_plan's arguments, ../recurrence.cpp).
+struct GeneratedPlan {
+  int64_t forward_step, backward_step;
+  std::vector<int64_t> hoisted_slots, slot_widths, previous, history, pointwise_constants, zeroed, grad_alias,
+      product_left, product_out, product_stage, product_weight;
+  int64_t stages;
+};
+
+// The plans of this process by number: registered once per generated step, read at every call (the
+// layout crosses into C++ once, not as a dozen lists per call).
+class PlanRegistry {
+ public:
+  int64_t add(std::shared_ptr<const GeneratedPlan> plan) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    plans_[next_] = std::move(plan);
+    return next_++;
+  }
+  void release(int64_t id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    plans_.erase(id);
+  }
+  std::shared_ptr<const GeneratedPlan> get(int64_t id, const char* op) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto found = plans_.find(id);
+    TORCH_CHECK(found != plans_.end(), op, ": no generated plan ", id, " in this process");
+    return found->second;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<int64_t, std::shared_ptr<const GeneratedPlan>> plans_;
+  int64_t next_ = 1;
+};
+
+PlanRegistry& registry() {
+  static PlanRegistry plans;
+  return plans;
+}
+
+int64_t generated_plan(int64_t forward_step, int64_t backward_step, c10::IntArrayRef hoisted_slots,
+                       c10::IntArrayRef slot_widths, c10::IntArrayRef previous, c10::IntArrayRef history,
+                       c10::IntArrayRef pointwise_constants, c10::IntArrayRef zeroed, c10::IntArrayRef grad_alias,
+                       c10::IntArrayRef product_left, c10::IntArrayRef product_out, c10::IntArrayRef product_stage,
+                       c10::IntArrayRef product_weight, int64_t stages) {
+  const char* op = "rnnkit::generated_plan";
+  TORCH_CHECK(forward_step != 0 && backward_step != 0, op, ": no generated step function");
+  const int64_t slots = static_cast<int64_t>(slot_widths.size());
+  const auto in_range = [&](c10::IntArrayRef list, int64_t end) {
+    return std::all_of(list.begin(), list.end(), [&](int64_t v) { return v >= 0 && v < end; });
+  };
+  TORCH_CHECK(!history.empty() && previous.size() == history.size() && in_range(history, slots) &&
+                  in_range(previous, slots) && in_range(hoisted_slots, slots),
+              op, ": one previous and one history slot per state, each a slot");
+  const int64_t buffers = slots + static_cast<int64_t>(pointwise_constants.size());
+  TORCH_CHECK(static_cast<int64_t>(zeroed.size()) == buffers && static_cast<int64_t>(grad_alias.size()) == buffers,
+              op, ": one zeroed flag and one alias per gradient buffer");
+  for (int64_t b = 0; b < buffers; ++b) {
+    TORCH_CHECK(grad_alias[b] < buffers && (grad_alias[b] < 0 || grad_alias[grad_alias[b]] < 0), op,
+                ": gradient buffer ", b, " shares a buffer it cannot");
+  }
+  TORCH_CHECK(product_out.size() == product_left.size() && product_stage.size() == product_left.size() &&
+                  product_weight.size() == product_left.size() && in_range(product_left, slots) &&
+                  in_range(product_out, slots) && in_range(product_stage, stages),
+              op, ": the product lists should have one length, naming slots and stages");
+  auto plan = std::make_shared<GeneratedPlan>();
+  plan->forward_step = forward_step;
+  plan->backward_step = backward_step;
+  plan->hoisted_slots = hoisted_slots.vec();
+  plan->slot_widths = slot_widths.vec();
+  plan->previous = previous.vec();
+  plan->history = history.vec();
+  plan->pointwise_constants = pointwise_constants.vec();
+  plan->zeroed = zeroed.vec();
+  plan->grad_alias = grad_alias.vec();
+  plan->product_left = product_left.vec();
+  plan->product_out = product_out.vec();
+  plan->product_stage = product_stage.vec();
+  plan->product_weight = product_weight.vec();
+  plan->stages = stages;
+  return registry().add(std::move(plan));
+}
+
+void generated_release(int64_t plan) { registry().release(plan); }
 
 // A call's products on weights packed once for all its steps (recurrent_product.h: MKL packs its right
 // operand at every at::mm, and forks its threads for each small product), or at::mm for one step.
@@ -174,34 +261,83 @@ void fill_previous_states(const PackedLayout& layout, int64_t t, int64_t lo, int
   }
 }
 
-std::vector<Tensor> generated_forward(int64_t forward_step, at::TensorList slots, c10::IntArrayRef slot_widths,
-                                      c10::IntArrayRef previous, c10::IntArrayRef history, at::TensorList state0,
-                                      at::TensorList constants, c10::IntArrayRef product_left,
-                                      c10::IntArrayRef product_out, c10::IntArrayRef product_stage,
-                                      at::TensorList product_weights, int64_t stages, const Tensor& batch_sizes,
-                                      bool reverse) {
+// The slots of a forward: the hoisted ones the caller's (made contiguous), the history slots (N rows) and
+// the rest new, with N rows, or with `step_rows` rows (a step's buffers) where step_rows > 0.
+std::vector<Tensor> new_slots(at::TensorList hoisted, c10::IntArrayRef hoisted_slots, c10::IntArrayRef slot_widths,
+                              c10::IntArrayRef history, int64_t rows, int64_t step_rows,
+                              const at::TensorOptions& options, const char* op) {
+  std::vector<Tensor> slots(slot_widths.size());
+  TORCH_CHECK(hoisted.size() == hoisted_slots.size(), op, ": one slot per hoisted input");
+  for (size_t i = 0; i < hoisted.size(); ++i) {
+    TORCH_CHECK(hoisted_slots[i] >= 0 && hoisted_slots[i] < static_cast<int64_t>(slots.size()), op,
+                ": hoisted slot out of range");
+    slots[hoisted_slots[i]] = hoisted[i].contiguous();
+  }
+  for (const int64_t h : history) {
+    TORCH_CHECK(h >= 0 && h < static_cast<int64_t>(slots.size()) && !slots[h].defined(), op,
+                ": history slot out of range, or hoisted");
+    slots[h] = at::empty({rows, slot_widths[h]}, options);
+  }
+  for (size_t s = 0; s < slots.size(); ++s) {
+    if (!slots[s].defined()) slots[s] = at::empty({step_rows > 0 ? step_rows : rows, slot_widths[s]}, options);
+  }
+  return slots;
+}
+
+// What the generated code reads as constants[k]: the pointwise ones, contiguous; the others an empty tensor.
+std::vector<Tensor> loop_constants(at::TensorList constants, c10::IntArrayRef pointwise, const char* op) {
+  std::vector<Tensor> result(constants.size());
+  for (const int64_t k : pointwise) {
+    TORCH_CHECK(k >= 0 && k < static_cast<int64_t>(constants.size()), op, ": pointwise constant out of range");
+    result[k] = constants[k].contiguous();
+  }
+  for (Tensor& c : result) {
+    if (!c.defined()) c = at::empty({0}, constants[0].options());
+  }
+  return result;
+}
+
+std::vector<Tensor> product_weights_of(at::TensorList constants, c10::IntArrayRef product_weight, const char* op) {
+  std::vector<Tensor> weights;
+  for (const int64_t k : product_weight) {
+    TORCH_CHECK(k >= 0 && k < static_cast<int64_t>(constants.size()), op, ": product weight out of range");
+    weights.push_back(constants[k]);
+  }
+  return weights;
+}
+
+std::tuple<std::vector<Tensor>, std::vector<Tensor>> generated_forward(
+    int64_t plan_id, at::TensorList hoisted, at::TensorList state0, at::TensorList constants, int64_t rows,
+    const Tensor& batch_sizes, bool reverse, bool keep_slots) {
   const char* op = "rnnkit::generated_forward";
   BelowAutogradAndAutocast below;
-  TORCH_CHECK(forward_step != 0, op, ": no generated step function");
-  TORCH_CHECK(!slots.empty() && !history.empty() && history[0] >= 0 &&
-                  history[0] < static_cast<int64_t>(slots.size()),
-              op, ": no slots, or no history slot");
-  const int64_t N = slots[history[0]].size(0);
+  const std::shared_ptr<const GeneratedPlan> plan = registry().get(plan_id, op);
+  const c10::IntArrayRef hoisted_slots = plan->hoisted_slots, slot_widths = plan->slot_widths,
+                         previous = plan->previous, history = plan->history;
+  const int64_t stages = plan->stages;
+  TORCH_CHECK(!history.empty() && !state0.empty(), op, ": no history slot, or no initial state");
+  const int64_t N = rows;
   PackedLayout layout(batch_sizes, N, reverse, op);
+  std::vector<Tensor> states;
+  for (const Tensor& s : state0) states.push_back(s.contiguous());
+  const std::vector<Tensor> slots = new_slots(hoisted, hoisted_slots, slot_widths, history, N,
+                                              keep_slots ? 0 : layout.batch(), states[0].options(), op);
+  const std::vector<Tensor> constant_tensors = loop_constants(constants, plan->pointwise_constants, op);
+  const std::vector<Tensor> weights = product_weights_of(constants, plan->product_weight, op);
   check_slots(op, slots, slot_widths, N, layout.batch(), slots[0].scalar_type());
   for (const int64_t h : history) TORCH_CHECK(slots[h].size(0) == N, op, ": history slots hold all ", N, " rows");
   TORCH_CHECK(previous.size() == history.size() && previous.size() == state0.size(), op,
               ": one previous-state slot, one history slot and one initial state per state");
-  for (size_t s = 0; s < state0.size(); ++s) {
-    TORCH_CHECK(state0[s].is_contiguous() && state0[s].dim() == 2 && state0[s].size(0) == layout.batch() &&
-                    state0[s].size(1) == slot_widths[history[s]],
-                op, ": initial state ", s, " should be contiguous (", layout.batch(), ", ", slot_widths[history[s]],
-                "), got ", state0[s].sizes());
+  for (size_t s = 0; s < states.size(); ++s) {
+    TORCH_CHECK(states[s].dim() == 2 && states[s].size(0) == layout.batch() &&
+                    states[s].size(1) == slot_widths[history[s]],
+                op, ": initial state ", s, " should be (", layout.batch(), ", ", slot_widths[history[s]], "), got ",
+                states[s].sizes());
   }
   const std::vector<Product> products =
-      products_of(product_left, product_out, product_stage, product_weights, slots.size(), stages);
-  const auto step = reinterpret_cast<ForwardStep>(forward_step);
-  const std::vector<const void*> constant_data = constant_pointers(constants);
+      products_of(plan->product_left, plan->product_out, plan->product_stage, weights, slots.size(), stages);
+  const auto step = reinterpret_cast<ForwardStep>(plan->forward_step);
+  const std::vector<const void*> constant_data = constant_pointers(constant_tensors);
   const int64_t width = total_width(slots);
 
   AT_DISPATCH_FLOATING_TYPES(slots[0].scalar_type(), "rnnkit::generated_forward", [&] {
@@ -211,7 +347,7 @@ std::vector<Tensor> generated_forward(int64_t forward_step, at::TensorList slots
       for (int64_t s = 0; s < layout.steps(); ++s) {
         const int64_t t = layout.forward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t);
         if (n == 0) continue;
-        fill_previous_states(layout, t, lo, n, slots, previous, history, state0);
+        fill_previous_states(layout, t, lo, n, slots, previous, history, states);
         for (int64_t k = 0; k < stages; ++k) {
           for (size_t p = 0; p < products.size(); ++p) {
             if (products[p].stage != k) continue;
@@ -231,7 +367,7 @@ std::vector<Tensor> generated_forward(int64_t forward_step, at::TensorList slots
   // Each sequence's final states: its row at its last step (forward: the last step with more than b
   // rows; in reverse every sequence ends at t = 0).
   std::vector<Tensor> finals;
-  for (size_t s = 0; s < history.size(); ++s) finals.push_back(at::empty_like(state0[s]));
+  for (size_t s = 0; s < history.size(); ++s) finals.push_back(at::empty_like(states[s]));
   int64_t t_last = reverse ? 0 : layout.steps() - 1;
   for (int64_t b = 0; b < layout.batch(); ++b) {  // (rows copied directly: a tensor op per row cost us)
     while (!reverse && layout.batch_size(t_last) <= b) --t_last;
@@ -242,37 +378,80 @@ std::vector<Tensor> generated_forward(int64_t forward_step, at::TensorList slots
                   bytes);
     }
   }
-  return finals;
+  std::vector<Tensor> results;
+  for (const int64_t h : history) results.push_back(slots[h]);
+  results.insert(results.end(), finals.begin(), finals.end());
+  return {results, keep_slots ? slots : std::vector<Tensor>()};
 }
 
-std::vector<Tensor> generated_backward(int64_t backward_step, at::TensorList slots, at::TensorList grads,
-                                       c10::IntArrayRef slot_widths, c10::IntArrayRef previous,
-                                       c10::IntArrayRef history, at::TensorList grad_finals,
-                                       at::TensorList constants, c10::IntArrayRef product_left,
-                                       c10::IntArrayRef product_out, c10::IntArrayRef product_stage,
-                                       at::TensorList product_weights, int64_t stages, const Tensor& batch_sizes,
-                                       bool reverse) {
+std::vector<Tensor> defined_or_not(const c10::List<std::optional<Tensor>>& tensors) {
+  std::vector<Tensor> result;
+  for (const std::optional<Tensor>& t : tensors) result.push_back(t.has_value() ? *t : Tensor());
+  return result;
+}
+
+// The backward's gradient buffers: one per slot, then one per pointwise constant (its gradient row by row),
+// each (N, width); zero-filled where `zeroed` says a step adds to it before any stage stores into it;
+// where grad_alias[b] >= 0, buffer b is buffer grad_alias[b] (one stage writes both with one value).
+std::vector<Tensor> gradient_buffers(c10::IntArrayRef widths, c10::IntArrayRef zeroed, c10::IntArrayRef grad_alias,
+                                     int64_t rows, const at::TensorOptions& options, const char* op) {
+  TORCH_CHECK(zeroed.size() == widths.size() && grad_alias.size() == widths.size(), op,
+              ": one zeroed flag and one alias per gradient buffer");
+  std::vector<Tensor> grads(widths.size());
+  for (size_t b = 0; b < widths.size(); ++b) {
+    if (grad_alias[b] < 0) grads[b] = zeroed[b] ? at::zeros({rows, widths[b]}, options) : at::empty({rows, widths[b]}, options);
+  }
+  for (size_t b = 0; b < widths.size(); ++b) {
+    if (grad_alias[b] >= 0) {
+      TORCH_CHECK(grad_alias[b] < static_cast<int64_t>(widths.size()) && grad_alias[grad_alias[b]] < 0 &&
+                      widths[grad_alias[b]] == widths[b],
+                  op, ": gradient buffer ", b, " shares a buffer it cannot");
+      grads[b] = grads[grad_alias[b]];
+    }
+  }
+  return grads;
+}
+
+std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> generated_backward(
+    int64_t plan_id, at::TensorList slots, const c10::List<std::optional<Tensor>>& grad_histories_given,
+    const c10::List<std::optional<Tensor>>& grad_finals_given, at::TensorList constants, const Tensor& batch_sizes,
+    bool reverse) {
   const char* op = "rnnkit::generated_backward";
   BelowAutogradAndAutocast below;
-  TORCH_CHECK(backward_step != 0, op, ": no generated step function");
+  const std::shared_ptr<const GeneratedPlan> plan = registry().get(plan_id, op);
+  const c10::IntArrayRef hoisted_slots = plan->hoisted_slots, slot_widths = plan->slot_widths,
+                         previous = plan->previous, history = plan->history,
+                         pointwise_constants = plan->pointwise_constants, product_weight = plan->product_weight;
+  const int64_t stages = plan->stages;
   TORCH_CHECK(!slots.empty(), op, ": no slots");
   const int64_t N = slots[0].size(0);
   PackedLayout layout(batch_sizes, N, reverse, op);
   check_slots(op, slots, slot_widths, N, 0, slots[0].scalar_type());
-  TORCH_CHECK(grads.size() >= slots.size(), op, ": one gradient per slot, then the constants' row gradients");
-  for (size_t g = 0; g < grads.size(); ++g) {
-    TORCH_CHECK(grads[g].is_contiguous() && grads[g].dim() == 2 && grads[g].size(0) == N &&
-                    (g >= slots.size() || grads[g].size(1) == slot_widths[g]),
-                op, ": gradient ", g, " should be contiguous with ", N, " rows, got ", grads[g].sizes());
+  const std::vector<Tensor> grad_histories = defined_or_not(grad_histories_given);
+  const std::vector<Tensor> grad_finals = defined_or_not(grad_finals_given);
+  TORCH_CHECK(grad_histories.size() == history.size() && grad_finals.size() == history.size() &&
+                  previous.size() == history.size(),
+              op, ": one gradient of the history, one of the final state and one previous slot per state");
+  const std::vector<Tensor> constant_tensors = loop_constants(constants, pointwise_constants, op);
+  const std::vector<Tensor> product_weights = product_weights_of(constants, product_weight, op);
+  const at::TensorOptions options = slots[0].options();
+  std::vector<int64_t> widths(slot_widths.begin(), slot_widths.end());
+  for (const int64_t k : pointwise_constants) widths.push_back(std::max<int64_t>(1, constants[k].numel()));
+  const std::vector<Tensor> grads = gradient_buffers(widths, plan->zeroed, plan->grad_alias, N, options, op);
+  for (size_t i = 0; i < history.size(); ++i) {  // dL/d(history) from the outputs (an undefined one: zero)
+    if (grad_histories[i].defined()) grads[history[i]].copy_(grad_histories[i]);
+  }
+  std::vector<Tensor> carried;  // dL/d(state), one row per sequence, carried backwards in time
+  for (size_t i = 0; i < history.size(); ++i) {
+    carried.push_back(grad_finals[i].defined() ? grad_finals[i].clone(at::MemoryFormat::Contiguous)
+                                               : at::zeros({layout.batch(), slot_widths[history[i]]}, options));
   }
   const std::vector<Product> products =
-      products_of(product_left, product_out, product_stage, product_weights, slots.size(), stages);
-  const auto step = reinterpret_cast<BackwardStep>(backward_step);
-  const std::vector<const void*> constant_data = constant_pointers(constants);
+      products_of(plan->product_left, plan->product_out, plan->product_stage, product_weights, slots.size(), stages);
+  const auto step = reinterpret_cast<BackwardStep>(plan->backward_step);
+  const std::vector<const void*> constant_data = constant_pointers(constant_tensors);
   const int64_t width = total_width(slots) + total_width(grads);
 
-  std::vector<Tensor> carried;  // dL/d(state), one row per sequence, carried backwards in time
-  for (const Tensor& g : grad_finals) carried.push_back(g.clone(at::MemoryFormat::Contiguous));
   AT_DISPATCH_FLOATING_TYPES(slots[0].scalar_type(), "rnnkit::generated_backward", [&] {
     const PackedProducts<scalar_t> packed(products, layout.steps(), true);
     for_each_chunk(loop_chunks(layout, worth_packing(layout.steps())), [&](int64_t lo, int64_t hi) {
@@ -307,12 +486,41 @@ std::vector<Tensor> generated_backward(int64_t backward_step, at::TensorList slo
       }
     });
   });
-  return carried;
+  // The constants' gradients: each product's weight, left^T @ grad out over all rows (one product each);
+  // each pointwise constant's, the sum over the rows of its row gradients.  Undefined where none.
+  std::vector<Tensor> grad_constants(constants.size());
+  const auto add = [&](int64_t k, const Tensor& g) {
+    grad_constants[k] = grad_constants[k].defined() ? grad_constants[k] + g : g;
+  };
+  for (size_t p = 0; p < products.size(); ++p) {
+    add(product_weight[p], at::mm(slots[products[p].left].t(), grads[products[p].out]));
+  }
+  for (size_t k = 0; k < pointwise_constants.size(); ++k) {
+    const Tensor& constant = constants[pointwise_constants[k]];
+    add(pointwise_constants[k], grads[slots.size() + k].sum(0).reshape(constant.sizes()));
+  }
+  std::vector<Tensor> grad_hoisted;
+  for (const int64_t h : hoisted_slots) grad_hoisted.push_back(grads[h]);
+  return {grad_hoisted, carried, grad_constants};
+}
+
+// Below autograd (nothing to differentiate, or inference mode): the forward loop alone, its within-step
+// values in buffers of one step's rows.
+std::vector<Tensor> generated_recurrence(int64_t plan, at::TensorList hoisted, at::TensorList state0,
+                                         at::TensorList constants, int64_t rows, const Tensor& batch_sizes,
+                                         bool reverse) {
+  return std::get<0>(generated_forward(plan, hoisted, state0, constants, rows, batch_sizes, reverse, false));
 }
 
 }  // namespace
 
+TORCH_LIBRARY_IMPL(rnnkit, CompositeExplicitAutograd, m) {
+  m.impl("generated_plan", &generated_plan);
+  m.impl("generated_release", &generated_release);
+}
+
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("generated_recurrence", &generated_recurrence);
   m.impl("generated_forward", &generated_forward);
   m.impl("generated_backward", &generated_backward);
 }

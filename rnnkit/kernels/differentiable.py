@@ -68,9 +68,23 @@ def differentiable_backward(reference: Callable) -> Callable:
     return decorate
 
 
+def independent(inputs) -> tuple:
+    """Each tensor that requires grad through a view of its own, for taking partial derivatives.
+
+    A backward's gradients are partial ones: of each input through its own uses in the operator.
+    torch.autograd.grad on the inputs themselves gives total derivatives, and where one input depends on
+    another (an LSTM's input scaled by its weight_ih, h0 made from a weight, a generated step's W_ih^T
+    that its hoisted inputs are made from) the caller would count that path twice: once in the total,
+    again when it propagates the other input's gradient.  On views nothing depends on, autograd.grad gives
+    the partials, still differentiable in the inputs (the views are)."""
+    with torch.enable_grad():  # (a backward runs with grad mode off unless it builds a graph)
+        return tuple(t.view_as(t) if isinstance(t, torch.Tensor) and t.requires_grad else t for t in inputs)
+
+
 def recomputed_grads(reference: Callable, plan, inputs: tuple, needs, grads) -> tuple:
     """The inputs' gradients by autograd through ``reference`` run on the saved inputs, with a graph
     when grad mode is on (create_graph), so that they can be differentiated again."""
+    inputs = independent(inputs)
     with torch.enable_grad():
         result = reference(plan, *inputs)
     outputs, wrt = result if isinstance(result, Recomputed) else (result, inputs)
@@ -112,4 +126,4 @@ def projected_reference(plan, gx, state0: tuple, x, weights) -> Recomputed:
     return Recomputed((out, *state), [projected, *state0])
 
 
-__all__ = ["save", "saved", "differentiable_backward", "recomputed_grads", "layer_reference", "projected_reference", "Recomputed"]
+__all__ = ["save", "saved", "differentiable_backward", "recomputed_grads", "independent", "layer_reference", "projected_reference", "Recomputed"]

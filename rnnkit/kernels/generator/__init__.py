@@ -6,11 +6,11 @@
   listed for the loop; ``StepPlan.run`` executes that split in torch ops (the reference).
 - ``stages.lay_out`` lays the recurrent part out in the loop's slots and stages, each stage's pointwise
   part decomposed into elementwise ops and row-wise reductions, and its backward by reverse mode
-  (torch.func.vjp, traced).
+  (autograd over it, recorded).
 - ``emit_cpp.emit`` writes those graphs as plain C++; ``build`` compiles it with g++ for this CPU,
   cached on disk.
-- ``layer`` runs it: ``GeneratedRecurrence`` (autograd) over the C++ loop rnnkit::generated_forward /
-  generated_backward (csrc/cpu/generated_loop.cpp); ``for_cell`` for a user's cell in Recurrent,
+- ``layer`` runs it: one operator, rnnkit::generated_recurrence, its loop and its autograd kernel in C++
+  (csrc/cpu/generated_loop.cpp, csrc/autograd.cpp); ``for_cell`` for a user's cell in Recurrent,
   ``GeneratedKernel`` (backend "generated") for any rnnkit cell.
 """
 from .trace import Product, StepPlan, trace_cell, trace_equations, trace_step

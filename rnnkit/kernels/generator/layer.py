@@ -1,14 +1,16 @@
 """A cell's layer-direction on its generated kernel: trace (trace.py), lay out (stages.py), emit C++
-(emit_cpp.py), compile (build.py), run in the generic loop (rnnkit::generated_forward/backward,
-csrc/cpu/generated_loop.cpp).
+(emit_cpp.py), compile (build.py), run in the generic loop (rnnkit::generated_recurrence,
+csrc/cpu/generated_loop.cpp), registered once as a plan (rnnkit::generated_plan: the functions' addresses
+and the layout, so that a call passes tensors and a number).
 
 Per call: the step's constants (parameters alone) and its hoisted part (x_t's, for all rows at once)
-run as torch ops, recorded by autograd as usual; the recurrence runs in ``GeneratedRecurrence``, an
-autograd.Function whose backward is the generated reverse-mode step in the same loop.  The products'
-weight gradients are one product each over all rows, the pointwise constants' gradients a sum over
-the rows of their per-row gradients.  A backward that builds a graph (double backward, gradgradcheck)
-runs the recurrent part again in torch ops and differentiates it (``_differentiable_gradients``), so
-higher orders get every term.
+run as torch ops, recorded by autograd as usual; the recurrence is one operator whose autograd kernel
+(C++, csrc/autograd.cpp: a Python autograd.Function cost about 150 us per call, most of a short layer's
+time) runs the generated reverse-mode step in the same loop.  The products' weight gradients are one
+product each over all rows, the pointwise constants' gradients a sum over the rows of their per-row
+gradients.  A backward that builds a graph (double backward, gradgradcheck) calls
+rnnkit::generated_gradients, here: the recurrent part run again in torch ops and differentiated
+(``_differentiable_gradients``), so higher orders get every term.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from ...errors import UnsupportedBackendError
 from .._torch_internals import forward_ad_active, in_functorch_transform
 from ..ops import extension
 from ..._memo import memoized
+from ..differentiable import independent
 from .build import step_addresses
 from .emit_cpp import emit
 from .stages import Layout, lay_out
@@ -39,22 +42,22 @@ class GeneratedStep:
     forward_address: int
     backward_address: int
     source: str
+    plan_id: int = 0  # its number in the C++ loop's registry (rnnkit::generated_plan), set by build_step
 
     def run(self, x: Tensor, batch_sizes: Sequence[int], state0: tuple, params: Sequence[Tensor],
             reverse: bool) -> tuple[Tensor, tuple]:
         """(outputs (N, H), final states) over packed x (N, I), differentiable in x, state0 and params."""
         # (the graphs' forward called directly: nn.Module's call machinery cost as much as a small step)
         constants = as_tuple(self.plan.constants.forward(*params))
+        # contiguous here, recorded by autograd: the loop's slots are these very tensors, which a double
+        # backward differentiates again (a copy made inside the loop's operator would have no history)
         hoisted = tuple(h.contiguous() for h in as_tuple(self.plan.hoisted.forward(x, *constants)))
         sizes = _sizes_tensor(tuple(batch_sizes))
-        states = tuple(s.contiguous() for s in state0)
         n = len(self.layout.history)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (*hoisted, *states, *constants)):
-            results = GeneratedRecurrence.apply(self, sizes, bool(reverse), len(hoisted), len(states), x.shape[0],
-                                                *hoisted, *states, *constants)
-        else:  # nothing to differentiate: the loop alone
-            results = _forward(self, sizes, bool(reverse), x.shape[0], hoisted, states, constants,
-                               step_rows=int(batch_sizes[0]))[0]
+        # one operator: its autograd kernel (csrc/autograd.cpp) keeps the slots for the backward only when
+        # something needs a gradient
+        results = torch.ops.rnnkit.generated_recurrence(self.plan_id, hoisted, list(state0), list(constants),
+                                                        x.shape[0], sizes, bool(reverse))
         return results[0], tuple(results[n:])
 
 
@@ -103,11 +106,15 @@ _PLAIN = (bool, int, float, str, type(None))
 def _python_state(cell: nn.Module) -> tuple:
     """What a traced step may have read from the cell besides its parameters, each module's training flag
     and its plain attributes (numbers, strings, flags: ``self.scale``, LayerNorm's eps), which tracing
-    freezes into the step: a step is generated again when they change, never run stale."""
-    return tuple((module.training, tuple((k, v) for k, v in vars(module).items()
-                                         if isinstance(v, _PLAIN) or (isinstance(v, tuple) and
-                                                                      all(isinstance(e, _PLAIN) for e in v))))
-                 for module in cell.modules())
+    freezes into the step: a step is generated again when they change, never run stale.  (Read on every
+    call: an explicit walk of the submodules, 8 us where modules() took 60.)"""
+    state, stack = [], [cell]
+    while stack:
+        module = stack.pop()
+        state.append(tuple((k, v) for k, v in module.__dict__.items()
+                           if isinstance(v, _PLAIN) or (isinstance(v, tuple) and all(isinstance(e, _PLAIN) for e in v))))
+        stack.extend(m for m in module._modules.values() if m is not None)
+    return tuple(state)
 
 
 def _compile(cell: nn.Module, dtype: torch.dtype, input_size: int) -> GeneratedStep:
@@ -136,14 +143,19 @@ def build_step(plan: StepPlan, params: Sequence[Tensor], input_size: int, state_
                                           "generated kernels broadcast vectors and numbers only")
     source = emit(layout, dtype)
     forward_address, backward_address = step_addresses(source)
-    return GeneratedStep(plan, layout, forward_address, backward_address, source)
+    step = GeneratedStep(plan, layout, forward_address, backward_address, source)
+    left, out, stage, weight = layout.product_lists
+    step.plan_id = torch.ops.rnnkit.generated_plan(
+        forward_address, backward_address, layout.hoisted, layout.slot_widths, layout.previous, layout.history,
+        layout.pointwise_constants, [int(z) for z in layout.zeroed], layout.grad_alias_list, left, out, stage,
+        weight, len(layout.stages))
+    _BY_PLAN[step.plan_id] = step
+    weakref.finalize(step, torch.ops.rnnkit.generated_release, step.plan_id)
+    return step
 
 
-def _loop_constants(layout: Layout, constants: Sequence[Tensor]) -> list:
-    """What the generated code reads as constants[k]: the pointwise ones contiguous, the others unused."""
-    pointwise = set(layout.pointwise_constants)
-    empty = constants[0].new_empty(0) if constants else torch.empty(0)
-    return [c.contiguous() if k in pointwise else empty for k, c in enumerate(constants)]
+# plan number -> its step, for the differentiable backward (rnnkit::generated_gradients)
+_BY_PLAN: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
 
 
 @memoized(maxsize=64)
@@ -151,89 +163,16 @@ def _sizes_tensor(batch_sizes: tuple) -> Tensor:
     return torch.tensor(batch_sizes, dtype=torch.int64)
 
 
-def _forward(step: GeneratedStep, batch_sizes: Tensor, reverse: bool, rows: int, hoisted, state0, constants,
-             step_rows: int | None = None):
-    """The loop: ((each state's history (N, w), each final state), the slots).  With ``step_rows`` (B: nothing kept for a backward) the values
-    handed within a step live in buffers of one step's rows (generated_loop.cpp), not of all N."""
-    layout = step.layout
-    like = state0[0]
-    slots = [None if slot.kind == "hoisted" else
-             like.new_empty(rows if step_rows is None or slot.kind == "history" else step_rows, slot.width)
-             for slot in layout.slots]
-    for slot, value in zip(layout.hoisted, hoisted):
-        slots[slot] = value
-    left, out, stage = layout.product_lists
-    weights = [constants[p.weight] for p in layout.products]
-    loop_constants = _loop_constants(layout, constants)
-    finals = torch.ops.rnnkit.generated_forward(
-        step.forward_address, slots, layout.slot_widths, layout.previous, layout.history, list(state0),
-        loop_constants, left, out, stage, weights, len(layout.stages), batch_sizes, reverse)
-    return (*[slots[s] for s in layout.history], *finals), slots
-
-
-class GeneratedRecurrence(torch.autograd.Function):
-    """(hoisted rows, initial states, constants) -> (each state's history (N, w), each final state)."""
-
-    @staticmethod
-    def forward(ctx, step: GeneratedStep, batch_sizes: Tensor, reverse: bool, n_hoisted: int, n_states: int,
-                rows: int, *tensors):
-        hoisted, state0, constants = (tensors[:n_hoisted], tensors[n_hoisted:n_hoisted + n_states],
-                                      tensors[n_hoisted + n_states:])
-        results, slots = _forward(step, batch_sizes, reverse, rows, hoisted, state0, constants)
-        ctx.step, ctx.reverse, ctx.n_states = step, reverse, n_states
-        ctx.save_for_backward(batch_sizes, *slots, *state0, *constants)
-        return results
-
-    @staticmethod
-    def backward(ctx, *grad_results):
-        step, layout = ctx.step, ctx.step.layout
-        n_slots = len(layout.slots)
-        batch_sizes, *saved = ctx.saved_tensors
-        slots, state0, constants = saved[:n_slots], saved[n_slots:n_slots + ctx.n_states], saved[n_slots + ctx.n_states:]
-        if torch.is_grad_enabled():  # a backward that builds a graph (double backward): torch ops
-            hoisted = [slots[s] for s in layout.hoisted]
-            return (None,) * 6 + _differentiable_gradients(step, batch_sizes, ctx.reverse, hoisted, state0, constants,
-                                                           grad_results)
-        weights = [constants[p.weight] for p in layout.products]
-        rows = slots[0].shape[0]
-        n_history = len(layout.history)
-        grad_histories, grad_finals = grad_results[:n_history], grad_results[n_history:]
-        like = slots[0]
-        constant_widths = [max(1, constants[k].numel()) for k in layout.pointwise_constants]
-        widths = layout.slot_widths + constant_widths
-        # the buffers the backward stores into first start unwritten (Layout.zeroed)
-        grads = [None if b in layout.grad_alias else like.new_zeros(rows, w) if zeroed else like.new_empty(rows, w)
-                 for b, (w, zeroed) in enumerate(zip(widths, layout.zeroed))]
-        for b, shared in layout.grad_alias.items():  # one buffer for gradients one stage writes with one value
-            grads[b] = grads[shared]
-        for slot, g in zip(layout.history, grad_histories):
-            if g is not None:
-                grads[slot].copy_(g)
-        batch = int(batch_sizes[0])
-        finals = [g.contiguous() if g is not None else like.new_zeros(batch, layout.slots[s].width)
-                  for g, s in zip(grad_finals, layout.history)]
-        left, out, stage = layout.product_lists
-        grad_state0 = torch.ops.rnnkit.generated_backward(
-            step.backward_address, slots, grads, layout.slot_widths, layout.previous, layout.history,
-            finals, _loop_constants(layout, constants), left, out, stage, weights, len(layout.stages), batch_sizes,
-            ctx.reverse)
-        grad_constants: list = [None] * len(constants)
-        for p, weight in zip(layout.products, weights):  # out = left @ weight
-            g = slots[p.left].t() @ grads[p.out]
-            grad_constants[p.weight] = g if grad_constants[p.weight] is None else grad_constants[p.weight] + g
-        for k, c in enumerate(layout.pointwise_constants):
-            g = grads[n_slots + k].sum(0).reshape(constants[c].shape)
-            grad_constants[c] = g if grad_constants[c] is None else grad_constants[c] + g
-        grad_hoisted = [grads[s] for s in layout.hoisted]
-        return (None,) * 6 + (*grad_hoisted, *grad_state0, *grad_constants)
-
-
 def _differentiable_gradients(step: GeneratedStep, batch_sizes: Tensor, reverse: bool, hoisted, state0, constants,
                               grad_results) -> tuple:
     """The backward as a differentiable computation: the recurrent part run again in torch ops (the
     reference recurrence of the traced step) and differentiated with create_graph, so that a double
     backward, gradgradcheck or a Hessian-vector product gets every term."""
-    inputs = [*hoisted, *state0, *constants]
+    # partial derivatives (differentiable.independent): W_ih^T, read by the hoisted part, would otherwise also
+    # get the hoisted inputs' gradient through it, which the caller adds again
+    inputs = list(independent((*hoisted, *state0, *constants)))
+    n_hoisted, n_states = len(hoisted), len(state0)
+    hoisted, state0, constants = inputs[:n_hoisted], inputs[n_hoisted:n_hoisted + n_states], inputs[n_hoisted + n_states:]
     out, final = step.plan.run_recurrent(hoisted, batch_sizes.tolist(), tuple(state0), constants, reverse)
     # every state's history: the recurrent part returns h's; the others' gradients come only through finals
     n_history = len(step.layout.history)
@@ -246,6 +185,16 @@ def _differentiable_gradients(step: GeneratedStep, batch_sizes: Tensor, reverse:
     for i, g in zip(wanted, found):
         gradients[i] = g
     return tuple(gradients)
+
+
+def generated_gradients(plan: int, grad_results, hoisted, state0, constants, batch_sizes: Tensor, reverse: bool):
+    """rnnkit::generated_gradients (CompositeImplicitAutograd): the loop's gradients, differentiable again, zeros
+    where an input has none."""
+    step = _BY_PLAN[plan]
+    inputs = [*hoisted, *state0, *constants]
+    found = _differentiable_gradients(step, batch_sizes, reverse, list(hoisted), list(state0), list(constants),
+                                      list(grad_results))
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, found)]
 
 
 class GeneratedKernel(Kernel):
@@ -276,4 +225,4 @@ class GeneratedKernel(Kernel):
         return step.run(x, batch_sizes, tuple(state0), [weights[i] for i in positions], reverse)
 
 
-__all__ = ["GeneratedStep", "GeneratedRecurrence", "GeneratedKernel", "for_cell", "check_call", "build_step"]
+__all__ = ["GeneratedStep", "GeneratedKernel", "for_cell", "check_call", "build_step", "generated_gradients"]

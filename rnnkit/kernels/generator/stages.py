@@ -91,10 +91,15 @@ class Layout:
         return [slot.width for slot in self.slots]
 
     @functools.cached_property
-    def product_lists(self) -> tuple[list, list, list]:
-        """(left slots, result slots, stages) of the products."""
+    def product_lists(self) -> tuple[list, list, list, list]:
+        """(left slots, result slots, stages, weights (constants' numbers)) of the products."""
         return ([p.left for p in self.products], [p.out for p in self.products],
-                [p.stage for p in self.products])
+                [p.stage for p in self.products], [p.weight for p in self.products])
+
+    @functools.cached_property
+    def grad_alias_list(self) -> list:
+        """Per gradient buffer: the buffer it shares, or -1."""
+        return [self.grad_alias.get(b, -1) for b in range(len(self.zeroed))]
 
 
 def lay_out(plan: StepPlan, hoisted_widths: list, state_widths: list, constants: list) -> Layout:

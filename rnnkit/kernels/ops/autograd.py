@@ -17,6 +17,7 @@ import torch
 
 from ...cells import CellWeights
 from ..differentiable import layer_reference, recomputed_grads
+from ..generator.layer import generated_gradients
 from .families import BY_NAME
 
 
@@ -56,5 +57,7 @@ def layer_gradients(family: str, grad_output, grad_h_n, grad_c_n, input, h0, c0,
 
 _LIBRARY = torch.library.Library("rnnkit", "IMPL")  # kept: the registration lives as long as it does
 _LIBRARY.impl("layer_gradients", layer_gradients, "CompositeImplicitAutograd")
+# the same for the loop of a generated step (rnnkit::generated_recurrence): its step run again in torch ops
+_LIBRARY.impl("generated_gradients", generated_gradients, "CompositeImplicitAutograd")
 
 __all__ = ["RecomputePlan", "layer_gradients"]
