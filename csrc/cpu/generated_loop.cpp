@@ -33,14 +33,15 @@
 // each slot pointer at the first of `rows` consecutive rows.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <unordered_map>
 #include <vector>
 
 #include "packed_layout.h"
@@ -70,29 +71,28 @@ struct GeneratedPlan {
 };
 
 // The plans of this process by number: registered once per generated step, read at every call (the
-// layout crosses into C++ once, not as a dozen lists per call).
+// layout crosses into C++ once, not as a dozen lists per call).  Interned: a plan equal to one already
+// registered gets that one's number, so plans are never released (an autograd graph may outlive the
+// Python objects that registered its plan) and stay as few as the distinct steps the process generated.
 class PlanRegistry {
  public:
-  int64_t add(std::shared_ptr<const GeneratedPlan> plan) {
+  int64_t add(const std::vector<int64_t>& key, std::shared_ptr<const GeneratedPlan> plan) {
     std::lock_guard<std::mutex> lock(mutex_);
-    plans_[next_] = std::move(plan);
-    return next_++;
-  }
-  void release(int64_t id) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    plans_.erase(id);
+    const auto [found, added] = ids_.emplace(key, static_cast<int64_t>(plans_.size()) + 1);
+    if (added) plans_.push_back(std::move(plan));
+    return found->second;
   }
   std::shared_ptr<const GeneratedPlan> get(int64_t id, const char* op) {
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto found = plans_.find(id);
-    TORCH_CHECK(found != plans_.end(), op, ": no generated plan ", id, " in this process");
-    return found->second;
+    TORCH_CHECK(id >= 1 && id <= static_cast<int64_t>(plans_.size()), op, ": no generated plan ", id,
+                " in this process");
+    return plans_[id - 1];
   }
 
  private:
   std::mutex mutex_;
-  std::unordered_map<int64_t, std::shared_ptr<const GeneratedPlan>> plans_;
-  int64_t next_ = 1;
+  std::map<std::vector<int64_t>, int64_t> ids_;  // a plan's contents, flattened -> its number
+  std::vector<std::shared_ptr<const GeneratedPlan>> plans_;
 };
 
 PlanRegistry& registry() {
@@ -140,10 +140,14 @@ int64_t generated_plan(int64_t forward_step, int64_t backward_step, c10::IntArra
   plan->product_stage = product_stage.vec();
   plan->product_weight = product_weight.vec();
   plan->stages = stages;
-  return registry().add(std::move(plan));
+  std::vector<int64_t> key{forward_step, backward_step, stages};
+  for (c10::IntArrayRef list : {hoisted_slots, slot_widths, previous, history, pointwise_constants, zeroed, grad_alias,
+                                product_left, product_out, product_stage, product_weight}) {
+    key.push_back(static_cast<int64_t>(list.size()));  // (lengths first: the lists' boundaries)
+    key.insert(key.end(), list.begin(), list.end());
+  }
+  return registry().add(key, std::move(plan));
 }
-
-void generated_release(int64_t plan) { registry().release(plan); }
 
 // A call's products on weights packed once for all its steps (recurrent_product.h: MKL packs its right
 // operand at every at::mm, and forks its threads for each small product), or at::mm for one step.
@@ -214,15 +218,31 @@ inline int64_t first_row(const Tensor& slot, int64_t rows, int64_t o0, int64_t l
   return slot.size(0) == rows ? o0 + lo : lo;
 }
 
-// Pointers to each tensor's row where the step's rows [lo + begin, ...) are (width w: `row * w` elements in).
-std::vector<void*> row_pointers(at::TensorList tensors, int64_t rows, int64_t o0, int64_t lo) {
-  std::vector<void*> pointers(tensors.size());
-  for (size_t s = 0; s < tensors.size(); ++s) {
-    pointers[s] = static_cast<char*>(tensors[s].data_ptr()) +
-                  first_row(tensors[s], rows, o0, lo) * tensors[s].size(1) * tensors[s].element_size();
+// Where each tensor's rows are: its data, the bytes of a row, whether it holds all N rows (else a step
+// buffer, rows indexed from 0).  Read once per call: the loop asks for every tensor's row at every step
+// and stage, and the tensor accessors (and a vector's malloc) cost more there than a small step's math.
+class RowAddresses {
+ public:
+  RowAddresses(at::TensorList tensors, int64_t rows) {
+    for (const Tensor& t : tensors) {
+      base_.push_back(static_cast<char*>(t.data_ptr()));
+      row_bytes_.push_back(t.size(1) * t.element_size());
+      all_rows_.push_back(t.size(0) == rows);
+    }
   }
-  return pointers;
-}
+
+  // Pointers to each tensor's row where the step's rows [lo, ...) are (its first row o0, packed).
+  c10::SmallVector<void*, 32> at(int64_t o0, int64_t lo) const {
+    c10::SmallVector<void*, 32> pointers(base_.size());
+    for (size_t s = 0; s < base_.size(); ++s) pointers[s] = base_[s] + (all_rows_[s] ? o0 + lo : lo) * row_bytes_[s];
+    return pointers;
+  }
+
+ private:
+  std::vector<char*> base_;
+  std::vector<int64_t> row_bytes_;
+  std::vector<bool> all_rows_;
+};
 
 std::vector<const void*> constant_pointers(at::TensorList constants) {
   std::vector<const void*> pointers;
@@ -339,6 +359,7 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>> generated_forward(
   const auto step = reinterpret_cast<ForwardStep>(plan->forward_step);
   const std::vector<const void*> constant_data = constant_pointers(constant_tensors);
   const int64_t width = total_width(slots);
+  const RowAddresses slot_rows(slots, N);
 
   AT_DISPATCH_FLOATING_TYPES(slots[0].scalar_type(), "rnnkit::generated_forward", [&] {
     const PackedProducts<scalar_t> packed(products, layout.steps(), false);
@@ -357,7 +378,7 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>> generated_forward(
                             false, false);
           }
           for_rows(n, width, [&](int64_t begin, int64_t end) {
-            const std::vector<void*> pointers = row_pointers(slots, N, o0, lo + begin);
+            const c10::SmallVector<void*, 32> pointers = slot_rows.at(o0, lo + begin);
             step(static_cast<int32_t>(k), end - begin, pointers.data(), constant_data.data());
           });
         }
@@ -451,6 +472,7 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> genera
   const auto step = reinterpret_cast<BackwardStep>(plan->backward_step);
   const std::vector<const void*> constant_data = constant_pointers(constant_tensors);
   const int64_t width = total_width(slots) + total_width(grads);
+  const RowAddresses slot_rows(slots, N), grad_rows(grads, N);
 
   AT_DISPATCH_FLOATING_TYPES(slots[0].scalar_type(), "rnnkit::generated_backward", [&] {
     const PackedProducts<scalar_t> packed(products, layout.steps(), true);
@@ -467,8 +489,8 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> genera
         }
         for (int64_t k = stages - 1; k >= 0; --k) {
           for_rows(n, width, [&](int64_t begin, int64_t end) {
-            const std::vector<void*> slot_pointers = row_pointers(slots, N, o0, lo + begin);
-            const std::vector<void*> grad_pointers = row_pointers(grads, N, o0, lo + begin);
+            const c10::SmallVector<void*, 32> slot_pointers = slot_rows.at(o0, lo + begin);
+            const c10::SmallVector<void*, 32> grad_pointers = grad_rows.at(o0, lo + begin);
             step(static_cast<int32_t>(k), end - begin, slot_pointers.data(), grad_pointers.data(),
                  constant_data.data());
           });
@@ -516,7 +538,6 @@ std::vector<Tensor> generated_recurrence(int64_t plan, at::TensorList hoisted, a
 
 TORCH_LIBRARY_IMPL(rnnkit, CompositeExplicitAutograd, m) {
   m.impl("generated_plan", &generated_plan);
-  m.impl("generated_release", &generated_release);
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {

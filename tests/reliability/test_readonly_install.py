@@ -17,7 +17,7 @@ PACKAGE = Path(rnnkit.__file__).parent
 RUN = textwrap.dedent("""
     import torch, rnnkit
     x = torch.randn(5, 2, 3, requires_grad=True)
-    out, h = rnnkit.GRU(3, 4, backend="fused")(x)
+    out, h = rnnkit.GRU(3, 4, backend="numba")(x)  # numba: its cache goes to the temporary folder
     out.sum().backward()
     print("ran", tuple(out.shape), tuple(x.grad.shape))
     from rnnkit.bench.user_cells import USER_CELLS  # a user's cell: its kernel generated, compiled, cached

@@ -149,13 +149,14 @@ def build_step(plan: StepPlan, params: Sequence[Tensor], input_size: int, state_
         forward_address, backward_address, layout.hoisted, layout.slot_widths, layout.previous, layout.history,
         layout.pointwise_constants, [int(z) for z in layout.zeroed], layout.grad_alias_list, left, out, stage,
         weight, len(layout.stages))
-    _BY_PLAN[step.plan_id] = step
-    weakref.finalize(step, torch.ops.rnnkit.generated_release, step.plan_id)
+    _BY_PLAN.setdefault(step.plan_id, step)
     return step
 
 
-# plan number -> its step, for the differentiable backward (rnnkit::generated_gradients)
-_BY_PLAN: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+# plan number -> a step of that plan (equal plans share a number: the same generated code and layout), for
+# the differentiable backward (rnnkit::generated_gradients).  Held for the process's life, as the C++
+# registry holds the plans: an autograd graph may outlive the cell whose step made it.
+_BY_PLAN: dict = {}
 
 
 @memoized(maxsize=64)
