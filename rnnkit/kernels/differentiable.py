@@ -88,8 +88,8 @@ def recomputed_grads(reference: Callable, plan, inputs: tuple, needs, grads) -> 
     with torch.enable_grad():
         result = reference(plan, *inputs)
     outputs, wrt = result if isinstance(result, Recomputed) else (result, inputs)
-    # outputs that carry no gradient (a Function's placeholder output, say) take no part
-    pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
+    # outputs that carry no gradient (a Function's placeholder output, say), or were given none, take no part
+    pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad and g is not None]
     needs = [need and t is not None for t, need in zip(wrt, needs)]
     wanted = [t for t, need in zip(wrt, needs) if need]
     if not wanted or not pairs:

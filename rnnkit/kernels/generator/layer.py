@@ -10,7 +10,7 @@ time) runs the generated reverse-mode step in the same loop.  The products' weig
 product each over all rows, the pointwise constants' gradients a sum over the rows of their per-row
 gradients.  A backward that builds a graph (double backward, gradgradcheck) calls
 rnnkit::generated_gradients, here: the recurrent part run again in torch ops and differentiated
-(``_differentiable_gradients``), so higher orders get every term.
+(``generated_gradients``), so higher orders get every term.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from ...errors import UnsupportedBackendError
 from .._torch_internals import forward_ad_active, in_functorch_transform
 from ..ops import extension
 from ..._memo import memoized
-from ..differentiable import independent
+from ..differentiable import recomputed_grads
 from .build import step_addresses
 from .emit_cpp import emit
 from .stages import Layout, lay_out
@@ -42,7 +42,7 @@ class GeneratedStep:
     forward_address: int
     backward_address: int
     source: str
-    plan_id: int = 0  # its number in the C++ loop's registry (rnnkit::generated_plan), set by build_step
+    plan_id: int  # its number in the C++ loop's registry (rnnkit::generated_plan)
 
     def run(self, x: Tensor, batch_sizes: Sequence[int], state0: tuple, params: Sequence[Tensor],
             reverse: bool) -> tuple[Tensor, tuple]:
@@ -143,13 +143,13 @@ def build_step(plan: StepPlan, params: Sequence[Tensor], input_size: int, state_
                                           "generated kernels broadcast vectors and numbers only")
     source = emit(layout, dtype)
     forward_address, backward_address = step_addresses(source)
-    step = GeneratedStep(plan, layout, forward_address, backward_address, source)
     left, out, stage, weight = layout.product_lists
-    step.plan_id = torch.ops.rnnkit.generated_plan(
+    plan_id = torch.ops.rnnkit.generated_plan(
         forward_address, backward_address, layout.hoisted, layout.slot_widths, layout.previous, layout.history,
         layout.pointwise_constants, [int(z) for z in layout.zeroed], layout.grad_alias_list, left, out, stage,
         weight, len(layout.stages))
-    _BY_PLAN.setdefault(step.plan_id, step)
+    step = GeneratedStep(plan, layout, forward_address, backward_address, source, plan_id)
+    _BY_PLAN.setdefault(plan_id, step)
     return step
 
 
@@ -164,37 +164,25 @@ def _sizes_tensor(batch_sizes: tuple) -> Tensor:
     return torch.tensor(batch_sizes, dtype=torch.int64)
 
 
-def _differentiable_gradients(step: GeneratedStep, batch_sizes: Tensor, reverse: bool, hoisted, state0, constants,
-                              grad_results) -> tuple:
-    """The backward as a differentiable computation: the recurrent part run again in torch ops (the
-    reference recurrence of the traced step) and differentiated with create_graph, so that a double
+def generated_gradients(plan: int, grad_results, hoisted, state0, constants, batch_sizes: Tensor, reverse: bool):
+    """rnnkit::generated_gradients (CompositeImplicitAutograd): the loop's gradients as a differentiable
+    computation, zeros where an input has none: the recurrent part run again in torch ops (the reference
+    recurrence of the traced step) and differentiated (differentiable.recomputed_grads), so that a double
     backward, gradgradcheck or a Hessian-vector product gets every term."""
-    # partial derivatives (differentiable.independent): W_ih^T, read by the hoisted part, would otherwise also
-    # get the hoisted inputs' gradient through it, which the caller adds again
-    inputs = list(independent((*hoisted, *state0, *constants)))
+    step = _BY_PLAN[plan]
     n_hoisted, n_states = len(hoisted), len(state0)
-    hoisted, state0, constants = inputs[:n_hoisted], inputs[n_hoisted:n_hoisted + n_states], inputs[n_hoisted + n_states:]
-    out, final = step.plan.run_recurrent(hoisted, batch_sizes.tolist(), tuple(state0), constants, reverse)
+
+    def recurrence(_, *inputs):
+        out, final = step.plan.run_recurrent(inputs[:n_hoisted], batch_sizes.tolist(),
+                                             tuple(inputs[n_hoisted:n_hoisted + n_states]),
+                                             inputs[n_hoisted + n_states:], reverse)
+        return (out, *final)
+
+    inputs = (*hoisted, *state0, *constants)
     # every state's history: the recurrent part returns h's; the others' gradients come only through finals
     n_history = len(step.layout.history)
-    results, grads = [out, *final], [grad_results[0], *grad_results[n_history:]]
-    pairs = [(r, g) for r, g in zip(results, grads) if g is not None and r.requires_grad]
-    wanted = [i for i, t in enumerate(inputs) if t.requires_grad]
-    found = torch.autograd.grad([r for r, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
-                                create_graph=True, allow_unused=True) if pairs and wanted else []
-    gradients: list = [None] * len(inputs)
-    for i, g in zip(wanted, found):
-        gradients[i] = g
-    return tuple(gradients)
-
-
-def generated_gradients(plan: int, grad_results, hoisted, state0, constants, batch_sizes: Tensor, reverse: bool):
-    """rnnkit::generated_gradients (CompositeImplicitAutograd): the loop's gradients, differentiable again, zeros
-    where an input has none."""
-    step = _BY_PLAN[plan]
-    inputs = [*hoisted, *state0, *constants]
-    found = _differentiable_gradients(step, batch_sizes, reverse, list(hoisted), list(state0), list(constants),
-                                      list(grad_results))
+    grads = (grad_results[0], *grad_results[n_history:])
+    found = recomputed_grads(recurrence, None, inputs, [t.requires_grad for t in inputs], grads)
     return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, found)]
 
 
