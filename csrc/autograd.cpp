@@ -13,6 +13,7 @@
 // rnnkit::layer_gradients instead, whose Python implementation (rnnkit/kernels/ops/autograd.py,
 // CompositeImplicitAutograd) recomputes the layer-direction on the reference loop and differentiates
 // that: the reference backend's numbers, differentiable again.
+#include <ATen/LegacyBatchedTensorImpl.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -260,45 +261,90 @@ class GeneratedFunction : public torch::autograd::Function<GeneratedFunction> {
     const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
     const int64_t n_slots = counts[0], n_hoisted = counts[1], n_states = counts[2];
     const variable_list saved = ctx->get_saved_variables();
-    const Tensor& batch_sizes = saved.back();
     const auto part = [&](int64_t from, int64_t n) { return variable_list(saved.begin() + from, saved.begin() + from + n); };
-    const variable_list slots = part(0, n_slots), hoisted = part(n_slots, n_hoisted),
-                        state0 = part(n_slots + n_hoisted, n_states);
     const int64_t first_constant = n_slots + n_hoisted + n_states;
-    const variable_list constants = part(first_constant, static_cast<int64_t>(saved.size()) - 1 - first_constant);
-    const auto optional_list = [](auto begin, auto end) {
-      c10::List<std::optional<Tensor>> list;
-      for (auto g = begin; g != end; ++g) list.push_back(g->defined() ? std::optional<Tensor>(*g) : std::nullopt);
-      return list;
-    };
-    bool batched = false;
-    for (const Tensor& g : grads) batched = batched || is_batched(g);
+    const Saved loop{plan, reverse, part(0, n_slots), part(n_slots, n_hoisted), part(n_slots + n_hoisted, n_states),
+                     part(first_constant, static_cast<int64_t>(saved.size()) - 1 - first_constant), saved.back()};
     // one gradient per argument: plan, each hoisted, each state, each constant, rows, batch_sizes, reverse
-    variable_list gradients(1 + hoisted.size() + state0.size() + constants.size() + 3);
-    if (at::GradMode::is_enabled() || batched) {  // differentiable again: the Python recompute
-      static const auto recompute =
-          operator_named("generated_gradients")
-              .typed<std::vector<Tensor>(int64_t, const c10::List<std::optional<Tensor>>&, at::TensorList,
-                                         at::TensorList, at::TensorList, const Tensor&, bool)>();
-      const std::vector<Tensor> got =
-          recompute.call(plan, optional_list(grads.begin(), grads.end()), hoisted, state0, constants, batch_sizes,
-                         reverse);
-      std::copy(got.begin(), got.end(), gradients.begin() + 1);
-      return gradients;
-    }
-    static const auto loop =
-        operator_named("generated_backward")
-            .typed<std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>>(
-                int64_t, at::TensorList, const c10::List<std::optional<Tensor>>&,
-                const c10::List<std::optional<Tensor>>&, at::TensorList, const Tensor&, bool)>();
-    const auto [grad_hoisted, grad_state0, grad_constants] =
-        loop.call(plan, slots, optional_list(grads.begin(), grads.begin() + n_states),
-                  optional_list(grads.begin() + n_states, grads.end()), constants, batch_sizes, reverse);
-    auto at = gradients.begin() + 1;
-    at = std::copy(grad_hoisted.begin(), grad_hoisted.end(), at);
-    at = std::copy(grad_state0.begin(), grad_state0.end(), at);
-    std::copy(grad_constants.begin(), grad_constants.end(), at);
+    variable_list gradients(1 + n_hoisted + n_states + loop.constants.size() + 3);
+    const bool batched = std::any_of(grads.begin(), grads.end(), is_batched);
+    const std::vector<Tensor> got = batched ? batched_gradients(loop, grads) : loop.gradients(grads);
+    std::copy(got.begin(), got.end(), gradients.begin() + 1);
     return gradients;
+  }
+
+ private:
+  // What the forward saved: the loop's slots and its arguments.
+  struct Saved {
+    int64_t plan;
+    bool reverse;
+    variable_list slots, hoisted, state0, constants;
+    Tensor batch_sizes;
+
+    // The gradients of hoisted, state0 and constants (in that order) for the results' gradients `grads`.
+    std::vector<Tensor> gradients(const variable_list& grads) const {
+      const auto optional_list = [](auto begin, auto end) {
+        c10::List<std::optional<Tensor>> list;
+        for (auto g = begin; g != end; ++g) list.push_back(g->defined() ? std::optional<Tensor>(*g) : std::nullopt);
+        return list;
+      };
+      if (at::GradMode::is_enabled()) {  // differentiable again: the Python recompute
+        static const auto recompute =
+            operator_named("generated_gradients")
+                .typed<std::vector<Tensor>(int64_t, const c10::List<std::optional<Tensor>>&, at::TensorList,
+                                           at::TensorList, at::TensorList, const Tensor&, bool)>();
+        return recompute.call(plan, optional_list(grads.begin(), grads.end()), hoisted, state0, constants,
+                              batch_sizes, reverse);
+      }
+      static const auto loop =
+          operator_named("generated_backward")
+              .typed<std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>>(
+                  int64_t, at::TensorList, const c10::List<std::optional<Tensor>>&,
+                  const c10::List<std::optional<Tensor>>&, at::TensorList, const Tensor&, bool)>();
+      const auto n_states = static_cast<std::ptrdiff_t>(state0.size());
+      const auto [grad_hoisted, grad_state0, grad_constants] =
+          loop.call(plan, slots, optional_list(grads.begin(), grads.begin() + n_states),
+                    optional_list(grads.begin() + n_states, grads.end()), constants, batch_sizes, reverse);
+      std::vector<Tensor> result(grad_hoisted.begin(), grad_hoisted.end());
+      result.insert(result.end(), grad_state0.begin(), grad_state0.end());
+      result.insert(result.end(), grad_constants.begin(), grad_constants.end());
+      return result;
+    }
+  };
+
+  // autograd.grad(..., is_grads_batched=True) runs the backward under vmap's legacy batching, whose
+  // fallback (one call per gradient) refuses an operator taking lists of tensors, as this loop's do: the
+  // batched gradients are taken apart here, one backward each, and the results stacked back.
+  static std::vector<Tensor> batched_gradients(const Saved& loop, const variable_list& grads) {
+    int64_t level = -1, size = -1;
+    variable_list physical(grads.size());  // each gradient with its batch dimension first
+    for (size_t k = 0; k < grads.size(); ++k) {
+      if (!grads[k].defined()) continue;
+      const at::BatchedTensorImpl* impl = at::maybeGetBatchedImpl(grads[k]);
+      TORCH_CHECK(impl != nullptr && impl->bdims().size() == 1 && (level < 0 || impl->bdims()[0].level() == level),
+                  "rnnkit::generated_recurrence: batched gradients are taken from one level of "
+                  "autograd.grad(..., is_grads_batched=True); under torch.func transforms, backend='auto' runs "
+                  "the reference loop");
+      level = impl->bdims()[0].level();
+      physical[k] = impl->value().movedim(impl->bdims()[0].dim(), 0);
+      size = physical[k].size(0);
+    }
+    std::vector<std::vector<Tensor>> per_gradient;  // [sample][argument]
+    for (int64_t i = 0; i < size; ++i) {
+      variable_list sample(grads.size());
+      for (size_t k = 0; k < grads.size(); ++k) {
+        if (physical[k].defined()) sample[k] = physical[k].select(0, i);
+      }
+      per_gradient.push_back(loop.gradients(sample));
+    }
+    std::vector<Tensor> result;
+    for (size_t a = 0; size > 0 && a < per_gradient[0].size(); ++a) {
+      std::vector<Tensor> column;
+      for (const auto& sample : per_gradient) column.push_back(sample[a]);
+      const bool defined = std::all_of(column.begin(), column.end(), [](const Tensor& t) { return t.defined(); });
+      result.push_back(defined ? at::addBatchDim(at::stack(column), level, 0) : Tensor());
+    }
+    return result;
   }
 };
 

@@ -154,6 +154,23 @@ def test_double_backward_through_a_generated_kernel_gets_every_term():
     assert torch.autograd.gradgradcheck(f, (x, *params))
 
 
+
+@pytest.mark.parametrize("name", ["cifg_lstm", "mgu"])
+def test_vectorized_jacobian_and_hessian_of_a_users_cell_equal_the_reference(name):
+    """torch.autograd.functional's vectorize=True takes batched output gradients (is_grads_batched), which
+    vmap's fallback refuses for the loop's operators (they take lists of tensors): the loop's autograd
+    kernel takes them apart itself, the Hessian's through the differentiable backward."""
+    results = {}
+    for backend in ("generated", "reference"):
+        torch.manual_seed(0)
+        model = _vary(rnnkit.Recurrent(USER_CELLS[name][0], 3, 4, backend=backend).double())
+        x = torch.randn(5, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        jacobian = torch.autograd.functional.jacobian(lambda x: model(x)[0].pow(2).sum(-1), x, vectorize=True)
+        hessian = torch.autograd.functional.hessian(lambda x: model(x)[0].pow(3).sum(), x, vectorize=True)
+        results[backend] = (jacobian, hessian)
+    for got, want in zip(results["generated"], results["reference"]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
 class SortCell(nn.Module):
     """A step with an op the generator does not handle (a sort along the features)."""
 
