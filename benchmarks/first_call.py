@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 
-from ops_vs_numba import cpu_name  # this folder's scripts: the processor as lscpu names it
+from rnnkit.bench.machine import cpu_name  # the processor as lscpu names it
 
 CHILD = r"""
 import sys, time

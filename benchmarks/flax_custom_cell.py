@@ -21,8 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
+
+from rnnkit.bench.machine import cpu_name
 
 
 def _set_threads(threads: int) -> None:
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
                       f"flax {row['flax_ms']:9.3f} ms  rnnkit {row['rnnkit_ms']:9.3f} ms  ratio {row['ratio']:5.2f}",
                       flush=True)
     result = {"threads": torch.get_num_threads(), "torch": torch.__version__, "jax": jax.__version__,
-              "processor": platform.processor(), "rows": rows}
+              "processor": cpu_name(), "rows": rows}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -17,7 +17,8 @@ import json
 import torch
 
 import rnnkit
-from ops_vs_numba import cpu_name, time_interleaved  # this folder's scripts
+from ops_vs_numba import time_interleaved  # this folder's scripts
+from rnnkit.bench.machine import cpu_name
 
 SHAPES = [(100, 1, 32, 32), (200, 16, 64, 64), (100, 32, 256, 256), (50, 64, 512, 512)]
 MODES = {"lstm": (rnnkit.LSTM, torch.nn.LSTM), "gru": (rnnkit.GRU, torch.nn.GRU)}

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import time
 
 import torch
 
 import rnnkit
+from rnnkit.bench.machine import cpu_name
 
 SHAPES = [(1, 1, 256, 256), (1, 32, 256, 256), (100, 1, 32, 32), (200, 16, 64, 64), (100, 32, 256, 256)]
 IMPLEMENTATIONS = ("torch.nn", "numba", "ops")
@@ -75,17 +74,6 @@ def time_interleaved(runs: dict, repeats: int, warmup: int, sample_seconds: floa
                 runs[name]()
             times[name].append((time.perf_counter() - t0) / calls[name])
     return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-def cpu_name() -> str:
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    name = fields.get("Model name", "unknown").strip()
-    flags = fields.get("Flags", "").split()
-    return f"{name} ({'avx512f' if 'avx512f' in flags else 'no avx512f'})"
 
 
 def main(argv=None) -> list:

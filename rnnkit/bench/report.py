@@ -8,6 +8,7 @@ import platform
 import torch
 
 from . import memory
+from .machine import cpu_name
 from .cases import BASELINES, Case, grid, make_runners
 from .timing import time_pair
 
@@ -133,7 +134,7 @@ def run(modes, shapes, passes, extras, repeats=15, warmup=2, threads=None, with_
             summary.append(f"{mode} B=1 H=64 float32: {per_step[mode]:,.0f} bytes kept per step for the backward "
                            f"(T=100,000: {per_step[mode] * 1e5 / 2**20:.0f} MB), linear in T")
     return {"threads": threads, "torch": torch.__version__, "machine": platform.machine(),
-            "processor": platform.processor(), "repeats": repeats, "rows": rows,
+            "processor": cpu_name(), "repeats": repeats, "rows": rows,
             "bytes_per_step": per_step, "summary": summary}
 
 
