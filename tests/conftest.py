@@ -10,7 +10,7 @@ from rnnkit.kernels.ops import extension
 
 
 def pytest_configure(config):
-    """Under pytest-xdist (the README runs ``-n auto``), each worker takes its share of the cores.
+    """Under pytest-xdist (the README runs ``-n auto --dist loadfile``), each worker takes its share of the cores.
 
     torch's default is one intra-op thread per core in every worker, so two workers on two cores
     oversubscribe them and OpenMP's waiting threads spin against each other.  The tests that need
