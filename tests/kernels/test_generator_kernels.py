@@ -154,7 +154,6 @@ def test_double_backward_through_a_generated_kernel_gets_every_term():
     assert torch.autograd.gradgradcheck(f, (x, *params))
 
 
-
 @pytest.mark.parametrize("name", ["cifg_lstm", "mgu"])
 def test_vectorized_jacobian_and_hessian_of_a_users_cell_equal_the_reference(name):
     """torch.autograd.functional's vectorize=True takes batched output gradients (is_grads_batched), which
@@ -170,6 +169,7 @@ def test_vectorized_jacobian_and_hessian_of_a_users_cell_equal_the_reference(nam
         results[backend] = (jacobian, hessian)
     for got, want in zip(results["generated"], results["reference"]):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
 
 class SortCell(nn.Module):
     """A step with an op the generator does not handle (a sort along the features)."""
