@@ -310,7 +310,7 @@ class Recurrent(nn.Module):
         if sorted_indices is not None:
             state = tuple(s.index_select(1, sorted_indices) for s in state)
 
-        runners = self._runners(data)
+        runners, fresh_states = self._runners(data)
         keep = self.return_states
         kept = []
         masked_inputs = {}  # layer -> its input under this call's variational mask, shared by both directions
@@ -330,7 +330,7 @@ class Recurrent(nn.Module):
 
         out, final = run_stack(data, batch_sizes, state, layer_fn, num_layers=self.num_layers,
                                num_directions=directions, dropout=self.dropout, training=self.training,
-                               merge=MERGES[self.merge])
+                               merge=MERGES[self.merge], fresh_states=fresh_states)
         if self.stateful:
             self._carry = tuple(s.detach().index_select(1, unsorted_indices) if unsorted_indices is not None
                                 else s.detach() for s in final)
@@ -440,21 +440,23 @@ class Recurrent(nn.Module):
         return states
 
     def _runners(self, data):
-        """One function per cell: (x, batch_sizes, state0, reverse, keep_states) -> (outputs, final state)."""
+        """One function per cell, (x, batch_sizes, state0, reverse, keep_states) -> (outputs, final state),
+        and whether every one's final states are new tensors nothing else holds (run_stack's fresh_states)."""
         # These act inside the step, so they run on the generic loop (zoneout in eval too: it mixes states).
         generic = self.return_states or self.zoneout > 0 or (self.training and self.recurrent_dropout > 0)
-        runners = []
+        runners, fresh = [], True
         for cell, input_size in zip(self.cells, self._cell_input_sizes):
-            eq = getattr(cell, "equations", None)
+            # (looked up on the class first: a user cell's missing attribute costs nn.Module 5-9 us to refuse)
+            eq = cell.equations if getattr(type(cell), "equations", None) is not None else None
             if eq is not None and not generic:
                 kernel = kernels.select(self.backend, eq, data, cell.cell_weights())
                 runners.append(lambda x, bs, s0, rev, keep, eq=eq, cell=cell, k=kernel:
                                k.layer(eq, x, bs, s0, cell.cell_weights(), rev))
+                fresh = fresh and kernel.fresh_states
                 continue
             if eq is None and not generic and self.backend in ("auto", "fused", "generated"):
-                params = [p for _, p in cell.named_parameters()]
                 try:  # a user's cell: its kernel generated from its own step (kernels/generator/)
-                    step = generated_step(cell, data, input_size, params)
+                    step, params = generated_step(cell, data, input_size)
                 except UnsupportedBackendError as e:
                     if self.backend != "auto":
                         raise UnsupportedBackendError(f"backend {self.backend!r} cannot run {self.cell_name}: {e}; "
@@ -462,7 +464,7 @@ class Recurrent(nn.Module):
                 else:
                     runners.append(lambda x, bs, s0, rev, keep, step=step, params=params:
                                    step.run(x, bs, s0, params, rev))
-                    continue
+                    continue  # (its final states are the loop operator's new tensors)
             if self.backend not in ("auto", "reference"):
                 why = ("a user cell" if eq is None else
                        "return_states, recurrent_dropout or zoneout")
@@ -471,7 +473,8 @@ class Recurrent(nn.Module):
                     f"use backend='auto' or 'reference'"
                 )
             runners.append(self._generic_runner(cell, eq))
-        return runners
+            fresh = False
+        return runners, fresh
 
     def _generic_runner(self, cell, eq):
         def call(x_t, state):

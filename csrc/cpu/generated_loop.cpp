@@ -54,6 +54,8 @@ namespace rnnkit::cpu {
 namespace {
 
 using Tensor = at::Tensor;
+// A gradient buffer's start (generated_plan's `zeroed`, gradient_buffers): uninitialized rows, zeros, or none.
+constexpr int64_t kUninitialized = 0, kZeros = 1, kNoBuffer = 2;
 using ForwardStep = void (*)(int32_t, int64_t, void* const*, const void* const*);
 using BackwardStep = void (*)(int32_t, int64_t, const void* const*, void* const*, const void* const*);
 
@@ -120,6 +122,15 @@ int64_t generated_plan(int64_t forward_step, int64_t backward_step, c10::IntArra
   for (int64_t b = 0; b < buffers; ++b) {
     TORCH_CHECK(grad_alias[b] < buffers && (grad_alias[b] < 0 || grad_alias[grad_alias[b]] < 0), op,
                 ": gradient buffer ", b, " shares a buffer it cannot");
+    TORCH_CHECK(zeroed[b] >= kUninitialized && zeroed[b] <= kNoBuffer, op, ": gradient buffer ", b,
+                " starts as 0 (uninitialized), 1 (zeros) or 2 (none)");
+  }
+  // a slot without a gradient buffer is one the loop itself never reads or writes gradients of
+  for (c10::IntArrayRef list : {hoisted_slots, previous, history, product_left, product_out}) {
+    for (const int64_t s : list) {
+      TORCH_CHECK(s < 0 || s >= buffers || zeroed[s] != kNoBuffer, op, ": slot ", s,
+                  " needs a gradient buffer (a hoisted, state or product slot)");
+    }
   }
   TORCH_CHECK(product_out.size() == product_left.size() && product_stage.size() == product_left.size() &&
                   product_weight.size() == product_left.size() && in_range(product_left, slots) &&
@@ -412,7 +423,8 @@ std::vector<Tensor> defined_or_not(const c10::List<std::optional<Tensor>>& tenso
 }
 
 // The backward's gradient buffers: one per slot, then one per pointwise constant (its gradient row by row),
-// each (N, width); zero-filled where `zeroed` says a step adds to it before any stage stores into it;
+// each (N, width); by `zeroed[b]`: kZeros where a step adds to it before any stage stores into it,
+// kNoBuffer (N, 0) for a slot nothing flows into (an activation saved for the backward), else uninitialized;
 // where grad_alias[b] >= 0, buffer b is buffer grad_alias[b] (one stage writes both with one value).
 std::vector<Tensor> gradient_buffers(c10::IntArrayRef widths, c10::IntArrayRef zeroed, c10::IntArrayRef grad_alias,
                                      int64_t rows, const at::TensorOptions& options, const char* op) {
@@ -420,7 +432,12 @@ std::vector<Tensor> gradient_buffers(c10::IntArrayRef widths, c10::IntArrayRef z
               ": one zeroed flag and one alias per gradient buffer");
   std::vector<Tensor> grads(widths.size());
   for (size_t b = 0; b < widths.size(); ++b) {
-    if (grad_alias[b] < 0) grads[b] = zeroed[b] ? at::zeros({rows, widths[b]}, options) : at::empty({rows, widths[b]}, options);
+    if (grad_alias[b] >= 0) continue;
+    if (zeroed[b] == kNoBuffer) {
+      grads[b] = at::empty({rows, 0}, options);
+    } else {
+      grads[b] = zeroed[b] == kZeros ? at::zeros({rows, widths[b]}, options) : at::empty({rows, widths[b]}, options);
+    }
   }
   for (size_t b = 0; b < widths.size(); ++b) {
     if (grad_alias[b] >= 0) {

@@ -268,6 +268,57 @@ def test_a_changed_attribute_or_mode_generates_the_step_again():
     torch.testing.assert_close(generated(x)[0], reference(x)[0])
 
 
+def test_a_replaced_parameter_a_new_attribute_and_a_mode_change_reach_the_generated_step():
+    """The step's parameters and frozen attributes are read from a snapshot of the cell that stands
+    while the cell is made of the same objects (generator/snapshot.py): each change is seen."""
+    x = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
+    generated = rnnkit.Recurrent(ScaledCell, 4, 6, backend="generated").double()
+    reference = rnnkit.Recurrent(ScaledCell, 4, 6, backend="reference").double()
+    reference.load_state_dict(generated.state_dict())
+
+    def agree():
+        out, ref = generated(x)[0], reference(x)[0]
+        torch.testing.assert_close(out, ref)
+        grads = torch.autograd.grad(out.sum(), [x, generated.cells[0].lin.weight])
+        torch.testing.assert_close(grads, torch.autograd.grad(ref.sum(), [x, reference.cells[0].lin.weight]))
+
+    agree()
+    weight = torch.randn(6, 10, dtype=torch.float64)
+    for model in (generated, reference):
+        model.cells[0].lin.weight = nn.Parameter(weight.clone())  # a new Parameter object
+    agree()
+    for model in (generated, reference):
+        model.cells[0].lin.weight.data.mul_(2)  # in place: the same object, the step reads it anew
+    agree()
+    for model in (generated, reference):
+        model.cells[0].scale = 3  # the same value's new object, then a new value
+        model.cells[0].lin.extra = 1.5  # an attribute the step does not read: harmless
+    agree()
+    for model in (generated, reference):
+        model.cells[0].lin = nn.Linear(10, 6, dtype=torch.float64)  # a new submodule
+    reference.cells[0].lin.load_state_dict(generated.cells[0].lin.state_dict())
+    agree()
+    generated.eval(), reference.eval()
+    agree()
+
+
+def test_the_backward_reads_saved_activations_and_the_gates_stay_one_hoisted_slot():
+    """LSTM and GRU laid out for the loop: W_ih x_t + b_ih is one hoisted slot (its gates split inside
+    the step, not copied out per call), and the backward computes no activation again (it reads the
+    forward's, saved): no exp in any backward function, and no gradient buffer for the saved slots."""
+    for name in ("LSTMCell", "GRUCell"):
+        model = rnnkit.Recurrent(getattr(rnnkit.cells, name), 4, 6, backend="generated")
+        model(torch.randn(3, 2, 4))
+        (step, _), = [v for k, v in BACKENDS["generated"]._steps.items() if k[0] is model.cells[0].equations]
+        kinds = [slot.kind for slot in step.layout.slots]
+        assert kinds.count("hoisted") == 1 and "value" not in kinds, kinds
+        saved = [s for s, slot in enumerate(step.layout.slots) if slot.kind == "saved"]
+        assert len(saved) == (5 if name == "LSTMCell" else 3)
+        assert all(step.layout.gradient_starts[s] == 2 for s in saved)
+        backward = step.source[step.source.index("void backward_"):step.source.index("}  // namespace")]
+        assert "rk_exp(" not in backward and "rk_sigmoid(" not in backward and "rk_tanh(" not in backward
+
+
 def test_a_cell_with_buffers_runs_on_the_reference_loop():
     cell = USER_CELLS["mgu"][0]
 

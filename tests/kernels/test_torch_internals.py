@@ -99,3 +99,17 @@ def test_a_dispatch_mode_sees_each_aten_op_without_importing_torch_dynamo():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "'aten.add.Tensor', 'aten.sigmoid.default'] False" in done.stdout
+
+
+def test_module_tables_are_what_the_public_iterators_read():
+    module = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    module.scale = 0.5
+    for m in (module, module[0], module[1]):
+        attributes, parameters, buffers, submodules = internals.module_tables(m)
+        assert list(parameters.items()) == list(m.named_parameters(recurse=False))
+        assert list(buffers.items()) == list(m.named_buffers(recurse=False))
+        assert list(submodules.items()) == list(m.named_children())
+        assert attributes is vars(m)
+    assert internals.module_tables(module)[0]["scale"] == 0.5
+    module[0].weight = torch.nn.Parameter(torch.zeros(3, 2))  # a new parameter: in the same dict
+    assert internals.module_tables(module[0])[1]["weight"] is module[0].weight

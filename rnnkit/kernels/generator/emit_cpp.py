@@ -436,7 +436,8 @@ def emit(layout: Layout, dtype: torch.dtype) -> str:
         constant_widths = [max(1, math.prod(layout.constant_shapes[c])) for c in stage.constants]
         inputs = [(f"slots[{s}]", w, w) for s, w in zip(stage.inputs, widths)] + \
             [(f"constants[{c}]", 0, w) for c, w in zip(stage.constants, constant_widths)]
-        outputs = [(f"slots[{s}]", layout.slots[s].width, "=") for s in stage.outputs]
+        outputs = [(f"slots[{s}]", layout.slots[s].width, "=") for s in stage.outputs + stage.saved]
+        saved = [(f"slots[{s}]", layout.slots[s].width, layout.slots[s].width) for s in stage.saved]
         parts.append(_stage_function(f"forward_{k}", stage.forward.graph, inputs, outputs,
                                      "int64_t rows, void* const* slots, const void* const* constants"))
         forward_cases.append(f"    case {k}: forward_{k}(rows, slots, constants); break;")
@@ -448,7 +449,7 @@ def emit(layout: Layout, dtype: torch.dtype) -> str:
         buffers = list(stage.inputs) + [grad_of_constant[c] for c in stage.constants]
         # a buffer sharing another's memory and values (Layout.grad_alias) is written through that one
         grad_targets = [None if b in layout.grad_alias else t for b, t in zip(buffers, grad_targets)]
-        parts.append(_stage_function(f"backward_{k}", stage.backward.graph, inputs + cotangents, grad_targets,
+        parts.append(_stage_function(f"backward_{k}", stage.backward.graph, inputs + saved + cotangents, grad_targets,
                                      "int64_t rows, const void* const* slots, void* const* grads, "
                                      "const void* const* constants"))
         backward_cases.append(f"    case {k}: backward_{k}(rows, slots, grads, constants); break;")

@@ -28,6 +28,7 @@ from ..._memo import memoized
 from ..differentiable import recomputed_grads
 from .build import step_addresses
 from .emit_cpp import emit
+from .snapshot import snapshot
 from .stages import Layout, lay_out
 from ..base import Kernel
 from .trace import StepPlan, as_tuple, trace_cell, trace_equations
@@ -86,35 +87,19 @@ def check_call(x: Tensor, params: Sequence[Tensor]) -> None:
     extension.load()  # the loop: rnnkit._C (UnsupportedBackendError where it is not built)
 
 
-def for_cell(cell: nn.Module, x: Tensor, input_size: int, params: Sequence[Tensor]) -> GeneratedStep:
+def for_cell(cell: nn.Module, x: Tensor, input_size: int) -> tuple[GeneratedStep, list]:
     """``cell``'s generated step for ``x``'s dtype (traced and compiled on first use, the library cached
-    on disk), or UnsupportedBackendError saying why there is none."""
-    check_call(x, params)
+    on disk) and the parameters it takes, or UnsupportedBackendError saying why there is none."""
+    now = snapshot(cell)
+    check_call(x, now.parameters)
     known = _STEPS.setdefault(cell, {})
-    key = (x.dtype, input_size, _python_state(cell))
+    key = (x.dtype, input_size, now.key)  # the step's frozen Python state: snapshot.py
     if key not in known:
-        if any(True for _ in cell.buffers()):
+        if now.has_buffers:
             raise UnsupportedBackendError("the cell holds buffers, which a generated kernel would freeze at their "
                                           "values of its first call; use backend='auto' or 'reference'")
         known[key] = _compile(cell, x.dtype, input_size)
-    return known[key]
-
-
-_PLAIN = (bool, int, float, str, type(None))
-
-
-def _python_state(cell: nn.Module) -> tuple:
-    """What a traced step may have read from the cell besides its parameters, each module's training flag
-    and its plain attributes (numbers, strings, flags: ``self.scale``, LayerNorm's eps), which tracing
-    freezes into the step: a step is generated again when they change, never run stale.  (Read on every
-    call: an explicit walk of the submodules, 8 us where modules() took 60.)"""
-    state, stack = [], [cell]
-    while stack:
-        module = stack.pop()
-        state.append(tuple((k, v) for k, v in module.__dict__.items()
-                           if isinstance(v, _PLAIN) or (isinstance(v, tuple) and all(isinstance(e, _PLAIN) for e in v))))
-        stack.extend(m for m in module._modules.values() if m is not None)
-    return tuple(state)
+    return known[key], now.parameters
 
 
 def _compile(cell: nn.Module, dtype: torch.dtype, input_size: int) -> GeneratedStep:
@@ -146,7 +131,7 @@ def build_step(plan: StepPlan, params: Sequence[Tensor], input_size: int, state_
     left, out, stage, weight = layout.product_lists
     plan_id = torch.ops.rnnkit.generated_plan(
         forward_address, backward_address, layout.hoisted, layout.slot_widths, layout.previous, layout.history,
-        layout.pointwise_constants, [int(z) for z in layout.zeroed], layout.grad_alias_list, left, out, stage,
+        layout.pointwise_constants, layout.gradient_starts, layout.grad_alias_list, left, out, stage,
         weight, len(layout.stages))
     step = GeneratedStep(plan, layout, forward_address, backward_address, source, plan_id)
     _BY_PLAN.setdefault(plan_id, step)
@@ -191,6 +176,7 @@ class GeneratedKernel(Kernel):
     ``eq.step`` with the call's weights, compiled once per cell, weight layout and dtype)."""
 
     name = "generated"
+    fresh_states = True  # the loop operator's own results; its autograd saves its inputs and slots, never them
 
     def __init__(self):
         self._steps: dict = {}
