@@ -257,6 +257,13 @@ class Recurrent(nn.Module):
                 s += f", {name}={getattr(self, name)!r}"
         return s
 
+    def __prepare_scriptable__(self):
+        """What torch.jit.script compiles in this layer's place: a twin on the same parameters whose forward
+        is TorchScript, each layer-direction one operator call (rnnkit/export/torchscript_recurrent.py);
+        rnnkit's own cells only, a clear error otherwise."""
+        from .export.torchscript_recurrent import scriptable_recurrent
+        return scriptable_recurrent(self)
+
     def reset_state(self) -> None:
         """Forget the state carried between calls (``stateful=True``)."""
         self._carry = None

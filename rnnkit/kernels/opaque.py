@@ -48,8 +48,13 @@ def _kernel(backend: str) -> Kernel:
 def _run(backend, cell, x, batch_sizes, state0, weights, present, reverse):
     eq = EQUATIONS[cell]
     given = iter(weights)
-    fields = [next(given) if p else None for p in present]
-    return _kernel(backend).layer(eq, x, batch_sizes, tuple(state0), eq.weights_type(*fields), reverse)
+    cell_weights = eq.weights_type(*[next(given) if p else None for p in present])
+    if backend in ("auto", "fused"):  # chosen for this call, as a layer chooses eagerly (the TorchScript twin's)
+        from . import select
+        kernel = select(backend, eq, x, cell_weights)
+    else:
+        kernel = _kernel(backend)
+    return kernel.layer(eq, x, batch_sizes, tuple(state0), cell_weights, reverse)
 
 
 # The weights travel as the present tensors plus a mask of the weights_type fields they fill: a list
@@ -58,7 +63,8 @@ def _run(backend, cell, x, batch_sizes, state0, weights, present, reverse):
 def fused_layer(backend: str, cell: str, x: Tensor, batch_sizes: list[int], state0: list[Tensor],
                 weights: list[Tensor], present: list[bool], reverse: bool) -> list[Tensor]:
     """[output (N, H_out), *final state]: one layer-direction of the cell named ``cell`` on the kernel
-    named ``backend``; ``weights`` fill the fields of the cell's ``weights_type`` that ``present`` marks."""
+    named ``backend`` (or the one "auto" or "fused" picks for the call); ``weights`` fill the fields of
+    the cell's ``weights_type`` that ``present`` marks."""
     with torch.no_grad():  # an operator's outputs carry no graph: the backward is the operator below
         out, state = _run(backend, cell, x, batch_sizes, state0, weights, present, reverse)
     return _unaliased([out, *state], (x, *state0, *weights))

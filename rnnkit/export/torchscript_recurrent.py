@@ -1,0 +1,230 @@
+"""The TorchScript twin of ``Recurrent`` over rnnkit's own cells (issue 17), what ``torch.jit.script``
+compiles in its place (``Recurrent.__prepare_scriptable__``), as torchscript.py does for the layers.
+
+``Recurrent``'s forward is Python TorchScript cannot compile (keyword-only ``lengths``, the choice of
+kernel, PackedSequence).  The twin
+
+- holds the cells' own ``nn.Parameter`` objects under the same names (``cells.0.weight_ih``...: the
+  same ``state_dict`` keys; an optimizer step on the original moves the twin);
+- runs each layer-direction as one call of ``rnnkit::fused_layer`` (kernels/opaque.py), the operator
+  torch.compile records for these cells: the kernel is chosen at run time as ``backend=`` chooses it
+  eagerly, and its backward is the kernel's own (run again with autograd, as under torch.compile; a
+  gradient of a gradient is refused with an error);
+- merges the directions, applies dropout between layers and checks its input as ``Recurrent`` does;
+- when called eagerly, runs the original ``Recurrent``.
+
+A saved scripted model runs in a process that has imported rnnkit (which registers the operator).
+Refused at scripting, with an error naming what to use instead: a user's cell (TorchScript cannot
+compile its step in general: torch.jit.trace and torch.export record it), and the options that act
+inside the step or across calls (``return_states``, ``stateful``, ``zoneout``, ``input_dropout``,
+``recurrent_dropout``).  The scripted forward takes ``(input, hx)``: padded or unbatched tensors (``lengths`` is refused
+with an error, and TorchScript's type check refuses a PackedSequence).
+"""
+from typing import Final, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import UnsupportedBackendError
+from .torchscript import _own_parameter, _Twin
+
+_IN_STEP_OPTIONS = ("return_states", "stateful", "zoneout", "input_dropout", "recurrent_dropout")
+
+
+class _Weights(nn.Module):
+    """One cell's parameters under its own names: the twin's ``cells[k]``, for the state_dict keys."""
+
+    def __init__(self, cell: nn.Module, names: List[str]):
+        super().__init__()
+        for name in names:
+            self.register_parameter(name, _own_parameter(cell, name))
+
+
+def _cell_weight_names(recurrent, cell) -> List[Optional[str]]:
+    """Per field of the cell's weights, the name of the parameter that fills it (None where absent);
+    a clear error for a cell the operator cannot run."""
+    from ..kernels.opaque import EQUATIONS
+    eq = getattr(type(cell), "equations", None) is not None and cell.equations
+    if not eq or EQUATIONS.get(eq.name) is not eq:
+        raise UnsupportedBackendError(
+            f"Recurrent({recurrent.cell_name}): TorchScript (torch.jit.script) runs Recurrent over rnnkit's own "
+            "cells (rnnkit.cells); a user's cell runs under torch.jit.trace or torch.export")
+    by_identity = {id(p): name for name, p in cell.named_parameters()}
+    names = []
+    for tensor in cell.cell_weights():
+        if tensor is not None and id(tensor) not in by_identity:
+            raise UnsupportedBackendError(
+                f"Recurrent({recurrent.cell_name}): a weight of the cell is computed, not a parameter, which the "
+                "TorchScript twin cannot follow; use torch.jit.trace or torch.export")
+        names.append(None if tensor is None else by_identity[id(tensor)])
+    return names
+
+
+class RecurrentTwin(_Twin):
+    """The scriptable body of ``Recurrent`` (see the module doc); subclasses give forward its state type."""
+
+    input_size: Final[int]
+    hidden_size: Final[int]
+    num_layers: Final[int]
+    bidirectional: Final[bool]
+    batch_first: Final[bool]
+    dropout: Final[float]
+    merge: Final[str]
+    backend: Final[str]
+    cell_name: Final[str]
+    _cell: Final[str]  # the cell's name in rnnkit.cells, which the operator's schema carries
+    _arity: Final[int]
+    # Per layer-direction, its present weights (the very Parameter objects, in the cell's weights order)
+    # and which fields of the cell's weights they fill: TorchScript indexes lists, not names it builds.
+    _weights: List[List[Tensor]]
+    _present: List[List[bool]]
+
+    def __init__(self, recurrent):
+        super().__init__(recurrent)
+        for option in _IN_STEP_OPTIONS:
+            if getattr(recurrent, option):
+                raise UnsupportedBackendError(
+                    f"Recurrent: TorchScript (torch.jit.script) runs Recurrent without {option}; use torch.jit.trace "
+                    "or torch.export, or script a Recurrent without it")
+        self.input_size, self.hidden_size, self.num_layers = (recurrent.input_size, recurrent.hidden_size,
+                                                              recurrent.num_layers)
+        self.bidirectional, self.batch_first, self.dropout = (recurrent.bidirectional, recurrent.batch_first,
+                                                              recurrent.dropout)
+        self.merge, self.backend, self.cell_name = recurrent.merge, recurrent.backend, recurrent.cell_name
+        holders, self._weights, self._present = [], [], []
+        for cell in recurrent.cells:
+            names = _cell_weight_names(recurrent, cell)
+            holders.append(_Weights(cell, [n for n in names if n is not None]))
+            self._weights.append([getattr(holders[-1], n) for n in names if n is not None])
+            self._present.append([n is not None for n in names])
+        self.cells = nn.ModuleList(holders)
+        first = recurrent.cells[0]
+        self._cell = first.equations.name
+        self._arity = len(first.equations.state_names)
+
+    def extra_repr(self) -> str:
+        return self._original[0].extra_repr()
+
+    @torch.jit.unused
+    def _eager_call(self, input, hx, lengths):
+        """The original Recurrent, lengths included: torch.jit.script puts the twin in the Recurrent's
+        place in your Python model too, which keeps its eager behaviour."""
+        original = self._original[0]
+        original.train(self.training)
+        return original(input, hx, lengths=lengths)
+
+    def _check_no_lengths(self, lengths: Optional[Tensor]):
+        if lengths is not None:
+            raise RuntimeError("Recurrent: the scripted layer runs full-length sequences; lengths (and a "
+                               "PackedSequence) are for the eager layer")
+
+    def _merged(self, outs: List[Tensor]) -> Tensor:
+        if len(outs) == 1:
+            return outs[0]
+        if self.merge == "sum":
+            return outs[0] + outs[1]
+        if self.merge == "mean":
+            return (outs[0] + outs[1]) / 2
+        if self.merge == "mul":
+            return outs[0] * outs[1]
+        return torch.cat(outs, 1)  # (N, 2H)
+
+    def _forward_states(self, input: Tensor, hx: Optional[List[Tensor]]) -> Tuple[Tensor, List[Tensor]]:
+        """(output, final states) of ``input`` and the initial states ``hx`` (a list, one per state)."""
+        if input.dim() != 2 and input.dim() != 3:
+            raise ValueError(f"Recurrent: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
+        is_batched = input.dim() == 3
+        if not is_batched:
+            input = input.unsqueeze(0 if self.batch_first else 1)
+        if input.size(-1) != self.input_size:
+            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                               f"got {input.size(-1)}")
+        if self.batch_first:
+            input = input.transpose(0, 1)  # (T, B, I)
+        steps, batch = input.size(0), input.size(1)
+        if steps == 0:
+            raise RuntimeError("Recurrent: expected a sequence of at least one step, got 0 steps")
+        layers = len(self._weights)
+        if hx is None:
+            state = [torch.zeros(layers, batch, self.hidden_size, dtype=input.dtype, device=input.device)
+                     for _ in range(self._arity)]  # each (L*D, B, H)
+        else:
+            if len(hx) != self._arity:
+                raise RuntimeError(f"Recurrent: {self.cell_name} has {self._arity} state tensor(s), got {len(hx)}")
+            state = hx if is_batched else [s.unsqueeze(1) for s in hx]
+            for k in range(len(state)):
+                if state[k].shape != [layers, batch, self.hidden_size]:
+                    raise RuntimeError(f"Expected hx[{k}] size {(layers, batch, self.hidden_size)}, "
+                                       f"got {list(state[k].shape)}")
+                if state[k].dtype != input.dtype:
+                    raise RuntimeError(f"Recurrent: hx[{k}] dtype ({state[k].dtype}) does not match input dtype "
+                                       f"({input.dtype})")
+        x = input.reshape(steps * batch, input.size(2))  # (T*B, I): the packed layout of a padded batch
+        batch_sizes = [batch] * steps
+        directions = 2 if self.bidirectional else 1
+        finals: List[List[Tensor]] = [[] for _ in range(self._arity)]
+        for layer in range(self.num_layers):
+            outs: List[Tensor] = []
+            for direction in range(directions):
+                index = layer * directions + direction
+                results = torch.ops.rnnkit.fused_layer(self.backend, self._cell, x, batch_sizes,
+                                                       [s[index] for s in state], self._weights[index],
+                                                       self._present[index], direction == 1)
+                outs.append(results[0])  # (T*B, H)
+                for k in range(self._arity):
+                    finals[k].append(results[1 + k])
+            x = self._merged(outs)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, True)
+        output = x.view(steps, batch, x.size(1))  # (T, B, F)
+        if self.batch_first:
+            output = output.transpose(0, 1)  # (B, T, F)
+        final_states = [torch.stack(f) for f in finals]  # each (L*D, B, H)
+        if not is_batched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            final_states = [s.squeeze(1) for s in final_states]
+        return output, final_states
+
+
+class RecurrentTwin1(RecurrentTwin):
+    """For cells with one state (h): ``(output, h_n)``."""
+
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None,
+                lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        if not torch.jit.is_scripting():
+            return self._eager_call(input, hx, lengths)
+        self._check_no_lengths(lengths)
+        state: Optional[List[Tensor]] = None
+        if hx is not None:
+            state = [hx]
+        output, final = self._forward_states(input, state)
+        return output, final[0]
+
+
+class RecurrentTwin2(RecurrentTwin):
+    """For cells with two states (h, c): ``(output, (h_n, c_n))``."""
+
+    def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None,
+                lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        if not torch.jit.is_scripting():
+            return self._eager_call(input, hx, lengths)
+        self._check_no_lengths(lengths)
+        state: Optional[List[Tensor]] = None
+        if hx is not None:
+            state = [hx[0], hx[1]]
+        output, final = self._forward_states(input, state)
+        return output, (final[0], final[1])
+
+
+def scriptable_recurrent(recurrent) -> RecurrentTwin:
+    """The twin torch.jit.script compiles in place of ``recurrent``; a clear error for what it cannot run."""
+    first = recurrent.cells[0]
+    _cell_weight_names(recurrent, first)  # a user's cell: refused before anything else
+    arity = len(first.equations.state_names)
+    if arity not in (1, 2):
+        raise UnsupportedBackendError(f"Recurrent({recurrent.cell_name}): TorchScript twins take one or two states")
+    return RecurrentTwin2(recurrent) if arity == 2 else RecurrentTwin1(recurrent)
+
+
+__all__ = ["RecurrentTwin", "RecurrentTwin1", "RecurrentTwin2", "scriptable_recurrent"]
