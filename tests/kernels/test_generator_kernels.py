@@ -302,6 +302,19 @@ def test_a_replaced_parameter_a_new_attribute_and_a_mode_change_reach_the_genera
     agree()
 
 
+def test_a_users_cell_is_freed_with_its_layer():
+    """The generator's per-cell caches (steps, snapshots) hold a cell weakly: none keeps it alive."""
+    import gc
+    import weakref
+
+    model = rnnkit.Recurrent(USER_CELLS["cifg_lstm"][0], 4, 6, backend="generated")
+    model(torch.randn(3, 2, 4, requires_grad=True))[0].sum().backward()
+    cell = weakref.ref(model.cells[0])
+    del model
+    gc.collect()
+    assert cell() is None
+
+
 def test_the_backward_reads_saved_activations_and_the_gates_stay_one_hoisted_slot():
     """LSTM and GRU laid out for the loop: W_ih x_t + b_ih is one hoisted slot (its gates split inside
     the step, not copied out per call), and the backward computes no activation again (it reads the
