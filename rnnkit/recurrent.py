@@ -91,6 +91,19 @@ def concat(outs: list) -> Tensor:
 LayerFn = Callable[[int, int, Tensor, Sequence[int], State], tuple]
 
 
+class SameForEvery:
+    """One state tensor for every layer-direction, where run_stack's ``hx`` holds stacked ones: the zero
+    state of ``hx=None``, (B, *), without a stacked (L*D, B, *) copy to allocate and index."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: Tensor):
+        self.tensor = tensor
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.tensor
+
+
 def run_stack(x: Tensor, batch_sizes: Sequence[int], hx: State, layer_fn: LayerFn, *,
               num_layers: int, num_directions: int, dropout: float = 0.0,
               training: bool = False, merge: Callable[[list], Tensor] = concat,
@@ -98,7 +111,7 @@ def run_stack(x: Tensor, batch_sizes: Sequence[int], hx: State, layer_fn: LayerF
     """Run ``num_layers`` x ``num_directions`` recurrences over packed ``x`` (N, I).
 
     ``hx`` is a tuple of stacked states, each (num_layers * num_directions, B, *),
-    indexed ``layer * num_directions + direction`` as in torch.nn.
+    indexed ``layer * num_directions + direction`` as in torch.nn (or a SameForEvery).
     ``layer_fn(layer, direction, x, batch_sizes, state0)`` runs one layer-direction
     and returns (outputs (N, H), final state); direction 1 reads the sequence backwards.
     Directions' outputs are combined by ``merge`` (concatenated on the feature axis by
@@ -314,8 +327,8 @@ class Recurrent(nn.Module):
 
         structure = [self._probe(c, size, data) for c, size in zip(self.cells, self._cell_input_sizes)]  # per cell: (arity, per-state trailing shapes)
         state = self._initial_state(hx, is_batched, batch, data, structure)
-        if sorted_indices is not None:
-            state = tuple(s.index_select(1, sorted_indices) for s in state)
+        if sorted_indices is not None:  # (zeros need no reordering)
+            state = tuple(s.index_select(1, sorted_indices) if isinstance(s, Tensor) else s for s in state)
 
         runners, fresh_states = self._runners(data)
         keep = self.return_states
@@ -398,7 +411,7 @@ class Recurrent(nn.Module):
             arity = len(cell.equations.state_names)
             return arity > 1, ((self.hidden_size,),) * arity
         known = _PROBED.setdefault(cell, {})
-        key = (data.dtype, data.device, input_size)
+        key = (data.dtype, None if data.is_cpu else data.device, input_size)  # (a device object costs us)
         if key not in known:
             known[key] = self._call_probe(cell, input_size, data)
         return known[key]
@@ -429,8 +442,8 @@ class Recurrent(nn.Module):
                 raise RuntimeError(f"Recurrent: the carried state has batch {self._carry[0].size(1)}, this call has "
                                    f"batch {batch}; call reset_state() to start new sequences")
             return self._carry
-        if hx is None:
-            return tuple(data.new_zeros(layers, batch, *shape) for shape in shapes)
+        if hx is None:  # a zero state for every layer-direction (one per state: no two alias each other)
+            return tuple(SameForEvery(data.new_zeros(batch, *shape)) for shape in shapes)
         states = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
         if len(states) != len(shapes) or not all(isinstance(s, Tensor) for s in states):
             raise TypeError(f"Recurrent: {self.cell_name} has {len(shapes)} state tensor(s); hx should be "

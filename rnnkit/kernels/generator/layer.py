@@ -66,22 +66,27 @@ _STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # cell -> {(d
 
 
 def check_call(x: Tensor, params: Sequence[Tensor]) -> None:
-    """UnsupportedBackendError where a generated kernel cannot run this call."""
-    if x.device.type != "cpu":
+    """UnsupportedBackendError where a generated kernel cannot run this call.  (Read on every call: the
+    tests ask ``is_cpu`` and compare dtypes by identity, as a ``device`` object per tensor cost more here
+    than the rest of the checks.)"""
+    if not x.is_cpu:
         raise UnsupportedBackendError(f"generated kernels run on the CPU, got input on {x.device}")
-    if x.dtype not in (torch.float32, torch.float64):
-        raise UnsupportedBackendError(f"generated kernels run in float32 or float64, got {x.dtype}")
+    dtype = x.dtype
+    if dtype is not torch.float32 and dtype is not torch.float64:
+        raise UnsupportedBackendError(f"generated kernels run in float32 or float64, got {dtype}")
     if in_functorch_transform() or forward_ad_active():
         raise UnsupportedBackendError("generated kernels do not run under torch.func transforms or forward-mode AD "
                                       "(no vmap or jvp rule); use backend='auto' or 'reference'")
-    if any(p.dtype != x.dtype or p.device != x.device for p in params):
-        raise UnsupportedBackendError("generated kernels need the cell's parameters in the input's dtype, on its device")
+    for p in params:
+        if p.dtype is not dtype or not p.is_cpu:
+            raise UnsupportedBackendError("generated kernels need the cell's parameters in the input's dtype, on its "
+                                          "device")
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
         # the loop calls the generated code by its address in this process: a traced or exported graph
         # would carry that address to another process
         raise UnsupportedBackendError("generated kernels run eagerly, not while torch.compile, torch.export or "
                                       "torch.jit.trace record a graph; use backend='auto' or 'reference'")
-    if torch.is_autocast_enabled(x.device.type):
+    if torch.is_autocast_enabled("cpu"):
         raise UnsupportedBackendError("generated kernels run in one dtype, not under autocast; use backend='auto' "
                                       "or 'reference'")
     extension.load()  # the loop: rnnkit._C (UnsupportedBackendError where it is not built)
