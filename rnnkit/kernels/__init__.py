@@ -4,8 +4,9 @@
 ``check`` passes; the reference loop runs everything.  ``backend="fused"`` means
 rnnkit's fused kernel for the call, whichever device and cell it is: the C++ operators
 (torch.nn's families, "ops"), the numba kernels (every rnnkit cell, "numba"), the CUDA kernels
-(Triton) or the parallel scan of the min-cells.  ``backend="generated"`` runs the kernel generated
-from the cell's own equations (generator/), what Recurrent runs a user's cell on.  A backend
+(Triton) or the parallel scan of the min-cells, or the kernel generated from the cell's own equations
+for the cells where it beats the hand-written one (``GeneratedKernel.auto_cells``).
+``backend="generated"`` runs the generated kernel on any cell, what Recurrent runs a user's cell on.  A backend
 named explicitly is used or its UnsupportedBackendError reaches the user: no silent
 fallback to the reference loop.
 """
@@ -38,12 +39,13 @@ def register(kernel: Kernel, auto: bool = True, fused: bool = True) -> None:
 
 
 register(OpsKernel())  # "ops": torch.nn's families on the C++ operators (torch.ops.rnnkit), built at install
+# "generated": any cell's kernel generated from its equations (generator/), what Recurrent runs a user's
+# cell on; "auto" and "fused" take it for the rnnkit cells of GeneratedKernel.auto_cells, where it measured
+# at least as fast as their hand-written numba kernels (the others keep theirs: see kernels/cpu/__init__.py)
+register(GeneratedKernel())
 register(FusedKernel())  # "numba": the numba CPU kernels (every rnnkit cell; where rnnkit._C is not built)
 register(CudaFusedKernel())  # "fused_cuda"
 register(ParallelScanKernel())  # "scan": MinGRU / MinLSTM, parallel over time
-# "generated": any cell's kernel generated from its equations (generator/); named only, for now: the
-# hand-written kernels above are faster on rnnkit's cells.  Users' cells in Recurrent run on it by default.
-register(GeneratedKernel(), auto=False, fused=False)
 
 
 def check_backend_name(backend) -> None:
@@ -62,6 +64,8 @@ def select(backend: str, eq, x, weights) -> Kernel:
 def _select(backend: str, eq, x, weights) -> Kernel:
     if backend == "auto":  # first: the default, and a name that needs no check (this runs on every call)
         for kernel in AUTO_ORDER:
+            if kernel.auto_cells is not None and eq.name not in kernel.auto_cells:
+                continue
             try:
                 kernel.check(eq, x, weights)
             except UnsupportedBackendError:
@@ -74,6 +78,8 @@ def _select(backend: str, eq, x, weights) -> Kernel:
         return BACKENDS[backend]
     reasons = []
     for kernel in FUSED:
+        if kernel.auto_cells is not None and eq.name not in kernel.auto_cells:
+            continue
         try:
             kernel.check(eq, x, weights)
         except UnsupportedBackendError as e:

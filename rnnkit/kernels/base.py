@@ -27,6 +27,9 @@ class Kernel:
     # whether the final states ``layer`` returns are new tensors that nothing else holds (no saved
     # tensor of its backward, no output): the layer may then hand them out without a copy
     fresh_states = False
+    # the cells (CellEquations names) backend="auto" and "fused" take this kernel for; None: every cell
+    # its check accepts.  (A kernel named explicitly runs whatever its check accepts.)
+    auto_cells = None
 
     def check(self, eq: CellEquations, x: Tensor, weights: CellWeights) -> None:
         return None

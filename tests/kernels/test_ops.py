@@ -17,7 +17,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit import kernels
-from rnnkit.cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS, CellWeights
+from rnnkit.cells import ELMAN_RELU, ELMAN_TANH, GRU_EQUATIONS, LSTM_EQUATIONS, CellWeights, LayerNormLSTMCell
+from rnnkit.cells.layernorm_lstm import LAYERNORM_LSTM
 from rnnkit.cells.gru import GRU_RESET_BEFORE
 from rnnkit.errors import UnsupportedBackendError
 from rnnkit.kernels.ops import extension
@@ -418,7 +419,7 @@ def test_operators_refuse_inconsistent_arguments(what, match):
 
 
 @needs_extension
-def test_auto_and_fused_pick_the_operators_for_torch_nn_families_and_numba_for_the_rest():
+def test_auto_and_fused_pick_the_operators_for_torch_nn_families_and_generated_or_numba_for_the_rest():
     x = torch.randn(3, INPUT)
     layer = rnnkit.LSTM(INPUT, HIDDEN)
     weights = layer.layer_weights(0, 0)
@@ -426,13 +427,17 @@ def test_auto_and_fused_pick_the_operators_for_torch_nn_families_and_numba_for_t
         assert kernels.select(backend, LSTM_EQUATIONS, x, weights).name == "ops"
     assert kernels.select("numba", LSTM_EQUATIONS, x, weights).name == "numba"
     gru_reset_before = CellWeights(torch.randn(3 * HIDDEN, INPUT), torch.randn(3 * HIDDEN, HIDDEN))
-    assert kernels.select("auto", GRU_RESET_BEFORE, x, gru_reset_before).name == "numba"
+    # (the generated kernel where it measured at least as fast as the numba one: GeneratedKernel.auto_cells)
+    assert kernels.select("auto", GRU_RESET_BEFORE, x, gru_reset_before).name == "generated"
+    assert kernels.select("auto", LAYERNORM_LSTM, x, LayerNormLSTMCell(INPUT, HIDDEN).cell_weights()).name == "numba"
 
 
 def test_without_the_extension_auto_runs_the_numba_kernels(extension_missing):
     x = torch.randn(3, INPUT)
     weights = rnnkit.LSTM(INPUT, HIDDEN).layer_weights(0, 0)
     assert kernels.select("auto", LSTM_EQUATIONS, x, weights).name == "numba"
+    gru_reset_before = CellWeights(torch.randn(3 * HIDDEN, INPUT), torch.randn(3 * HIDDEN, HIDDEN))
+    assert kernels.select("auto", GRU_RESET_BEFORE, x, gru_reset_before).name == "numba"  # (generated: in rnnkit._C)
 
 
 @pytest.mark.parametrize("what", ["complex64", "meta device", "mixed dtypes", "other cell", "autocast"])

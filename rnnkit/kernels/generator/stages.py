@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -223,16 +224,24 @@ def lay_out(plan: StepPlan, hoisted_widths: list, state_widths: list, constants:
 def _sink_column_blocks(graph: fx.Graph, level: dict, inputs: set) -> None:
     """Column blocks of the step's inputs (the gates of W_ih x_t + b_ih, one hoisted slot) taken in the
     stage that first reads them, not at level 0: a block taken at level 0 and read later would be a
-    slot of its own, copied out at every step (and its gradient copied back).  A product's left operand
-    keeps its level: it must be complete before the product."""
-    for node in reversed(graph.nodes):
-        base = feature_view_base(node) if node.op == "call_function" else None
-        while base is not None and base not in inputs:
-            base = feature_view_base(base)
-        users = [u for u in node.users]
-        if base is None or not users or any(u.op == "output" or u.target in PRODUCTS for u in users):
+    slot of its own, copied out at every step (and its gradient copied back).  A split moves with all
+    its blocks, and only where none is a product's left operand (which must be complete before the
+    product) or a result of the step."""
+    for node in graph.nodes:
+        if node.op != "call_function" or feature_view_base(node) not in inputs:
             continue
-        level[node] = min(level[u] for u in users)
+        if node.target is aten.slice.Tensor:
+            blocks = [node]
+        elif all(u.op == "call_function" and u.target is operator.getitem for u in node.users):
+            blocks = list(node.users)  # the split's blocks
+        else:
+            continue
+        readers = [u for block in blocks for u in block.users]
+        if not readers or any(u.op == "output" or u.target in PRODUCTS for u in readers):
+            continue
+        first = min(level[u] for u in readers)
+        for n in [node, *blocks]:
+            level[n] = first
 
 
 def _order_gradient_writes(layout: Layout) -> None:
