@@ -320,9 +320,10 @@ def test_the_backward_reads_saved_activations_and_the_gates_stay_one_hoisted_slo
     the step, not copied out per call), and the backward computes no activation again (it reads the
     forward's, saved): no exp in any backward function, and no gradient buffer for the saved slots."""
     for name in ("LSTMCell", "GRUCell"):
-        model = rnnkit.Recurrent(getattr(rnnkit.cells, name), 4, 6, backend="generated")
-        model(torch.randn(3, 2, 4))
-        (step, _), = [v for k, v in BACKENDS["generated"]._steps.items() if k[0] is model.cells[0].equations]
+        model = rnnkit.Recurrent(getattr(rnnkit.cells, name), 7, 9, backend="generated")  # sizes no other test uses
+        model(torch.randn(3, 2, 7))
+        (step, _), = [v for k, v in BACKENDS["generated"]._steps.items()
+                      if k[0] is model.cells[0].equations and k[1] is torch.float32 and k[2] == 7]
         kinds = [slot.kind for slot in step.layout.slots]
         assert kinds.count("hoisted") == 1 and "value" not in kinds, kinds
         saved = [s for s, slot in enumerate(step.layout.slots) if slot.kind == "saved"]

@@ -65,10 +65,11 @@ class GeneratedStep:
 _STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # cell -> {(dtype, I, state): GeneratedStep}
 
 
-def check_call(x: Tensor, params: Sequence[Tensor]) -> None:
-    """UnsupportedBackendError where a generated kernel cannot run this call.  (Read on every call: the
-    tests ask ``is_cpu`` and compare dtypes by identity, as a ``device`` object per tensor cost more here
-    than the rest of the checks.)"""
+def check_call(x: Tensor, params: Sequence[Tensor], compiled_as_operator: bool = False) -> None:
+    """UnsupportedBackendError where a generated kernel cannot run this call.  ``compiled_as_operator``:
+    under torch.compile the call is one rnnkit::fused_layer (kernels/opaque.py), which finds the step when
+    it runs: rnnkit's cells.  (Read on every call: the tests ask ``is_cpu`` and compare dtypes by identity,
+    as a ``device`` object per tensor cost more here than the rest of the checks.)"""
     if not x.is_cpu:
         raise UnsupportedBackendError(f"generated kernels run on the CPU, got input on {x.device}")
     dtype = x.dtype
@@ -81,7 +82,8 @@ def check_call(x: Tensor, params: Sequence[Tensor]) -> None:
         if p.dtype is not dtype or not p.is_cpu:
             raise UnsupportedBackendError("generated kernels need the cell's parameters in the input's dtype, on its "
                                           "device")
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
+    if (torch.compiler.is_compiling() and not compiled_as_operator) or torch.compiler.is_exporting() \
+            or torch.jit.is_tracing():
         # the loop calls the generated code by its address in this process: a traced or exported graph
         # would carry that address to another process
         raise UnsupportedBackendError("generated kernels run eagerly, not while torch.compile, torch.export or "
@@ -193,7 +195,7 @@ class GeneratedKernel(Kernel):
         self._steps: dict = {}
 
     def check(self, eq, x, weights) -> None:
-        check_call(x, [w for w in weights if w is not None])
+        check_call(x, [w for w in weights if w is not None], compiled_as_operator=True)
 
     def layer(self, eq, x, batch_sizes, state0, weights, reverse):
         present = tuple(None if w is None else tuple(w.shape) for w in weights)
