@@ -150,6 +150,7 @@ from . import kernels  # noqa: E402
 from .kernels.generator.layer import for_cell as generated_step  # noqa: E402
 from .cells._base import CellBase, check_size_arg  # noqa: E402
 from .errors import UnsupportedBackendError  # noqa: E402
+from .export.input_checks import batched_input  # noqa: E402
 
 MERGES = {
     "concat": concat,
@@ -380,16 +381,9 @@ class Recurrent(nn.Module):
     def _batched(self, input):
         """(``input`` with its batch axis, whether it had one) for a padded tensor, checked as torch.nn
         checks it (the dimensions, then the feature size)."""
-        if not isinstance(input, Tensor) or input.dim() not in (2, 3):
-            got = f"{input.dim()}D tensor" if isinstance(input, Tensor) else type(input).__name__
-            raise ValueError(f"Recurrent: Expected input to be 2D or 3D, got {got} instead")
-        is_batched = input.dim() == 3
-        if not is_batched:
-            input = input.unsqueeze(0 if self.batch_first else 1)
-        if input.size(-1) != self.input_size:
-            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                               f"got {input.size(-1)}")
-        return input, is_batched
+        if not isinstance(input, Tensor):
+            raise ValueError(f"Recurrent: Expected input to be 2D or 3D, got {type(input).__name__} instead")
+        return batched_input(input, self.batch_first, self.input_size)
 
     def _unpack(self, out, packed, packed_in, total_length, is_batched):
         """Packed rows (N, F) back to the caller's layout: a PackedSequence or a padded tensor."""

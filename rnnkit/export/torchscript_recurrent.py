@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UnsupportedBackendError
+from .input_checks import batched_input
 from .torchscript import _own_parameter, _Twin
 
 _IN_STEP_OPTIONS = ("return_states", "stateful", "zoneout", "input_dropout", "recurrent_dropout")
@@ -132,14 +133,7 @@ class RecurrentTwin(_Twin):
 
     def _forward_states(self, input: Tensor, hx: Optional[List[Tensor]]) -> Tuple[Tensor, List[Tensor]]:
         """(output, final states) of ``input`` and the initial states ``hx`` (a list, one per state)."""
-        if input.dim() != 2 and input.dim() != 3:
-            raise ValueError(f"Recurrent: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
-        is_batched = input.dim() == 3
-        if not is_batched:
-            input = input.unsqueeze(0 if self.batch_first else 1)
-        if input.size(-1) != self.input_size:
-            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                               f"got {input.size(-1)}")
+        input, is_batched = batched_input(input, self.batch_first, self.input_size)
         if self.batch_first:
             input = input.transpose(0, 1)  # (T, B, I)
         steps, batch = input.size(0), input.size(1)

@@ -14,22 +14,15 @@ cheap; compiled code is cached on disk by numba (``cache=True``).
 
 Which of these ``backend="auto"`` runs, against the kernels generated from the cells' own equations
 (kernels/generator/; generated/numba time, forward and forward+backward, the bench grid's four sizes,
-2 threads, AVX2 EPYC Zen 3, 2026-12-07).  Kept, as faster somewhere on the grid: ``min_cells``' minGRU
-(the generated kernel takes 1.27-1.85x its time: a step without a product, where the generated loop's
-per-step bookkeeping outweighs the math), ``layernorm_lstm`` (1.11-1.18x at (200,16,64,64) and above,
-forward+backward; the generated one is faster at (100,1,32,32), 0.73-0.90), ``layernorm_gru`` (up to
-1.17x at (200,16,64,64)) and ``indrnn`` (up to 1.16x there).  No longer run by "auto" where the
+2 threads, AVX2 EPYC Zen 3, 2026-12-07, two runs of benchmarks/generated_vs_hand.py).  Kept, as faster
+somewhere on the grid: ``min_cells``' minGRU (the generated kernel takes 1.23-2.28x its time: a step
+without a product, where the generated loop's per-step bookkeeping outweighs the math),
+``layernorm_lstm`` (up to 1.27x at (200,16,64,64), forward+backward; the generated one is faster at
+(100,1,32,32), 0.73-0.94), ``layernorm_gru`` (0.80-1.17: up to 1.17x at (200,16,64,64), the edge of
+the 10%) and ``indrnn`` (0.94-1.18, the most at (200,16,64,64)).  No longer run by "auto" where the
 extension is built (the generated kernel is at least as fast): ``min_cells``' minLSTM (0.26-0.96),
-``peephole_lstm`` (0.48-0.84), ``gru_reset_before`` (0.52-1.01); they remain ``backend="numba"``'s, and
+``peephole_lstm`` (0.46-0.92), ``gru_reset_before`` (0.49-1.04); they remain ``backend="numba"``'s, and
 "auto"'s where rnnkit._C is not built (the generated loop is part of it).
-
-Strategy per layer-direction (Elman, LSTM, GRU, layer-norm LSTM): in float32, a batch of at least
-8 rows is split across torch's threads (``split.row_chunks``), each thread running the whole time loop
-on its rows in one jitted call (numba's OpenMP layer, sharing torch's thread pool).  Otherwise,
-chosen from the sizes (``common.whole_loop``): when one step's recurrent product is small, the
-whole time loop (products included) runs in one jitted call; else each step's product goes to
-torch's BLAS on all threads and a jitted call does the step's pointwise math.  All use the
-same step functions.
 """
 from __future__ import annotations
 

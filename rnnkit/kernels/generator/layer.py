@@ -186,9 +186,10 @@ class GeneratedKernel(Kernel):
     fresh_states = True  # the loop operator's own results; its autograd saves its inputs and slots, never them
     # What backend="auto" and "fused" run on it: the rnnkit cells whose generated kernel measured at least as
     # fast as their hand-written numba kernel, forward and forward+backward, on the bench grid's four sizes
-    # ((100,1,32,32) to (50,64,512,512), 2 threads, AVX2 EPYC Zen 3, 2026-12-07; generated/numba time):
-    # min_lstm 0.26-0.96, peephole_lstm 0.48-0.84, gru_reset_before 0.52-1.01.  The hand kernels that stay
-    # the default, and by how much they win, are listed in kernels/cpu/__init__.py.
+    # ((100,1,32,32) to (50,64,512,512), 2 threads, AVX2 EPYC Zen 3, 2026-12-07, two runs of
+    # benchmarks/generated_vs_hand.py; generated/numba time): min_lstm 0.26-0.96, peephole_lstm 0.46-0.92,
+    # gru_reset_before 0.49-1.04.  The hand kernels that stay the default, and by how much they win, are
+    # listed in kernels/cpu/__init__.py.
     auto_cells = frozenset({"min_lstm", "peephole_lstm", "gru_reset_before"})
 
     def __init__(self):
