@@ -148,7 +148,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import export as _export  # noqa: E402
 from . import kernels  # noqa: E402
 from .kernels.generator.layer import for_cell as generated_step  # noqa: E402
-from .cells._base import CellBase, check_size_arg  # noqa: E402
+from .cells._base import CellBase, check_size_arg, equations_of  # noqa: E402
 from .errors import UnsupportedBackendError  # noqa: E402
 from .export.input_checks import batched_input  # noqa: E402
 
@@ -460,8 +460,7 @@ class Recurrent(nn.Module):
         generic = self.return_states or self.zoneout > 0 or (self.training and self.recurrent_dropout > 0)
         runners, fresh = [], True
         for cell, input_size in zip(self.cells, self._cell_input_sizes):
-            # (looked up on the class first: a user cell's missing attribute costs nn.Module 5-9 us to refuse)
-            eq = cell.equations if getattr(type(cell), "equations", None) is not None else None
+            eq = equations_of(cell)
             if eq is not None and not generic:
                 kernel = kernels.select(self.backend, eq, data, cell.cell_weights())
                 runners.append(lambda x, bs, s0, rev, keep, eq=eq, cell=cell, k=kernel:

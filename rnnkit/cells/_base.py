@@ -60,6 +60,13 @@ class CellEquations:
         return self.recur(self.project(x, weights), state, weights)
 
 
+def equations_of(cell: nn.Module) -> "CellEquations | None":
+    """A cell module's CellEquations (rnnkit's cells, and the layers' torch.nn-style cells), or None for
+    a user's cell.  Looked up on the class first: a missing attribute costs nn.Module 5-9 us to refuse,
+    and this runs on every call of Recurrent."""
+    return cell.equations if getattr(type(cell), "equations", None) is not None else None
+
+
 def check_size_arg(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cells._base import equations_of
 from ..errors import UnsupportedBackendError
 from .input_checks import batched_input
 from .torchscript import _own_parameter, _Twin
@@ -42,15 +43,19 @@ class _Weights(nn.Module):
             self.register_parameter(name, _own_parameter(cell, name))
 
 
-def _cell_weight_names(recurrent, cell) -> List[Optional[str]]:
-    """Per field of the cell's weights, the name of the parameter that fills it (None where absent);
-    a clear error for a cell the operator cannot run."""
+def _equations(recurrent, cell):
+    """The cell's CellEquations, one the operator runs; a clear error for any other cell."""
     from ..kernels.opaque import EQUATIONS
-    eq = getattr(type(cell), "equations", None) is not None and cell.equations
-    if not eq or EQUATIONS.get(eq.name) is not eq:
+    eq = equations_of(cell)
+    if eq is None or EQUATIONS.get(eq.name) is not eq:
         raise UnsupportedBackendError(
             f"Recurrent({recurrent.cell_name}): TorchScript (torch.jit.script) runs Recurrent over rnnkit's own "
             "cells (rnnkit.cells); a user's cell runs under torch.jit.trace or torch.export")
+    return eq
+
+
+def _cell_weight_names(recurrent, cell) -> List[Optional[str]]:
+    """Per field of the cell's weights, the name of the parameter that fills it (None where absent)."""
     by_identity = {id(p): name for name, p in cell.named_parameters()}
     names = []
     for tensor in cell.cell_weights():
@@ -95,6 +100,7 @@ class RecurrentTwin(_Twin):
         self.merge, self.backend, self.cell_name = recurrent.merge, recurrent.backend, recurrent.cell_name
         holders, self._weights, self._present = [], [], []
         for cell in recurrent.cells:
+            _equations(recurrent, cell)
             names = _cell_weight_names(recurrent, cell)
             holders.append(_Weights(cell, [n for n in names if n is not None]))
             self._weights.append([getattr(holders[-1], n) for n in names if n is not None])
@@ -213,9 +219,7 @@ class RecurrentTwin2(RecurrentTwin):
 
 def scriptable_recurrent(recurrent) -> RecurrentTwin:
     """The twin torch.jit.script compiles in place of ``recurrent``; a clear error for what it cannot run."""
-    first = recurrent.cells[0]
-    _cell_weight_names(recurrent, first)  # a user's cell: refused before anything else
-    arity = len(first.equations.state_names)
+    arity = len(_equations(recurrent, recurrent.cells[0]).state_names)  # a user's cell: refused first
     if arity not in (1, 2):
         raise UnsupportedBackendError(f"Recurrent({recurrent.cell_name}): TorchScript twins take one or two states")
     return RecurrentTwin2(recurrent) if arity == 2 else RecurrentTwin1(recurrent)

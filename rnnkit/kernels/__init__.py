@@ -61,11 +61,14 @@ def select(backend: str, eq, x, weights) -> Kernel:
     return kernel
 
 
+def _offered(order: list, eq) -> list:
+    """The kernels of ``order`` that "auto" and "fused" may take for ``eq`` (Kernel.auto_cells)."""
+    return [k for k in order if k.auto_cells is None or eq.name in k.auto_cells]
+
+
 def _select(backend: str, eq, x, weights) -> Kernel:
     if backend == "auto":  # first: the default, and a name that needs no check (this runs on every call)
-        for kernel in AUTO_ORDER:
-            if kernel.auto_cells is not None and eq.name not in kernel.auto_cells:
-                continue
+        for kernel in _offered(AUTO_ORDER, eq):
             try:
                 kernel.check(eq, x, weights)
             except UnsupportedBackendError:
@@ -77,9 +80,7 @@ def _select(backend: str, eq, x, weights) -> Kernel:
         BACKENDS[backend].check(eq, x, weights)
         return BACKENDS[backend]
     reasons = []
-    for kernel in FUSED:
-        if kernel.auto_cells is not None and eq.name not in kernel.auto_cells:
-            continue
+    for kernel in _offered(FUSED, eq):
         try:
             kernel.check(eq, x, weights)
         except UnsupportedBackendError as e:

@@ -127,8 +127,7 @@ def lay_out(plan: StepPlan, hoisted_widths: list, state_widths: list, constants:
     hoisted_nodes = placeholders[:n_hoisted]
     state_nodes = placeholders[n_hoisted:n_hoisted + n_states]
     constant_nodes = placeholders[n_hoisted + n_states:]
-    output = next(n for n in graph.nodes if n.op == "output")
-    results = list(output.args[0]) if isinstance(output.args[0], (tuple, list)) else [output.args[0]]
+    results = _outputs_of(gm)
 
     layout = Layout(constant_shapes=[tuple(c.shape) for c in constants])
     slot_of: dict = {}
@@ -335,7 +334,7 @@ def _backward_graph(forward: fx.GraphModule, slots: list, constants: list, saved
         primals = [a.detach().requires_grad_() for a in args[:n_primals]]
         values = dict(zip(activations, args[n_primals:n_primals + n_saved]))
         with torch.enable_grad():
-            outputs = tuple(_FromSaved.run(forward, values, primals))
+            outputs = tuple(_ReadingSaved(forward, values).run(*primals))
             seeds = [_Seed.apply(out, cotangent) for out, cotangent in zip(outputs, args[n_primals + n_saved:])
                      if out.requires_grad]
             grads = torch.autograd.grad(sum(seeds), primals, allow_unused=True) if seeds else [None] * n_primals
@@ -393,23 +392,19 @@ class _FromSaved(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         return ctx.derivative(grad, y), None, None
 
-    @staticmethod
-    def run(forward: fx.GraphModule, values: dict, primals: list):
-        """``forward`` on ``primals``, each node of ``values`` replaced by its saved value."""
-        env: dict = {}
-        placeholders = iter(primals)
-        for node in forward.graph.nodes:
-            if node.op == "placeholder":
-                env[node] = next(placeholders)
-            elif node.op == "output":
-                return fx.node.map_arg(node.args[0], lambda n: env[n])
-            elif node in values:
-                env[node] = _FromSaved.apply(env[node.args[0]], values[node], _DERIVATIVE_FROM_OUTPUT[node.target])
-            else:
-                args = fx.node.map_arg(node.args, lambda n: env[n])
-                kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
-                env[node] = node.target(*args, **kwargs)
-        raise AssertionError("a graph without an output node")
+
+class _ReadingSaved(fx.Interpreter):
+    """A stage's forward run op by op, each node of ``values`` (an activation) read from its saved value
+    through _FromSaved."""
+
+    def __init__(self, forward: fx.GraphModule, values: dict):
+        super().__init__(forward)
+        self.values = values
+
+    def run_node(self, node: fx.Node):
+        if node in self.values:
+            return _FromSaved.apply(self.env[node.args[0]], self.values[node], _DERIVATIVE_FROM_OUTPUT[node.target])
+        return super().run_node(node)
 
 
 class _Seed(torch.autograd.Function):
