@@ -67,13 +67,15 @@ TORCH_LIBRARY(rnnkit, m) {
   // step once: the addresses of its generated C functions and its layout (generator/stages.py: slot
   // widths, the slots of the hoisted inputs, of each state's previous and new values, the pointwise
   // constants, the backward's zero-filled and shared gradient buffers, the recurrent products (left
-  // slot, result slot, stage, weight: a constant's number), the number of stages); it returns the plan's
+  // slot, result slot, stage, weight: a constant's number), the number of a step's stages, whether the
+  // step has a prologue (stage number `stages`)); it returns the plan's
   // number, which the other operators take, valid for the rest of the process (an equal plan registered
   // again gets the same number).
   m.def(
       "generated_plan(int forward_step, int backward_step, int[] hoisted_slots, int[] slot_widths, int[] previous, "
-      "int[] history, int[] pointwise_constants, int[] zeroed, int[] grad_alias, int[] product_left, "
-      "int[] product_out, int[] product_stage, int[] product_weight, int stages) -> int");
+      "int[] history, int[] pointwise_constants, int[] zeroed, int[] grad_alias, "
+      "int[] product_left, int[] product_out, int[] product_stage, int[] product_weight, int stages, "
+      "bool prologue) -> int");
   // One layer-direction: (each state's history (N, w), then each final state), from the hoisted inputs
   // (N, w) of every row, the initial states (B, w) and the constants (autograd.cpp differentiates it).
   m.def(

@@ -14,6 +14,11 @@
 //   for each stage k: the products of stage k:  out rows = left rows @ weight    (ATen, all threads)
 //                     forward_step(k, n, slot pointers at the step's first row)  (rows over threads)
 //
+// What does not read the state (the pointwise tail of the hoisted part: a minGRU's gates, a layer norm
+// of W_ih x_t) is a prologue, stage number `stages`, run first at each step (its backward last): fused
+// with the step, its values still in cache when the step reads them, where torch would make a pass over
+// all rows per op.
+//
 // Backward, the steps in the opposite order, with grads: one (N, width) tensor per slot (the history
 // slots' holding dL/d(that state) from the outputs; the others zero) and after them one per constant
 // the step reads pointwise (its gradient row by row, summed by the caller):
@@ -54,8 +59,10 @@ namespace rnnkit::cpu {
 namespace {
 
 using Tensor = at::Tensor;
-// A gradient buffer's start (generated_plan's `zeroed`, gradient_buffers): uninitialized rows, zeros, or none.
-constexpr int64_t kUninitialized = 0, kZeros = 1, kNoBuffer = 2;
+// A gradient buffer's start (generated_plan's `zeroed`, gradient_buffers): uninitialized rows, zeros, none,
+// zeros of one row per sequence (a pointwise constant's gradient, added to at each of the sequence's steps),
+// or uninitialized rows of one step (a value's gradient, stored and read within the step that computes it).
+constexpr int64_t kUninitialized = 0, kZeros = 1, kNoBuffer = 2, kAccumulated = 3, kStepRows = 4;
 using ForwardStep = void (*)(int32_t, int64_t, void* const*, const void* const*);
 using BackwardStep = void (*)(int32_t, int64_t, const void* const*, void* const*, const void* const*);
 
@@ -69,7 +76,8 @@ struct GeneratedPlan {
   int64_t forward_step, backward_step;
   std::vector<int64_t> hoisted_slots, slot_widths, previous, history, pointwise_constants, zeroed, grad_alias,
       product_left, product_out, product_stage, product_weight;
-  int64_t stages;
+  int64_t stages;  // a step's stages after its prologue, 0 .. stages - 1
+  bool prologue;   // stage `stages` is the prologue: what does not read the state, first at each step
 };
 
 // The plans of this process by number: registered once per generated step, read at every call (the
@@ -106,7 +114,7 @@ int64_t generated_plan(int64_t forward_step, int64_t backward_step, c10::IntArra
                        c10::IntArrayRef slot_widths, c10::IntArrayRef previous, c10::IntArrayRef history,
                        c10::IntArrayRef pointwise_constants, c10::IntArrayRef zeroed, c10::IntArrayRef grad_alias,
                        c10::IntArrayRef product_left, c10::IntArrayRef product_out, c10::IntArrayRef product_stage,
-                       c10::IntArrayRef product_weight, int64_t stages) {
+                       c10::IntArrayRef product_weight, int64_t stages, bool prologue) {
   const char* op = "rnnkit::generated_plan";
   TORCH_CHECK(forward_step != 0 && backward_step != 0, op, ": no generated step function");
   const int64_t slots = static_cast<int64_t>(slot_widths.size());
@@ -122,8 +130,10 @@ int64_t generated_plan(int64_t forward_step, int64_t backward_step, c10::IntArra
   for (int64_t b = 0; b < buffers; ++b) {
     TORCH_CHECK(grad_alias[b] < buffers && (grad_alias[b] < 0 || grad_alias[grad_alias[b]] < 0), op,
                 ": gradient buffer ", b, " shares a buffer it cannot");
-    TORCH_CHECK(zeroed[b] >= kUninitialized && zeroed[b] <= kNoBuffer, op, ": gradient buffer ", b,
-                " starts as 0 (uninitialized), 1 (zeros) or 2 (none)");
+    TORCH_CHECK(zeroed[b] >= kUninitialized && zeroed[b] <= kStepRows && (zeroed[b] != kAccumulated || b >= slots) &&
+                    (zeroed[b] != kStepRows || b < slots),
+                op, ": gradient buffer ", b, " starts as 0 (uninitialized), 1 (zeros), 2 (none), 3 (accumulated, ",
+                "a constant's) or 4 (a step's rows, a slot's)");
   }
   // a slot without a gradient buffer is one the loop itself never reads or writes gradients of
   for (c10::IntArrayRef list : {hoisted_slots, previous, history, product_left, product_out}) {
@@ -131,6 +141,18 @@ int64_t generated_plan(int64_t forward_step, int64_t backward_step, c10::IntArra
       TORCH_CHECK(s < 0 || s >= buffers || zeroed[s] != kNoBuffer, op, ": slot ", s,
                   " needs a gradient buffer (a hoisted, state or product slot)");
     }
+  }
+  // the gradients the caller reads over all rows (the hoisted inputs', the products' for their weights) and
+  // those given over all rows (the history's) have all N rows
+  for (c10::IntArrayRef list : {hoisted_slots, history, product_out}) {
+    for (const int64_t s : list) {
+      const int64_t shared = grad_alias[s] >= 0 ? grad_alias[s] : s;
+      TORCH_CHECK(zeroed[shared] != kStepRows, op, ": slot ", s, "'s gradient needs all rows");
+    }
+  }
+  for (int64_t b = slots; b < buffers; ++b) {  // (a constant's row gradients are summed over all rows)
+    TORCH_CHECK(grad_alias[b] < 0 || zeroed[grad_alias[b]] != kStepRows, op, ": gradient buffer ", b,
+                " cannot share a step's rows");
   }
   TORCH_CHECK(product_out.size() == product_left.size() && product_stage.size() == product_left.size() &&
                   product_weight.size() == product_left.size() && in_range(product_left, slots) &&
@@ -151,7 +173,8 @@ int64_t generated_plan(int64_t forward_step, int64_t backward_step, c10::IntArra
   plan->product_stage = product_stage.vec();
   plan->product_weight = product_weight.vec();
   plan->stages = stages;
-  std::vector<int64_t> key{forward_step, backward_step, stages};
+  plan->prologue = prologue;
+  std::vector<int64_t> key{forward_step, backward_step, stages, prologue};
   for (c10::IntArrayRef list : {hoisted_slots, slot_widths, previous, history, pointwise_constants, zeroed, grad_alias,
                                 product_left, product_out, product_stage, product_weight}) {
     key.push_back(static_cast<int64_t>(list.size()));  // (lengths first: the lists' boundaries)
@@ -380,7 +403,8 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>> generated_forward(
         const int64_t t = layout.forward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t);
         if (n == 0) continue;
         fill_previous_states(layout, t, lo, n, slots, previous, history, states);
-        for (int64_t k = 0; k < stages; ++k) {
+        for (int64_t k = plan->prologue ? -1 : 0; k < stages; ++k) {
+          const int32_t stage = k < 0 ? static_cast<int32_t>(stages) : static_cast<int32_t>(k);  // -1: the prologue
           for (size_t p = 0; p < products.size(); ++p) {
             if (products[p].stage != k) continue;
             const Tensor& left = slots[products[p].left];
@@ -390,7 +414,7 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>> generated_forward(
           }
           for_rows(n, width, [&](int64_t begin, int64_t end) {
             const c10::SmallVector<void*, 32> pointers = slot_rows.at(o0, lo + begin);
-            step(static_cast<int32_t>(k), end - begin, pointers.data(), constant_data.data());
+            step(stage, end - begin, pointers.data(), constant_data.data());
           });
         }
       }
@@ -424,10 +448,12 @@ std::vector<Tensor> defined_or_not(const c10::List<std::optional<Tensor>>& tenso
 
 // The backward's gradient buffers: one per slot, then one per pointwise constant (its gradient row by row),
 // each (N, width); by `zeroed[b]`: kZeros where a step adds to it before any stage stores into it,
-// kNoBuffer (N, 0) for a slot nothing flows into (an activation saved for the backward), else uninitialized;
-// where grad_alias[b] >= 0, buffer b is buffer grad_alias[b] (one stage writes both with one value).
+// kNoBuffer (N, 0) for a slot nothing flows into (an activation saved for the backward), kAccumulated
+// (B, width) zeros, kStepRows (B, width) uninitialized, else uninitialized (`initialized_by_caller`: zeros not needed, the caller copies into
+// it); where grad_alias[b] >= 0, buffer b is buffer grad_alias[b] (one stage writes both with one value).
 std::vector<Tensor> gradient_buffers(c10::IntArrayRef widths, c10::IntArrayRef zeroed, c10::IntArrayRef grad_alias,
-                                     int64_t rows, const at::TensorOptions& options, const char* op) {
+                                     int64_t rows, int64_t batch, const std::vector<bool>& initialized_by_caller,
+                                     const at::TensorOptions& options, const char* op) {
   TORCH_CHECK(zeroed.size() == widths.size() && grad_alias.size() == widths.size(), op,
               ": one zeroed flag and one alias per gradient buffer");
   std::vector<Tensor> grads(widths.size());
@@ -435,8 +461,14 @@ std::vector<Tensor> gradient_buffers(c10::IntArrayRef widths, c10::IntArrayRef z
     if (grad_alias[b] >= 0) continue;
     if (zeroed[b] == kNoBuffer) {
       grads[b] = at::empty({rows, 0}, options);
+    } else if (zeroed[b] == kAccumulated) {
+      grads[b] = at::zeros({batch, widths[b]}, options);
+    } else if (zeroed[b] == kStepRows) {
+      grads[b] = at::empty({batch, widths[b]}, options);
+    } else if (zeroed[b] == kZeros && !initialized_by_caller[b]) {
+      grads[b] = at::zeros({rows, widths[b]}, options);
     } else {
-      grads[b] = zeroed[b] == kZeros ? at::zeros({rows, widths[b]}, options) : at::empty({rows, widths[b]}, options);
+      grads[b] = at::empty({rows, widths[b]}, options);
     }
   }
   for (size_t b = 0; b < widths.size(); ++b) {
@@ -475,7 +507,12 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> genera
   const at::TensorOptions options = slots[0].options();
   std::vector<int64_t> widths(slot_widths.begin(), slot_widths.end());
   for (const int64_t k : pointwise_constants) widths.push_back(std::max<int64_t>(1, constants[k].numel()));
-  const std::vector<Tensor> grads = gradient_buffers(widths, plan->zeroed, plan->grad_alias, N, options, op);
+  std::vector<bool> copied_into(widths.size(), false);  // the history slots' buffers given their gradient
+  for (size_t i = 0; i < history.size(); ++i) {
+    copied_into[history[i]] = grad_histories[i].defined() && plan->grad_alias[history[i]] < 0;
+  }
+  const std::vector<Tensor> grads =
+      gradient_buffers(widths, plan->zeroed, plan->grad_alias, N, layout.batch(), copied_into, options, op);
   for (size_t i = 0; i < history.size(); ++i) {  // dL/d(history) from the outputs (an undefined one: zero)
     if (grad_histories[i].defined()) grads[history[i]].copy_(grad_histories[i]);
   }
@@ -497,36 +534,40 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> genera
       for (int64_t s = 0; s < layout.steps(); ++s) {
         const int64_t t = layout.backward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t);
         if (n == 0) continue;
-        const int64_t r0 = o0 + lo;  // the chunk's first row of this step (every slot has N rows here)
+        const int64_t r0 = o0 + lo;  // the chunk's first row of this step (every slot has N rows here, not every
+                                     // gradient buffer: first_row)
         for (size_t i = 0; i < history.size(); ++i) {  // the history rows' gradient: from the outputs, and carried
           const int64_t w = slot_widths[history[i]];
           scalar_t* to = grads[history[i]].mutable_data_ptr<scalar_t>() + r0 * w;
           const scalar_t* from = carried[i].const_data_ptr<scalar_t>() + lo * w;
           for (int64_t e = 0; e < n * w; ++e) to[e] += from[e];
         }
-        for (int64_t k = stages - 1; k >= 0; --k) {
+        for (int64_t k = stages - 1; k >= (plan->prologue ? -1 : 0); --k) {
+          const int32_t stage = k < 0 ? static_cast<int32_t>(stages) : static_cast<int32_t>(k);  // -1: the prologue
           for_rows(n, width, [&](int64_t begin, int64_t end) {
             const c10::SmallVector<void*, 32> slot_pointers = slot_rows.at(o0, lo + begin);
             const c10::SmallVector<void*, 32> grad_pointers = grad_rows.at(o0, lo + begin);
-            step(static_cast<int32_t>(k), end - begin, slot_pointers.data(), grad_pointers.data(),
-                 constant_data.data());
+            step(stage, end - begin, slot_pointers.data(), grad_pointers.data(), constant_data.data());
           });
           for (size_t p = 0; p < products.size(); ++p) {
             if (products[p].stage != k) continue;
             Tensor grad_left = grads[products[p].left];
-            packed.multiply(p, products[p], grads[products[p].out], r0, grad_left, r0, n, true, true);
+            packed.multiply(p, products[p], grads[products[p].out], r0, grad_left, first_row(grad_left, N, o0, lo), n,
+                            true, true);
           }
         }
         for (size_t i = 0; i < previous.size(); ++i) {
           const int64_t w = slot_widths[previous[i]];
           std::memcpy(carried[i].mutable_data_ptr<scalar_t>() + lo * w,
-                      grads[previous[i]].const_data_ptr<scalar_t>() + r0 * w, sizeof(scalar_t) * n * w);
+                      grads[previous[i]].const_data_ptr<scalar_t>() + first_row(grads[previous[i]], N, o0, lo) * w,
+                      sizeof(scalar_t) * n * w);
         }
       }
     });
   });
   // The constants' gradients: each product's weight, left^T @ grad out over all rows (one product each);
-  // each pointwise constant's, the sum over the rows of its row gradients.  Undefined where none.
+  // each pointwise constant's, the sum over the rows of its row gradients (or of its sequences' sums,
+  // accumulated).  Undefined where none.
   std::vector<Tensor> grad_constants(constants.size());
   const auto add = [&](int64_t k, const Tensor& g) {
     grad_constants[k] = grad_constants[k].defined() ? grad_constants[k] + g : g;

@@ -333,6 +333,67 @@ def test_the_backward_reads_saved_activations_and_the_gates_stay_one_hoisted_slo
         assert "rk_exp(" not in backward and "rk_sigmoid(" not in backward and "rk_tanh(" not in backward
 
 
+class TailCell(nn.Module):
+    """A cell whose hoisted part has a pointwise tail (a gate of x_t alone, a scaled relu of x_t) beside a
+    block of W_ih x_t + b that the step reads with the state, and a constant reshaped for the tail."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.ih = nn.Linear(input_size, 3 * hidden_size)
+        self.hh = nn.Linear(hidden_size, 2 * hidden_size, bias=False)
+        self.scale = nn.Parameter(torch.randn(hidden_size))
+
+    def forward(self, x, h):
+        if h is None:
+            h = x.new_zeros(x.shape[0], self.hidden_size)
+        a, b, c = self.ih(x).chunk(3, 1)
+        gate = torch.sigmoid(a * self.scale.view(1, -1))  # x_t's alone: the prologue
+        r, n = self.hh(h).chunk(2, 1)
+        return gate * h + (1 - gate) * torch.tanh(b + r * n) + 0.1 * c.relu()
+
+
+def _generated_step(equations_or_cell, input_size):
+    (step, _), = [v for k, v in BACKENDS["generated"]._steps.items()
+                  if k[0] is equations_or_cell and k[2] == input_size]
+    return step
+
+
+@pytest.mark.parametrize("name", ["MinGRUCell", "MinLSTMCell", "LayerNormLSTMCell", "LayerNormGRUCell"])
+def test_what_does_not_read_the_state_is_the_steps_prologue(name):
+    """The pointwise tail of the hoisted part (the min cells' gates, the layer norm of W_ih x_t) runs in
+    the generated loop, first at each step, not as torch ops over all rows: torch computes only the
+    products with x_t.  Gradient buffers a step alone reads hold one step's rows; the layer norms'
+    parameters' gradients are added up in one row per sequence."""
+    model = rnnkit.Recurrent(getattr(rnnkit.cells, name), 11, 9, backend="generated")  # sizes no other test uses
+    model(torch.randn(3, 2, 11))
+    step = _generated_step(model.cells[0].equations, 11)
+    assert step.layout.prologue
+    assert "prologue" in [slot.kind for slot in step.layout.slots]
+    hoisted_ops = {n.target for n in step.plan.hoisted.graph.nodes if n.op == "call_function"}
+    assert hoisted_ops <= {torch.ops.aten.addmm.default, torch.ops.aten.mm.default, torch.ops.aten.t.default,
+                           torch.ops.aten.permute.default}, hoisted_ops
+    assert step.layout.step_rows, "no gradient buffer of one step's rows"
+    if name.startswith("LayerNorm"):
+        assert step.layout.accumulated
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_hoisted_tail_beside_a_block_the_step_reads_equals_the_reference(dtype):
+    generated = _vary(rnnkit.Recurrent(TailCell, 3, 4, num_layers=2, bidirectional=True, backend="generated"))
+    generated = generated.to(dtype)
+    reference = rnnkit.Recurrent(TailCell, 3, 4, num_layers=2, bidirectional=True, backend="reference").to(dtype)
+    reference.load_state_dict(generated.state_dict())
+    x = torch.randn(5, 3, 3, dtype=dtype, requires_grad=True)
+    for kwargs in ({}, {"lengths": torch.tensor([5, 3, 2])}):
+        got = _outputs_and_grads(lambda: (lambda o, h: (o, (h,)))(*generated(x, **kwargs)), [x, *generated.parameters()])
+        want = _outputs_and_grads(lambda: (lambda o, h: (o, (h,)))(*reference(x, **kwargs)), [x, *reference.parameters()])
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, **TOLERANCE[dtype])
+    from rnnkit.kernels.generator.layer import _STEPS
+    assert all(step.layout.prologue for step in _STEPS[generated.cells[0]].values())
+
+
 def test_a_cell_with_buffers_runs_on_the_reference_loop():
     cell = USER_CELLS["mgu"][0]
 

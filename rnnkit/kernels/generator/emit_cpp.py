@@ -380,6 +380,8 @@ class _Function:
         width = _width(node.args[0])
         name = node.name
         self.lines.append(f"scalar_t s_{name} = 0;")
+        # (a simd reduction: g++ keeps a plain sum's order, one element at a time; this lets it add in lanes)
+        self.lines.append(f"#pragma omp simd reduction(+ : s_{name})")
         self.lines.append(f"for (int64_t j = 0; j < {width}; ++j) s_{name} += {source.at('j')};")
         if node.target is aten.sum.dim_IntList:
             self.lines.append(f"scalar_t a_{name}[1] = {{s_{name}}};")
@@ -392,6 +394,7 @@ class _Function:
             return
         correction = node.kwargs.get("correction", 1)
         self.lines.append(f"scalar_t q_{name} = 0;")
+        self.lines.append(f"#pragma omp simd reduction(+ : q_{name})")
         self.lines.append(f"for (int64_t j = 0; j < {width}; ++j) {{ const scalar_t d = {source.at('j')} - m_{name}; "
                           f"q_{name} += d * d; }}")
         self.lines.append(f"scalar_t a_{name}_var[1] = {{q_{name} / scalar_t({width - correction})}};")
@@ -443,7 +446,7 @@ def emit(layout: Layout, dtype: torch.dtype) -> str:
         forward_cases.append(f"    case {k}: forward_{k}(rows, slots, constants); break;")
         cotangents = [(f"grads[{s}]", layout.slots[s].width, layout.slots[s].width) for s in stage.outputs]
         def mode(buffer, k=k):  # the first write of a gradient buffer in the backward's order stores
-            return "=" if (k, buffer) in layout.first_writes else "+="
+            return "=" if (k, buffer) in layout.first_writes else "+="  # (an accumulated one: never)
         grad_targets = [(f"grads[{s}]", w, mode(s)) for s, w in zip(stage.inputs, widths)] + \
             [(f"grads[{grad_of_constant[c]}]", w, mode(grad_of_constant[c])) for c, w in zip(stage.constants, constant_widths)]
         buffers = list(stage.inputs) + [grad_of_constant[c] for c in stage.constants]

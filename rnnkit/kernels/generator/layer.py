@@ -139,7 +139,7 @@ def build_step(plan: StepPlan, params: Sequence[Tensor], input_size: int, state_
     plan_id = torch.ops.rnnkit.generated_plan(
         forward_address, backward_address, layout.hoisted, layout.slot_widths, layout.previous, layout.history,
         layout.pointwise_constants, layout.gradient_starts, layout.grad_alias_list, left, out, stage,
-        weight, len(layout.stages))
+        weight, len(layout.stages) - layout.prologue, layout.prologue)
     step = GeneratedStep(plan, layout, forward_address, backward_address, source, plan_id)
     _BY_PLAN.setdefault(plan_id, step)
     return step

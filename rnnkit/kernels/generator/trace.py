@@ -5,12 +5,14 @@
 aten graph by what each node depends on:
 
 - **constants**: the parameters alone (IndRNN's clamped recurrent weight, a transposed W): once per call;
-- **hoisted**: the input x_t and the parameters, not the state (W_ih x_t + b_ih, its layer norm): for
-  every step at once, over all N rows of the packed input, as today's kernels do for W_ih x;
-- **recurrent**: everything that reads the state, the step proper.  Its matrix products with a
-  constant right operand (h_{t-1} W_hh^T) are the loop's recurrent products, listed in ``products``;
-  the rest is the pointwise part, elementwise and row-wise (a layer norm over the features), which a
-  generated kernel will fuse.
+- **hoisted**: the products of the input x_t with the parameters (W_ih x_t + b_ih) and what they read:
+  torch ops for every step at once, over all N rows of the packed input, as today's kernels do for W_ih x;
+- **recurrent**: the rest, the step proper.  Its matrix products with a constant right operand
+  (h_{t-1} W_hh^T) are the loop's recurrent products, listed in ``products``; the rest is the pointwise
+  part, elementwise and row-wise (a layer norm over the features), which a generated kernel fuses.  The
+  pointwise values that do not read the state (the tail of the hoisted part: a minGRU's gates, a layer
+  norm of W_ih x_t) are in it too: the generated loop runs them over all rows before the steps (its
+  prologue, stages.py), one pass where torch would run an op each.
 
 An op whose meaning across rows is not known to be row by row (a reduction over the batch, say) is
 refused with UnsupportedBackendError naming it: the split is only valid for row-wise steps.
@@ -133,10 +135,14 @@ def trace_step(step: Callable, x: Tensor, state: tuple, params: Sequence[Tensor]
     constants = [n for n in graph.nodes if kind.get(n) == "constant" and n.op == "call_function"
                  and any(kind.get(u) != "constant" for u in n.users)] + \
         [n for n in param_nodes if any(kind.get(u) != "constant" for u in n.users)]
-    hoisted_out = [n for n in graph.nodes if kind.get(n) == "hoisted" and n is not x_node
-                   and any(kind.get(u) == "recurrent" for u in n.users)]
-    if any(kind.get(u) == "recurrent" for u in x_node.users):
-        hoisted_out.insert(0, x_node)
+    # torch runs the products of x_t and what they read; the pointwise rest of the hoisted part (its
+    # tail: the gates' activations of a minGRU, a layer norm of W_ih x_t) goes with the step, where the
+    # loop runs it as a prologue over all rows (stages.py) fused into one pass instead of an op each
+    in_torch = _product_ancestors(graph, kind)
+    read_by_step = {n for n in graph.nodes if kind.get(n) == "recurrent" or (kind.get(n) == "hoisted"
+                                                                              and n not in in_torch)}
+    hoisted_out = [n for n in graph.nodes if (n in in_torch or n is x_node)
+                   and any(u in read_by_step for u in n.users)]
     hoisted_out = _unviewed(hoisted_out, kind)
     recurrent = subgraph(traced, hoisted_out + list(state_nodes) + constants, results)
     products = [Product(n.name, n.args[-2].name, n.args[-1].name) for n in recurrent.graph.nodes
@@ -148,6 +154,19 @@ def trace_step(step: Callable, x: Tensor, state: tuple, params: Sequence[Tensor]
         products=products,
         num_states=len(state),
     )
+
+
+def _product_ancestors(graph: fx.Graph, kind: dict) -> set:
+    """The hoisted products (of x_t with constants) and the hoisted values they read."""
+    found, stack = set(), [n for n in graph.nodes if kind.get(n) == "hoisted" and n.op == "call_function"
+                           and n.target in PRODUCTS]
+    while stack:
+        n = stack.pop()
+        if n in found or kind.get(n) != "hoisted" or n.op != "call_function":
+            continue
+        found.add(n)
+        stack.extend(n.all_input_nodes)
+    return found
 
 
 def feature_view_base(node: fx.Node):
