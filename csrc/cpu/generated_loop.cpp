@@ -158,6 +158,8 @@ int64_t generated_plan(int64_t forward_step, int64_t backward_step, c10::IntArra
                   product_weight.size() == product_left.size() && in_range(product_left, slots) &&
                   in_range(product_out, slots) && in_range(product_stage, stages),
               op, ": the product lists should have one length, naming slots and stages");
+  TORCH_CHECK(std::all_of(product_stage.begin(), product_stage.end(), [](int64_t k) { return k > 0; }), op,
+              ": a product's stage follows its left operand's (stage 0 has none: the prologue runs with it)");
   auto plan = std::make_shared<GeneratedPlan>();
   plan->forward_step = forward_step;
   plan->backward_step = backward_step;
@@ -391,6 +393,7 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>> generated_forward(
   const std::vector<Product> products =
       products_of(plan->product_left, plan->product_out, plan->product_stage, weights, slots.size(), stages);
   const auto step = reinterpret_cast<ForwardStep>(plan->forward_step);
+  const auto prologue = static_cast<int32_t>(stages);  // its number; it runs with stage 0 (which has no products)
   const std::vector<const void*> constant_data = constant_pointers(constant_tensors);
   const int64_t width = total_width(slots);
   const RowAddresses slot_rows(slots, N);
@@ -403,8 +406,7 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>> generated_forward(
         const int64_t t = layout.forward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t);
         if (n == 0) continue;
         fill_previous_states(layout, t, lo, n, slots, previous, history, states);
-        for (int64_t k = plan->prologue ? -1 : 0; k < stages; ++k) {
-          const int32_t stage = k < 0 ? static_cast<int32_t>(stages) : static_cast<int32_t>(k);  // -1: the prologue
+        for (int64_t k = 0; k < stages; ++k) {
           for (size_t p = 0; p < products.size(); ++p) {
             if (products[p].stage != k) continue;
             const Tensor& left = slots[products[p].left];
@@ -414,7 +416,8 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>> generated_forward(
           }
           for_rows(n, width, [&](int64_t begin, int64_t end) {
             const c10::SmallVector<void*, 32> pointers = slot_rows.at(o0, lo + begin);
-            step(stage, end - begin, pointers.data(), constant_data.data());
+            if (k == 0 && plan->prologue) step(prologue, end - begin, pointers.data(), constant_data.data());
+            step(static_cast<int32_t>(k), end - begin, pointers.data(), constant_data.data());
           });
         }
       }
@@ -524,6 +527,7 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> genera
   const std::vector<Product> products =
       products_of(plan->product_left, plan->product_out, plan->product_stage, product_weights, slots.size(), stages);
   const auto step = reinterpret_cast<BackwardStep>(plan->backward_step);
+  const auto prologue = static_cast<int32_t>(stages);  // its backward runs after stage 0's
   const std::vector<const void*> constant_data = constant_pointers(constant_tensors);
   const int64_t width = total_width(slots) + total_width(grads);
   const RowAddresses slot_rows(slots, N), grad_rows(grads, N);
@@ -542,12 +546,14 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> genera
           const scalar_t* from = carried[i].const_data_ptr<scalar_t>() + lo * w;
           for (int64_t e = 0; e < n * w; ++e) to[e] += from[e];
         }
-        for (int64_t k = stages - 1; k >= (plan->prologue ? -1 : 0); --k) {
-          const int32_t stage = k < 0 ? static_cast<int32_t>(stages) : static_cast<int32_t>(k);  // -1: the prologue
+        for (int64_t k = stages - 1; k >= 0; --k) {
           for_rows(n, width, [&](int64_t begin, int64_t end) {
             const c10::SmallVector<void*, 32> slot_pointers = slot_rows.at(o0, lo + begin);
             const c10::SmallVector<void*, 32> grad_pointers = grad_rows.at(o0, lo + begin);
-            step(stage, end - begin, slot_pointers.data(), grad_pointers.data(), constant_data.data());
+            step(static_cast<int32_t>(k), end - begin, slot_pointers.data(), grad_pointers.data(), constant_data.data());
+            if (k == 0 && plan->prologue) {
+              step(prologue, end - begin, slot_pointers.data(), grad_pointers.data(), constant_data.data());
+            }
           });
           for (size_t p = 0; p < products.size(); ++p) {
             if (products[p].stage != k) continue;

@@ -11,8 +11,8 @@ Each function runs over its rows; per row, the stage's aten graph in order:
 Every value of a row is a row of features (width w) or one number broadcast along them (width 1);
 the constants the step reads pointwise are read the same for every row.
 
-The transcendental functions are written here as branch-free float code (exp after Cephes' expf, tanh
-with its small-argument series), so that g++ vectorizes the loops that call them; float64 calls the C
+The transcendental functions are written here as branch-free float code (exp and log after Cephes' expf
+and logf, tanh with its small-argument series), so that g++ vectorizes the loops that call them; float64 calls the C
 library's.
 """
 from __future__ import annotations
@@ -39,7 +39,8 @@ namespace {
 using scalar_t = SCALAR;
 
 inline float rk_exp(float x) {  // Cephes' expf, branch-free: g++ vectorizes loops calling it
-  const float clamped = x < -87.33654f ? -87.33654f : (x > 88.3762626647949f ? 88.3762626647949f : x);
+  // 2^n applied in two halves, so that n from -150 (a subnormal result) to 128 (up to FLT_MAX) stays exact
+  const float clamped = x < -103.97208f ? -103.97208f : (x > 88.72283905206835f ? 88.72283905206835f : x);
   const float n = __builtin_floorf(clamped * 1.44269504088896341f + 0.5f);
   const float r = clamped - n * 0.693359375f + n * 2.12194440e-4f;
   float p = 1.9875691500E-4f;
@@ -49,10 +50,12 @@ inline float rk_exp(float x) {  // Cephes' expf, branch-free: g++ vectorizes loo
   p = p * r + 1.6666665459E-1f;
   p = p * r + 5.0000001201E-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  const float e = p * scale;
+  const int32_t whole = static_cast<int32_t>(n), half = whole >> 1;
+  const int32_t bits_low = (half + 127) << 23, bits_high = (whole - half + 127) << 23;
+  float low, high;
+  std::memcpy(&low, &bits_low, sizeof(low));
+  std::memcpy(&high, &bits_high, sizeof(high));
+  const float e = p * low * high;
   return x > 88.72283905206835f ? INFINITY : (x < -103.97208f ? 0.0f : e);
 }
 inline float rk_tanh(float x) {  // Cephes' tanhf: a series below 0.625, else from exp(-2|x|)
@@ -69,7 +72,43 @@ inline float rk_tanh(float x) {  // Cephes' tanhf: a series below 0.625, else fr
   return a < 0.625f ? small : large;
 }
 inline float rk_sigmoid(float x) { return 1.0f / (1.0f + rk_exp(-x)); }
+inline float rk_log(float x) {  // Cephes' logf, branch-free: x = m 2^e, m in [sqrt(1/2), sqrt(2))
+  const bool subnormal = x < 1.17549435e-38f;  // scaled up by 2^23 first
+  const float scaled = subnormal ? x * 8388608.0f : x;
+  uint32_t bits;
+  std::memcpy(&bits, &scaled, sizeof(bits));
+  int32_t e = static_cast<int32_t>((bits >> 23) & 0xff) - 126 - (subnormal ? 23 : 0);
+  const uint32_t mantissa_bits = (bits & 0x807fffffu) | 0x3f000000u;  // m in [1/2, 1)
+  float m;
+  std::memcpy(&m, &mantissa_bits, sizeof(m));
+  const bool below = m < 0.707106781186547524f;
+  e = below ? e - 1 : e;
+  m = below ? m + m - 1.0f : m - 1.0f;
+  const float z = m * m;
+  float p = 7.0376836292E-2f;
+  p = p * m - 1.1514610310E-1f;
+  p = p * m + 1.1676998740E-1f;
+  p = p * m - 1.2420140846E-1f;
+  p = p * m + 1.4249322787E-1f;
+  p = p * m - 1.6668057665E-1f;
+  p = p * m + 2.0000714765E-1f;
+  p = p * m - 2.4999993993E-1f;
+  p = p * m + 3.3333331174E-1f;
+  const float fe = static_cast<float>(e);
+  const float y = p * m * z - 2.12194440e-4f * fe - 0.5f * z;
+  const float r = m + y + 0.693359375f * fe;
+  // log 0 = -inf, log of a negative = NaN, log inf = inf, NaN stays NaN
+  return x > 0.0f ? (x == INFINITY ? x : r) : (x == 0.0f ? -INFINITY : (x != x ? x : NAN));
+}
+inline float rk_log1p(float x) {  // log(1 + x) without losing a small x: log(u) x / (u - 1), u = 1 + x
+  const float u = 1.0f + x;
+  const float d = u - 1.0f;
+  const float safe_d = d == 0.0f ? 1.0f : d;
+  return d == 0.0f ? x : (u == INFINITY ? u : rk_log(u) * (x / safe_d));
+}
 inline double rk_exp(double x) { return std::exp(x); }
+inline double rk_log(double x) { return std::log(x); }
+inline double rk_log1p(double x) { return std::log1p(x); }
 inline double rk_tanh(double x) { return std::tanh(x); }
 inline double rk_sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 inline scalar_t rk_min(scalar_t a, scalar_t b) { return a != a ? a : (b != b ? b : (a < b ? a : b)); }
@@ -143,8 +182,8 @@ ELEMENTWISE = {
     aten.sigmoid.default: lambda n, e: f"rk_sigmoid({e[0]})",
     aten.tanh.default: lambda n, e: f"rk_tanh({e[0]})",
     aten.exp.default: lambda n, e: f"rk_exp({e[0]})",
-    aten.log.default: lambda n, e: f"std::log({e[0]})",
-    aten.log1p.default: lambda n, e: f"std::log1p({e[0]})",
+    aten.log.default: lambda n, e: f"rk_log({e[0]})",
+    aten.log1p.default: lambda n, e: f"rk_log1p({e[0]})",
     aten.expm1.default: lambda n, e: f"std::expm1({e[0]})",
     aten.erf.default: lambda n, e: f"std::erf({e[0]})",
     aten.sqrt.default: lambda n, e: f"std::sqrt({e[0]})",
