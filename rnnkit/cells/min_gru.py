@@ -1,8 +1,8 @@
 """minGRU (Feng, Tung, Ahmed, Bengio & Hajimirsadeghi 2024, "Were RNNs All We Needed?"), in its
 log-space variant: the update gate and the candidate depend on x_t alone, so a whole sequence
 runs as a parallel scan over time (rnnkit/kernels/parallel_scan.py, backend "scan") or, on the CPU,
-as one input product and an elementwise loop (rnnkit/kernels/cpu/min_cells.py, what "auto" runs
-there), while the cell's forward steps one token at a time (streaming) with the same results.
+as one input product and an elementwise loop (the kernel generated from these equations, what "auto"
+runs there), while the cell's forward steps one token at a time (streaming) with the same results.
 """
 from __future__ import annotations
 

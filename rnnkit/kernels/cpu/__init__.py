@@ -12,17 +12,11 @@ through ``_more_kernels``) holding its jitted step math, its forward/backward ti
 Nothing here imports numba until a fused kernel first runs, so ``import rnnkit`` stays
 cheap; compiled code is cached on disk by numba (``cache=True``).
 
-Which of these ``backend="auto"`` runs, against the kernels generated from the cells' own equations
-(kernels/generator/; generated/numba time, forward and forward+backward, the bench grid's four sizes,
-2 threads, AVX2 EPYC Zen 3, 2026-12-07, two runs of benchmarks/generated_vs_hand.py).  Kept, as faster
-somewhere on the grid: ``min_cells``' minGRU (the generated kernel takes 1.23-2.28x its time: a step
-without a product, where the generated loop's per-step bookkeeping outweighs the math),
-``layernorm_lstm`` (up to 1.27x at (200,16,64,64), forward+backward; the generated one is faster at
-(100,1,32,32), 0.73-0.94), ``layernorm_gru`` (0.80-1.17: up to 1.17x at (200,16,64,64), the edge of
-the 10%) and ``indrnn`` (0.94-1.18, the most at (200,16,64,64)).  No longer run by "auto" where the
-extension is built (the generated kernel is at least as fast): ``min_cells``' minLSTM (0.26-0.96),
-``peephole_lstm`` (0.46-0.92), ``gru_reset_before`` (0.49-1.04); they remain ``backend="numba"``'s, and
-"auto"'s where rnnkit._C is not built (the generated loop is part of it).
+Which of these ``backend="auto"`` runs: the torch.nn families' where rnnkit._C is not built (its C++
+operators run them otherwise).  The other cells' kernels here are ``backend="numba"``'s, and "auto"'s only
+without rnnkit._C: "auto" runs the kernels generated from the cells' own equations for every one of them,
+which measured within 10% of these or faster, forward and forward+backward, on the bench grid's four sizes
+(figures: GeneratedKernel.auto_cells, kernels/generator/layer.py).
 """
 from __future__ import annotations
 
