@@ -88,7 +88,9 @@ def fused_layer_backward(backend: str, cell: str, x: Tensor, batch_sizes: list[i
         out, state = _run(backend, cell, leaves[0], batch_sizes, leaves[1:1 + arity], leaves[1 + arity:], present,
                           reverse)
         got = torch.autograd.grad([out, *state], leaves, grads, allow_unused=True)
-    return _unaliased([torch.zeros_like(t) if g is None else g for g, t in zip(got, leaves)],
+    # contiguous, as the fake kernel says: a weight's gradient taken through its transpose (a generated
+    # kernel's product reads W^T) comes out transposed
+    return _unaliased([(torch.zeros_like(t) if g is None else g).contiguous() for g, t in zip(got, leaves)],
                       (x, *state0, *weights, *grads))
 
 

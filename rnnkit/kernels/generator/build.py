@@ -22,9 +22,7 @@ from ..._memo import memoized
 
 # -fno-trapping-math: the branch-free selects (a clamp, exp's range) may then be vectorized: no code here reads
 # floating-point exception flags.
-# -fopenmp-simd: the sums over a row's features (a layer norm's mean and variance, their gradients) are
-# `omp simd` reductions, added in vector lanes (no OpenMP runtime: the pragma alone).
-FLAGS = ["-O3", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-std=c++17"]
+FLAGS = ["-O3", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-std=c++17"]
 
 
 def _march() -> str:
