@@ -3,9 +3,9 @@
 ``backend="auto"`` tries the fast backends in order and takes the first whose
 ``check`` passes; the reference loop runs everything.  ``backend="fused"`` means
 rnnkit's fused kernel for the call, whichever device and cell it is: the C++ operators
-(torch.nn's families, "ops"), the numba kernels (every rnnkit cell, "numba"), the CUDA kernels
-(Triton) or the parallel scan of the min-cells, or the kernel generated from the cell's own equations
-for the cells where it beats the hand-written one (``GeneratedKernel.auto_cells``).
+(torch.nn's families, "ops"), the kernel generated from the cell's own equations (every other rnnkit
+cell: ``GeneratedKernel.auto_cells``), the numba kernels (torch.nn's families where the C++ extension is
+not built, "numba"), the CUDA kernels (Triton) or the parallel scan of the min-cells.
 ``backend="generated"`` runs the generated kernel on any cell, what Recurrent runs a user's cell on.  A backend
 named explicitly is used or its UnsupportedBackendError reaches the user: no silent
 fallback to the reference loop.
@@ -40,10 +40,10 @@ def register(kernel: Kernel, auto: bool = True, fused: bool = True) -> None:
 
 register(OpsKernel())  # "ops": torch.nn's families on the C++ operators (torch.ops.rnnkit), built at install
 # "generated": any cell's kernel generated from its equations (generator/), what Recurrent runs a user's
-# cell on; "auto" and "fused" take it for the rnnkit cells of GeneratedKernel.auto_cells, where it measured
-# at least as fast as their hand-written numba kernels (the others keep theirs: see kernels/cpu/__init__.py)
+# cell on; "auto" and "fused" take it for the rnnkit cells of GeneratedKernel.auto_cells: all but torch.nn's
+# families, where it measured within 10% of their (now removed) hand-written numba kernels or faster
 register(GeneratedKernel())
-register(FusedKernel())  # "numba": the numba CPU kernels (every rnnkit cell; where rnnkit._C is not built)
+register(FusedKernel())  # "numba": torch.nn's families on numba CPU kernels (where rnnkit._C is not built)
 register(CudaFusedKernel())  # "fused_cuda"
 register(ParallelScanKernel())  # "scan": MinGRU / MinLSTM, parallel over time
 

@@ -211,11 +211,11 @@ def test_check_rejects_every_other_recurrence():
 
 
 def test_auto_picks_the_sequential_kernel_on_the_cpu_and_the_scan_where_it_cannot_run(scan_backend):
-    """On the CPU a fused sequential loop is the faster form (no log, exp and log-sum-exp per element): the
-    generated kernel (GeneratedKernel.auto_cells), or without rnnkit._C the numba one
-    (rnnkit/kernels/cpu/min_cells.py); the scan runs what they cannot, e.g. float16 or CUDA tensors."""
+    """On the CPU the fused sequential loop generated from the cells' equations is the faster form (no log,
+    exp and log-sum-exp per element: GeneratedKernel.auto_cells); the scan runs what it cannot, e.g. float16,
+    CUDA tensors, or anything where rnnkit._C (which holds the generated loop) is not built."""
     x = torch.randn(3, 4)
-    expected = "generated" if extension.available() else "numba"
+    expected = "generated" if extension.available() else "scan"
     assert kernels.select("auto", MIN_GRU, x, MinGRUCell(4, 5).cell_weights()).name == expected
     assert kernels.select("auto", MIN_LSTM, x, MinLSTMCell(4, 5).cell_weights()).name == expected
     half = MinGRUCell(4, 5).half()

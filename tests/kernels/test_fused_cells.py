@@ -1,6 +1,7 @@
-"""The fused CPU kernels of the other cell families (rnnkit.cells) against the reference loop:
-outputs, final states and every gradient (input, initial state, each parameter), over layers,
-directions, padded/packed input, with and without an initial state; and gradcheck on a tiny case."""
+"""The fused CPU kernels of rnnkit's other cells (rnnkit.cells; the kernels generated from their
+equations, what backend "fused" and "auto" run) against the reference loop: outputs, final states and
+every gradient (input, initial state, each parameter), over layers, directions, padded/packed input, with
+and without an initial state; and gradcheck on a tiny case."""
 from __future__ import annotations
 
 import functools
@@ -15,17 +16,19 @@ import rnnkit
 from rnnkit import kernels
 from rnnkit.cells import (GRUCell, IndRNNCell, LayerNormGRUCell, LayerNormLSTMCell, MinGRUCell, MinLSTMCell,
                           PeepholeLSTMCell)
-from rnnkit.kernels.cpu import common, split
+from rnnkit.kernels.ops import extension
 
 TESTS = str(pathlib.Path(__file__).resolve().parent.parent)  # helpers.py (no conftest in this folder)
 if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 from helpers import assert_within_rounding, rounding_sensitivity  # noqa: E402
 
+pytestmark = pytest.mark.skipif(not extension.available(), reason="rnnkit._C (the generated loop) is not built")
+
 INPUT, HIDDEN, STEPS, BATCH = 5, 6, 6, 4
 LENGTHS = [4, 6, 1, 4]  # packed (unsorted): shrinking batch, a length shared, a length-1 sequence
 
-# name -> (cell class, cell kwargs, whether the kernel has the two strategies).
+# name -> (cell class, cell kwargs).
 # Every result (outputs, final states, gradients) is checked against the float64 reference on the same
 # data, within a bound derived from the result's sensitivity to float32 rounding (helpers.py,
 # ROUNDING_FACTOR): a property of the equations and the data, computed in float64, the same on every
@@ -37,15 +40,15 @@ LENGTHS = [4, 6, 1, 4]  # packed (unsorted): shrinking batch, a length shared, a
 # float32: the fused kernel and torch's float32 reference both stay within the bound; float64: the
 # fused kernel against the float64 reference, the bound scaled to float64's roundoff.
 CELLS = {
-    "indrnn_relu": (IndRNNCell, dict(nonlinearity="relu"), False),
-    "indrnn_tanh": (IndRNNCell, dict(nonlinearity="tanh"), False),
-    "indrnn_clip": (IndRNNCell, dict(nonlinearity="relu", recurrent_max_abs=0.3), False),
-    "peephole_lstm": (PeepholeLSTMCell, {}, True),
-    "gru_reset_before": (GRUCell, dict(reset_after=False), True),
-    "layernorm_lstm": (LayerNormLSTMCell, {}, True),
-    "layernorm_gru": (LayerNormGRUCell, {}, True),
-    "min_gru": (MinGRUCell, {}, False),
-    "min_lstm": (MinLSTMCell, {}, False),
+    "indrnn_relu": (IndRNNCell, dict(nonlinearity="relu")),
+    "indrnn_tanh": (IndRNNCell, dict(nonlinearity="tanh")),
+    "indrnn_clip": (IndRNNCell, dict(nonlinearity="relu", recurrent_max_abs=0.3)),
+    "peephole_lstm": (PeepholeLSTMCell, {}),
+    "gru_reset_before": (GRUCell, dict(reset_after=False)),
+    "layernorm_lstm": (LayerNormLSTMCell, {}),
+    "layernorm_gru": (LayerNormGRUCell, {}),
+    "min_gru": (MinGRUCell, {}),
+    "min_lstm": (MinLSTMCell, {}),
 }
 
 # (num_layers, bidirectional, inputs, with_state, bias): every value of every axis occurs
@@ -57,20 +60,8 @@ CONFIGS = [
 ]
 
 
-# the kernels that split the batch rows across threads (in float32)
-SPLIT_CELLS = ("layernorm_lstm",)
-
-
-@pytest.fixture(params=["loop", "step"])
-def strategy(request, monkeypatch):
-    """"loop": the whole time loop in one jitted call; "step": per-step BLAS products + jitted math."""
-    monkeypatch.setattr(common, "WHOLE_LOOP_MAX_FLOPS", 1e12 if request.param == "loop" else -1.0)
-    monkeypatch.setattr(split, "thread_parts", lambda batch: 1)
-    return request.param
-
-
 def make(name, backend, dtype, num_layers, bidirectional, bias):
-    cell, kw, _ = CELLS[name]
+    cell, kw = CELLS[name]
     return rnnkit.Recurrent(cell, INPUT, HIDDEN, num_layers, bidirectional=bidirectional, backend=backend,
                             bias=bias, **kw).to(dtype)
 
@@ -135,19 +126,8 @@ def cases():
 
 
 @pytest.mark.parametrize("name,dtype,cfg", list(cases()))
-def test_fused_equals_reference(name, dtype, cfg, strategy):
-    if strategy == "step" and not CELLS[name][2]:
-        pytest.skip("one strategy only (no matrix product in the loop)")
+def test_fused_equals_reference(name, dtype, cfg):
     check_against_reference(name, dtype, cfg)
-
-
-@pytest.mark.parametrize("name", SPLIT_CELLS)
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda cfg: "-".join(map(str, cfg)))
-def test_rows_split_equals_reference(name, cfg, monkeypatch):
-    """The batch rows split across threads as far as it goes (one row per chunk), in float32."""
-    monkeypatch.setattr(common, "WHOLE_LOOP_MAX_FLOPS", 1e12)
-    monkeypatch.setattr(split, "thread_parts", lambda batch: batch)
-    check_against_reference(name, torch.float32, cfg)
 
 
 def check_against_reference(name, dtype, cfg):
@@ -170,16 +150,12 @@ def test_fused_is_selected():
     x = torch.randn(3, INPUT)
     for name in CELLS:
         cell = CELLS[name][0](INPUT, HIDDEN, **CELLS[name][1])
-        expected = ("ops" if cell.equations in kernels.ops.families.FAMILIES else
-                    "generated" if cell.equations.name in kernels.BACKENDS["generated"].auto_cells else "numba")
-        assert kernels.select("fused", cell.equations, x, cell.cell_weights()).name == expected
+        assert kernels.select("fused", cell.equations, x, cell.cell_weights()).name == "generated"
 
 
 @pytest.mark.parametrize("name", list(CELLS))
 @pytest.mark.parametrize("reverse,packed", [(False, False), (True, True)], ids=["forward-padded", "reverse-packed"])
-def test_gradcheck(name, reverse, packed, strategy):
-    if strategy == "step" and not CELLS[name][2]:
-        pytest.skip("one strategy only (no matrix product in the loop)")
+def test_gradcheck(name, reverse, packed):
     gen = torch.Generator().manual_seed(3)
     cell = CELLS[name][0](INPUT, 3, **CELLS[name][1]).double()
     with torch.no_grad():
@@ -191,7 +167,7 @@ def test_gradcheck(name, reverse, packed, strategy):
     state0 = tuple((0.5 * torch.randn(3, 3, generator=gen, dtype=torch.float64)).requires_grad_(True)
                    for _ in range(ns))
     params = [p for p in cell.parameters()]
-    kernel = kernels.BACKENDS["numba"]
+    kernel = kernels.BACKENDS["generated"]
     names = [n for n, _ in cell.named_parameters()]
 
     def f(x, *rest):

@@ -1,22 +1,22 @@
-"""The "numba" backend: rnnkit's own CPU kernels (numba-compiled time loops + BLAS products).
+"""The "numba" backend: rnnkit's numba CPU kernels of torch.nn's recurrences (numba-compiled time
+loops + BLAS products), where rnnkit._C is not built.
 
-One module per concern: ``_jit`` (numba options, activations), ``gemm`` (the in-loop
-matrix product), ``common`` (step layout, matrix-product providers), ``split`` (a time loop
-run over chunks of batch rows on torch's threads), ``blocks`` (the backward in blocks of
-steps), and one module per recurrence (``elman``, ``lstm``,
-``gru``; for the other cell families ``indrnn``, ``peephole_lstm``, ``gru_reset_before``,
-``layernorm_lstm``, ``layernorm_gru``, ``min_cells``, each with a ``layer`` function, found
-through ``_more_kernels``) holding its jitted step math, its forward/backward time loops and its
+One module per concern: ``_jit`` (numba options, activations), ``gemm`` (the in-loop matrix product),
+``common`` (step layout, matrix-product providers), ``split`` (a time loop run over chunks of batch rows
+on torch's threads), ``blocks`` (the backward in blocks of steps), and one module per recurrence
+(``elman``, ``lstm``, ``gru``) holding its jitted step math, its forward/backward time loops and its
 ``torch.autograd.Function``.
+
+``backend="auto"`` runs them for torch.nn's families only where rnnkit._C is not built (its C++ operators
+run them otherwise).  rnnkit's other cells had numba kernels here too, one hand-written module per cell
+(forward and hand-derived backward); they were removed on 2026-12-07 once the kernels generated from the
+cells' own equations measured within 10% of them or faster, forward and forward+backward, on the bench
+grid's four sizes (figures: GeneratedKernel.auto_cells, kernels/generator/layer.py; the record:
+benchmarks/results/generated-vs-hand-avx2.json).  Those cells run on their generated kernels, or where
+rnnkit._C is not built on the reference loop (or, for the min cells, the parallel scan).
 
 Nothing here imports numba until a fused kernel first runs, so ``import rnnkit`` stays
 cheap; compiled code is cached on disk by numba (``cache=True``).
-
-Which of these ``backend="auto"`` runs: the torch.nn families' where rnnkit._C is not built (its C++
-operators run them otherwise).  The other cells' kernels here are ``backend="numba"``'s, and "auto"'s only
-without rnnkit._C: "auto" runs the kernels generated from the cells' own equations for every one of them,
-which measured within 10% of these or faster, forward and forward+backward, on the bench grid's four sizes
-(figures: GeneratedKernel.auto_cells, kernels/generator/layer.py).
 """
 from __future__ import annotations
 
@@ -97,16 +97,6 @@ def _have_numba() -> bool:
 
 
 @memoized(maxsize=1)
-def _more_kernels() -> dict:
-    """Recurrence -> the module (in this package) whose ``layer`` runs it."""
-    from ...cells import (GRU_RESET_BEFORE, INDRNN_RELU, INDRNN_TANH, LAYERNORM_GRU, LAYERNORM_LSTM, MIN_GRU,
-                          MIN_LSTM, PEEPHOLE_LSTM)
-    return {INDRNN_RELU: "indrnn", INDRNN_TANH: "indrnn", PEEPHOLE_LSTM: "peephole_lstm",
-            GRU_RESET_BEFORE: "gru_reset_before", LAYERNORM_LSTM: "layernorm_lstm",
-            LAYERNORM_GRU: "layernorm_gru", MIN_GRU: "min_cells", MIN_LSTM: "min_cells"}
-
-
-@memoized(maxsize=1)
 def _functions() -> dict:
     """torch.nn's recurrences -> their autograd Function: imported on first use (they import numba),
     then one dict lookup per call."""
@@ -130,18 +120,17 @@ def _call(function, plan, *args):
 
 
 class FusedKernel(Kernel):
-    """Fused CPU kernels for the Elman (tanh, relu), LSTM (projection or not) and GRU recurrences,
-    and for IndRNN, peephole LSTM, GRU (reset before), layer-norm LSTM and layer-norm GRU, minGRU and minLSTM;
-    float32 and float64, padded or packed, either direction."""
+    """Fused CPU kernels for the Elman (tanh, relu), LSTM (projection or not) and GRU recurrences; float32
+    and float64, padded or packed, either direction."""
 
     name = "numba"
 
     def check(self, eq, x, weights) -> None:
-        if eq not in (ELMAN_TANH, ELMAN_RELU, LSTM_EQUATIONS, GRU_EQUATIONS) and eq not in _more_kernels():
+        if eq not in (ELMAN_TANH, ELMAN_RELU, LSTM_EQUATIONS, GRU_EQUATIONS):
             raise UnsupportedBackendError(
-                f"backend 'numba' has no kernel for the recurrence {eq.name!r} "
-                "(it runs rnn_tanh, rnn_relu, lstm, gru and the cells of rnnkit.cells: indrnn, peephole_lstm, "
-                "gru_reset_before, layernorm_lstm, layernorm_gru, min_gru, min_lstm); use backend='reference'")
+                f"backend 'numba' has no kernel for the recurrence {eq.name!r} (it runs torch.nn's: rnn_tanh, "
+                "rnn_relu, lstm, gru); rnnkit's other cells run on the kernels generated from their equations: "
+                "use backend='generated', 'auto' or 'reference'")
         if torch.is_autocast_enabled("cpu"):  # autocast acts on each torch op, the fused loop has none
             raise UnsupportedBackendError(
                 "backend 'numba' does not run under torch.autocast (autocast casts torch ops one by one, as in "
@@ -175,10 +164,6 @@ class FusedKernel(Kernel):
                 f"fused kernel: inconsistent shapes: input {tuple(x.shape)}, batch_sizes {list(key)} "
                 f"(summing to {int(offsets[-1])}, non-negative and non-increasing), "
                 f"states {[tuple(s.shape) for s in state0]}")
-        more = _more_kernels().get(eq)
-        if more is not None:  # the other cell families: module.layer(eq, x, offsets, bsz, state0, weights, ...)
-            return importlib.import_module(f".{more}", __name__).layer(
-                eq, x, offsets, bsz, state0, type(weights)(*w), reverse, save)
         w_ih, w_hh, b_ih, b_hh, w_hr = w
         function = _functions().get(eq)
         if function is None:

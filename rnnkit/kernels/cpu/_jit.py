@@ -240,20 +240,4 @@ def _zero_of_ov(arr):
     return impl
 
 
-def const_of(ref, value):  # pragma: no cover
-    raise NotImplementedError
-
-
-@overload(const_of)
-def _const_of_ov(ref, value):
-    """``value`` in the dtype of ``ref`` (an array or a scalar). numba types a Python literal as
-    float64 or int64, and float32 arithmetic with one is promoted to float64: in float32
-    kernels that doubles the work and stops vectorisation."""
-    dt = ref.dtype if isinstance(ref, types.Array) else ref
-
-    def impl(ref, value):
-        return dt(value)
-    return impl
-
-
 import numpy as np  # noqa: E402  (used inside the jitted implementations above)

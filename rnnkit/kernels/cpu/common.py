@@ -120,16 +120,5 @@ def linear(x: Tensor, w: Tensor, b=None, b2=None) -> Tensor:
     return torch.addmm(b if b2 is None else b + b2, x, w.t())
 
 
-def weight_grad(dg: Tensor, inp: Tensor) -> Tensor:
-    """dg.T @ inp: a weight's gradient summed over all steps in one product."""
-    return torch.mm(dg.t(), inp)
-
-
-def input_grads(dG: Tensor, x: Tensor, w_ih: Tensor, need_x: bool, need_w: bool) -> tuple:
-    """(dx, dW_ih) of the input projection ``G = x W_ih^T (+ b)`` from its gradient dG (N, G):
-    one product over all steps each, None where not needed."""
-    return (linear(dG, w_ih.t()) if need_x else None, weight_grad(dG, x) if need_w else None)
-
-
 def contiguous(t):
     return None if t is None else t.detach().contiguous()

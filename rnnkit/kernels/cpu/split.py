@@ -95,17 +95,6 @@ def run_rows(kernel, plan, *args) -> None:
         numba.set_num_threads(before)
 
 
-def row_slots(plan, batch: int):
-    """(slot (batch,), n): slot[lo] numbers the range of rows starting at row lo (0..n-1), for a kernel
-    that keeps one accumulator per range (its thread's own) and has them summed after."""
-    slot = np.zeros(batch, dtype=np.int64)
-    if plan.chunks is None:
-        return slot, 1
-    cuts = plan.chunks[0]
-    slot[cuts[:-1]] = np.arange(len(cuts) - 1)
-    return slot, len(cuts) - 1
-
-
 _ADDRESSES: dict = {}
 
 
