@@ -27,8 +27,8 @@ The backward's gradient buffers hold all N rows only where they must: the hoiste
 products' (read over all rows after the loop, for dx and dW) and the history's (given).  A buffer that a
 stage stores into and the same step reads holds one step's rows (``step_rows``), and a pointwise
 constant's gradient is added up in one row per sequence (``accumulated``) rather than kept per row and
-summed after the loop: the layer-norm LSTM's backward at (200,16,64,64) went from 1.6x its hand kernel's
-time to 1.0x with these and the vectorized row sums of emit_cpp.py.
+summed after the loop: the layer-norm LSTM's forward+backward at (200,16,64,64) went from 1.6x its numba
+kernel's time to 0.8-1.0x with these and the vectorized row sums of emit_cpp.py.
 
 The backward reads a stage's activations (sigmoid, tanh, exp) from **saved** slots, which the forward
 writes as it computes them, rather than computing them again: their derivatives are functions of their
@@ -265,8 +265,8 @@ def _levels(graph: fx.Graph, placeholders: list, constant_of: dict, prologue: se
 
 def _prologue_nodes(graph: fx.Graph, hoisted: list, states: list, results: list) -> set:
     """The pointwise values computed from the hoisted inputs without the state (the tail of the hoisted
-    part): the loop's prologue computes them for all rows before the steps.  Not the column blocks of an
-    input (views: they are taken where they are read, _sink_column_blocks), nor a result of the step."""
+    part): the loop's prologue, first at each step.  Not the column blocks of an input (views: they are
+    taken where they are read, _sink_column_blocks), nor a result of the step."""
     reads_state = set(states)
     reads_hoisted = set(hoisted)
     for node in graph.nodes:
@@ -319,8 +319,8 @@ def _sink_column_blocks(graph: fx.Graph, level: dict, inputs: set) -> None:
 
 
 def _order_gradient_writes(layout: Layout) -> None:
-    """``layout.first_writes``, ``zeroed`` and ``grad_alias`` (see Layout), from each buffer's writers in
-    the order a step's backward runs them."""
+    """``layout.first_writes``, ``zeroed``, ``grad_alias``, ``step_rows`` and ``accumulated`` (see Layout),
+    from each buffer's writers in the order a step's backward runs them."""
     writers: dict = {}  # buffer -> [stage k (its generated backward) or None (a product's, which adds)]
     steps = len(layout.stages) - layout.prologue
     for k in [*reversed(range(steps)), *([steps] if layout.prologue else [])]:  # the prologue's backward last
@@ -356,7 +356,7 @@ def _order_gradient_writes(layout: Layout) -> None:
     groups: dict = {}  # buffer -> the buffers sharing its memory (its alias group, by its first)
     for buffer in range(n_slots):
         groups.setdefault(layout.grad_alias.get(buffer, buffer), []).append(buffer)
-    for first, members in groups.items():
+    for members in groups.values():
         if not any(b in all_rows or layout.zeroed[b] or b in layout.no_gradient for b in members):
             layout.step_rows.update(members)
     # A pointwise constant's gradient not shared with an all-rows slot's is added up over the steps in one
