@@ -233,11 +233,13 @@ def trace_cell(cell: nn.Module, dtype=torch.float32, input_size: int | None = No
     the parameters as inputs."""
     names = [name for name, _ in cell.named_parameters()]
     params = [p.detach() for _, p in cell.named_parameters()]
-    x = torch.randn(2, cell.input_size if input_size is None else input_size, dtype=dtype)
+    # examples are shapes: recorded on the meta device (record.py); zeros, so that tracing draws nothing from
+    # torch's random generator (a user's seeded run must not depend on when a cell was first traced)
+    x = torch.zeros(2, cell.input_size if input_size is None else input_size, dtype=dtype)
     with torch.no_grad():
         probe = cell(x, None)
     arity = 1 if isinstance(probe, Tensor) else len(probe)
-    state = tuple(torch.randn_like(s) for s in as_tuple(probe))
+    state = tuple(torch.zeros_like(s) for s in as_tuple(probe))
 
     def step(x_t, *rest):
         hx = rest[0] if arity == 1 else tuple(rest[:arity])
@@ -259,8 +261,8 @@ def trace_equations(eq, weights, input_size: int, state_widths: Sequence[int], d
             given[i] = t
         return as_tuple(eq.step(x_t, tuple(rest[:arity]), type(weights)(*given)))
 
-    x = torch.randn(2, input_size, dtype=dtype)
-    state = tuple(torch.randn(2, w, dtype=dtype) for w in state_widths)
+    x = torch.zeros(2, input_size, dtype=dtype)  # (shapes only, and nothing drawn from torch's generator)
+    state = tuple(torch.zeros(2, w, dtype=dtype) for w in state_widths)
     return trace_step(step, x, state, params), present
 
 
