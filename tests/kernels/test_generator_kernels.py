@@ -408,6 +408,26 @@ def test_a_first_call_draws_nothing_from_torchs_random_generator():
         assert torch.equal(torch.rand(4), expected)
 
 
+@pytest.mark.parametrize("make", ["rnnkit cell", "user cell"])
+def test_a_step_first_built_under_inference_mode_has_its_whole_backward(make):
+    """A step is built once per cell and kept: built on a call under torch.inference_mode() (an evaluation
+    before training), its backward must still be the whole reverse mode of the step."""
+    torch.manual_seed(0)
+    cell = rnnkit.cells.LayerNormLSTMCell if make == "rnnkit cell" else type("FreshTail", (TailCell,), {})
+    generated = _vary(rnnkit.Recurrent(cell, 7, 3, backend="generated")).double()  # sizes no other test uses
+    reference = rnnkit.Recurrent(cell, 7, 3, backend="reference").double()
+    reference.load_state_dict(generated.state_dict())
+    x = torch.randn(4, 2, 7, dtype=torch.float64, requires_grad=True)
+    with torch.inference_mode():
+        generated(x.detach())
+    got = _outputs_and_grads(lambda: (lambda o, h: (o, h if isinstance(h, tuple) else (h,)))(*generated(x)),
+                             [x, *generated.parameters()])
+    want = _outputs_and_grads(lambda: (lambda o, h: (o, h if isinstance(h, tuple) else (h,)))(*reference(x)),
+                              [x, *reference.parameters()])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TOLERANCE[torch.float64])
+
+
 def test_a_cell_with_buffers_runs_on_the_reference_loop():
     cell = USER_CELLS["mgu"][0]
 

@@ -125,7 +125,16 @@ def _compile(cell: nn.Module, dtype: torch.dtype, input_size: int) -> GeneratedS
 
 def build_step(plan: StepPlan, params: Sequence[Tensor], input_size: int, state_widths: Sequence[int],
                dtype: torch.dtype) -> GeneratedStep:
-    """The generated step of a traced plan (its parameters as examples)."""
+    """The generated step of a traced plan (its parameters as examples).  Built outside inference mode
+    whatever the call's: the backward is recorded through autograd, which inference mode turns off (a
+    step first built under ``torch.inference_mode()`` had a backward that lost most of its terms, and
+    kept it for the later calls that train)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        return _build_step(plan, params, input_size, state_widths, dtype)
+
+
+def _build_step(plan, params, input_size, state_widths, dtype) -> GeneratedStep:
+    params = [p.clone() if p.is_inference() else p for p in params]  # (examples: inference tensors stay out)
     constants = as_tuple(plan.constants(*params))
     hoisted = as_tuple(plan.hoisted(torch.zeros(2, input_size, dtype=dtype), *constants))
     layout = lay_out(plan, [h.shape[1] for h in hoisted], list(state_widths), list(constants))
@@ -153,7 +162,8 @@ _BY_PLAN: dict = {}
 
 @memoized(maxsize=64)
 def _sizes_tensor(batch_sizes: tuple) -> Tensor:
-    return torch.tensor(batch_sizes, dtype=torch.int64)
+    with torch.inference_mode(False):  # kept for later calls, whose autograd saves it: never an inference tensor
+        return torch.tensor(batch_sizes, dtype=torch.int64)
 
 
 def generated_gradients(plan: int, grad_results, hoisted, state0, constants, batch_sizes: Tensor, reverse: bool):
