@@ -468,3 +468,18 @@ def test_missing_extension_is_refused_with_how_to_build(extension_missing):
     assert not extension.available()
     out, _ = rnnkit.GRU(INPUT, HIDDEN)(torch.randn(STEPS, BATCH, INPUT))  # the default backend runs on
     assert out.shape == (STEPS, BATCH, HIDDEN)
+
+
+@needs_extension
+@pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
+def test_a_training_call_after_an_inference_mode_call_works(cls):
+    """Evaluation under torch.inference_mode(), then training, as torch.nn's layers allow: nothing the
+    first call cached (the layout's tensor) may be an inference tensor that the second one saves."""
+    torch.manual_seed(0)
+    layer = cls(INPUT, HIDDEN, num_layers=2, backend="ops")
+    x = torch.randn(5, 3, INPUT)
+    with torch.inference_mode():
+        expected = layer(x)[0]
+    out = layer(x.requires_grad_())[0]
+    out.sum().backward()
+    assert torch.equal(out.detach(), expected) and x.grad is not None

@@ -20,8 +20,11 @@ ACCEPTED = DTYPES + HALF_DTYPES
 @memoized(maxsize=64)
 def _batch_sizes_tensor(batch_sizes: tuple) -> torch.Tensor:
     """The step sizes as the operators take them (1-D int64 on the CPU), made once per layout: the
-    layers pass the same layout for every layer-direction and, when padded, for every call."""
-    return torch.tensor(batch_sizes, dtype=torch.int64)
+    layers pass the same layout for every layer-direction and, when padded, for every call.  Never an
+    inference tensor (made on a call under torch.inference_mode(), it would be kept for later calls,
+    whose autograd saves it: they raised)."""
+    with torch.inference_mode(False):
+        return torch.tensor(batch_sizes, dtype=torch.int64)
 
 
 class OpsKernel(Kernel):
