@@ -452,8 +452,9 @@ std::vector<Tensor> defined_or_not(const c10::List<std::optional<Tensor>>& tenso
 // The backward's gradient buffers: one per slot, then one per pointwise constant (its gradient row by row),
 // each (N, width); by `zeroed[b]`: kZeros where a step adds to it before any stage stores into it,
 // kNoBuffer (N, 0) for a slot nothing flows into (an activation saved for the backward), kAccumulated
-// (B, width) zeros, kStepRows (B, width) uninitialized, else uninitialized (`initialized_by_caller`: zeros not needed, the caller copies into
-// it); where grad_alias[b] >= 0, buffer b is buffer grad_alias[b] (one stage writes both with one value).
+// (B, width) zeros, kStepRows (B, width) uninitialized, else uninitialized (also a kZeros buffer the caller
+// copies into: `initialized_by_caller`); where grad_alias[b] >= 0, buffer b is buffer grad_alias[b] (one
+// stage writes both with one value).
 std::vector<Tensor> gradient_buffers(c10::IntArrayRef widths, c10::IntArrayRef zeroed, c10::IntArrayRef grad_alias,
                                      int64_t rows, int64_t batch, const std::vector<bool>& initialized_by_caller,
                                      const at::TensorOptions& options, const char* op) {

@@ -9,6 +9,7 @@ from torch import Tensor
 from ..cells._base import CellEquations, CellWeights, State
 from ..errors import UnsupportedBackendError
 from ._torch_internals import forward_ad_active, in_functorch_transform
+from .._memo import memoized
 
 
 class Kernel:
@@ -37,6 +38,16 @@ class Kernel:
     def layer(self, eq: CellEquations, x: Tensor, batch_sizes: Sequence[int], state0: State,
               weights: CellWeights, reverse: bool) -> tuple[Tensor, State]:
         raise NotImplementedError
+
+
+@memoized(maxsize=64)
+def batch_sizes_tensor(batch_sizes: tuple) -> Tensor:
+    """The step sizes as the C++ loops take them (1-D int64 on the CPU), made once per layout: the layers
+    pass the same layout for every layer-direction and, when padded, for every call.  Never an inference
+    tensor: made on a call under torch.inference_mode(), it is kept for later calls, whose autograd saves
+    it (they raised)."""
+    with torch.inference_mode(False):
+        return torch.tensor(batch_sizes, dtype=torch.int64)
 
 
 def named_tensors(x: Tensor, weights: CellWeights) -> list:

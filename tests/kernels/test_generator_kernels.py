@@ -32,6 +32,12 @@ def _vary(module):
     return module
 
 
+def _out_and_states(model, x, **kwargs):
+    """A layer's (output, final states as a tuple), whether it returns one state or several."""
+    out, h_n = model(x, **kwargs)
+    return out, h_n if isinstance(h_n, tuple) else (h_n,)
+
+
 def _outputs_and_grads(run, inputs):
     out, final = run()
     weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
@@ -71,11 +77,8 @@ def test_a_users_cell_in_recurrent_runs_generated_and_equals_the_reference(name,
     x = torch.randn(5, 3, 3, dtype=dtype, requires_grad=True)
     lengths = torch.tensor([5, 3, 2])
     for kwargs in ({}, {"lengths": lengths}):
-        def run(model):
-            out, h_n = model(x, **kwargs)
-            return out, h_n if isinstance(h_n, tuple) else (h_n,)
-        got = _outputs_and_grads(lambda: run(generated), [x, *generated.parameters()])
-        want = _outputs_and_grads(lambda: run(reference), [x, *reference.parameters()])
+        got = _outputs_and_grads(lambda: _out_and_states(generated, x, **kwargs), [x, *generated.parameters()])
+        want = _outputs_and_grads(lambda: _out_and_states(reference, x, **kwargs), [x, *reference.parameters()])
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, **TOLERANCE[dtype])
 
@@ -94,12 +97,8 @@ def test_torch_nn_families_on_backend_generated_equal_the_reference(mode, bias):
     reference.load_state_dict(generated.state_dict())
     for shape in ((1, 4, 3), (5, 4, 3)):
         x = torch.randn(*shape, requires_grad=True)
-
-        def run(model):
-            out, h_n = model(x)
-            return out, h_n if isinstance(h_n, tuple) else (h_n,)
-        got = _outputs_and_grads(lambda: run(generated), [x, *generated.parameters()])
-        want = _outputs_and_grads(lambda: run(reference), [x, *reference.parameters()])
+        got = _outputs_and_grads(lambda: _out_and_states(generated, x), [x, *generated.parameters()])
+        want = _outputs_and_grads(lambda: _out_and_states(reference, x), [x, *reference.parameters()])
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, **TOLERANCE[torch.float32])
 
@@ -386,8 +385,8 @@ def test_a_hoisted_tail_beside_a_block_the_step_reads_equals_the_reference(dtype
     reference.load_state_dict(generated.state_dict())
     x = torch.randn(5, 3, 3, dtype=dtype, requires_grad=True)
     for kwargs in ({}, {"lengths": torch.tensor([5, 3, 2])}):
-        got = _outputs_and_grads(lambda: (lambda o, h: (o, (h,)))(*generated(x, **kwargs)), [x, *generated.parameters()])
-        want = _outputs_and_grads(lambda: (lambda o, h: (o, (h,)))(*reference(x, **kwargs)), [x, *reference.parameters()])
+        got = _outputs_and_grads(lambda: _out_and_states(generated, x, **kwargs), [x, *generated.parameters()])
+        want = _outputs_and_grads(lambda: _out_and_states(reference, x, **kwargs), [x, *reference.parameters()])
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, **TOLERANCE[dtype])
     from rnnkit.kernels.generator.layer import _STEPS
@@ -420,10 +419,8 @@ def test_a_step_first_built_under_inference_mode_has_its_whole_backward(make):
     x = torch.randn(4, 2, 7, dtype=torch.float64, requires_grad=True)
     with torch.inference_mode():
         generated(x.detach())
-    got = _outputs_and_grads(lambda: (lambda o, h: (o, h if isinstance(h, tuple) else (h,)))(*generated(x)),
-                             [x, *generated.parameters()])
-    want = _outputs_and_grads(lambda: (lambda o, h: (o, h if isinstance(h, tuple) else (h,)))(*reference(x)),
-                              [x, *reference.parameters()])
+    got = _outputs_and_grads(lambda: _out_and_states(generated, x), [x, *generated.parameters()])
+    want = _outputs_and_grads(lambda: _out_and_states(reference, x), [x, *reference.parameters()])
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **TOLERANCE[torch.float64])
 

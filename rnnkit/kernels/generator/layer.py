@@ -24,13 +24,12 @@ from torch import Tensor, nn
 from ...errors import UnsupportedBackendError
 from .._torch_internals import forward_ad_active, in_functorch_transform
 from ..ops import extension
-from ..._memo import memoized
 from ..differentiable import recomputed_grads
 from .build import step_addresses
 from .emit_cpp import emit
 from .snapshot import snapshot
 from .stages import Layout, lay_out
-from ..base import Kernel
+from ..base import Kernel, batch_sizes_tensor
 from .trace import StepPlan, as_tuple, trace_cell, trace_equations
 
 
@@ -53,7 +52,7 @@ class GeneratedStep:
         # contiguous here, recorded by autograd: the loop's slots are these very tensors, which a double
         # backward differentiates again (a copy made inside the loop's operator would have no history)
         hoisted = tuple(h.contiguous() for h in as_tuple(self.plan.hoisted.forward(x, *constants)))
-        sizes = _sizes_tensor(tuple(batch_sizes))
+        sizes = batch_sizes_tensor(tuple(batch_sizes))
         n = len(self.layout.history)
         # one operator: its autograd kernel (csrc/autograd.cpp) keeps the slots for the backward only when
         # something needs a gradient
@@ -130,40 +129,29 @@ def build_step(plan: StepPlan, params: Sequence[Tensor], input_size: int, state_
     step first built under ``torch.inference_mode()`` had a backward that lost most of its terms, and
     kept it for the later calls that train)."""
     with torch.inference_mode(False), torch.enable_grad():
-        return _build_step(plan, params, input_size, state_widths, dtype)
-
-
-def _build_step(plan, params, input_size, state_widths, dtype) -> GeneratedStep:
-    params = [p.clone() if p.is_inference() else p for p in params]  # (examples: inference tensors stay out)
-    constants = as_tuple(plan.constants(*params))
-    hoisted = as_tuple(plan.hoisted(torch.zeros(2, input_size, dtype=dtype), *constants))
-    layout = lay_out(plan, [h.shape[1] for h in hoisted], list(state_widths), list(constants))
-    for k in layout.pointwise_constants:
-        if len(layout.constant_shapes[k]) > 1 and layout.constant_shapes[k][0] != 1:
-            raise UnsupportedBackendError(f"the step reads a constant of shape {layout.constant_shapes[k]} pointwise; "
-                                          "generated kernels broadcast vectors and numbers only")
-    source = emit(layout, dtype)
-    forward_address, backward_address = step_addresses(source)
-    left, out, stage, weight = layout.product_lists
-    plan_id = torch.ops.rnnkit.generated_plan(
-        forward_address, backward_address, layout.hoisted, layout.slot_widths, layout.previous, layout.history,
-        layout.pointwise_constants, layout.gradient_starts, layout.grad_alias_list, left, out, stage,
-        weight, len(layout.stages) - layout.prologue, layout.prologue)
-    step = GeneratedStep(plan, layout, forward_address, backward_address, source, plan_id)
-    _BY_PLAN.setdefault(plan_id, step)
-    return step
+        constants = as_tuple(plan.constants(*params))
+        hoisted = as_tuple(plan.hoisted(torch.zeros(2, input_size, dtype=dtype), *constants))
+        layout = lay_out(plan, [h.shape[1] for h in hoisted], list(state_widths), list(constants))
+        for k in layout.pointwise_constants:
+            if len(layout.constant_shapes[k]) > 1 and layout.constant_shapes[k][0] != 1:
+                raise UnsupportedBackendError(f"the step reads a constant of shape {layout.constant_shapes[k]} "
+                                              "pointwise; generated kernels broadcast vectors and numbers only")
+        source = emit(layout, dtype)
+        forward_address, backward_address = step_addresses(source)
+        left, out, stage, weight = layout.product_lists
+        plan_id = torch.ops.rnnkit.generated_plan(
+            forward_address, backward_address, layout.hoisted, layout.slot_widths, layout.previous, layout.history,
+            layout.pointwise_constants, layout.gradient_starts, layout.grad_alias_list, left, out, stage,
+            weight, len(layout.stages) - layout.prologue, layout.prologue)
+        step = GeneratedStep(plan, layout, forward_address, backward_address, source, plan_id)
+        _BY_PLAN.setdefault(plan_id, step)
+        return step
 
 
 # plan number -> a step of that plan (equal plans share a number: the same generated code and layout), for
 # the differentiable backward (rnnkit::generated_gradients).  Held for the process's life, as the C++
 # registry holds the plans: an autograd graph may outlive the cell whose step made it.
 _BY_PLAN: dict = {}
-
-
-@memoized(maxsize=64)
-def _sizes_tensor(batch_sizes: tuple) -> Tensor:
-    with torch.inference_mode(False):  # kept for later calls, whose autograd saves it: never an inference tensor
-        return torch.tensor(batch_sizes, dtype=torch.int64)
 
 
 def generated_gradients(plan: int, grad_results, hoisted, state0, constants, batch_sizes: Tensor, reverse: bool):

@@ -11,8 +11,8 @@ aten graph by what each node depends on:
   (h_{t-1} W_hh^T) are the loop's recurrent products, listed in ``products``; the rest is the pointwise
   part, elementwise and row-wise (a layer norm over the features), which a generated kernel fuses.  The
   pointwise values that do not read the state (the tail of the hoisted part: a minGRU's gates, a layer
-  norm of W_ih x_t) are in it too: the generated loop runs them over all rows before the steps (its
-  prologue, stages.py), one pass where torch would run an op each.
+  norm of W_ih x_t) are in it too: the generated loop runs them first at each step (its prologue,
+  stages.py), fused, where torch would run an op each over all rows.
 
 An op whose meaning across rows is not known to be row by row (a reduction over the batch, say) is
 refused with UnsupportedBackendError naming it: the split is only valid for row-wise steps.
@@ -137,7 +137,7 @@ def trace_step(step: Callable, x: Tensor, state: tuple, params: Sequence[Tensor]
         [n for n in param_nodes if any(kind.get(u) != "constant" for u in n.users)]
     # torch runs the products of x_t and what they read; the pointwise rest of the hoisted part (its
     # tail: the gates' activations of a minGRU, a layer norm of W_ih x_t) goes with the step, where the
-    # loop runs it as a prologue over all rows (stages.py) fused into one pass instead of an op each
+    # loop runs it fused, as a prologue at each step (stages.py), instead of a torch op each
     in_torch = _product_ancestors(graph, kind)
     read_by_step = {n for n in graph.nodes if kind.get(n) == "recurrent" or (kind.get(n) == "hoisted"
                                                                               and n not in in_torch)}

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..._memo import memoized
 from ...errors import UnsupportedBackendError
-from ..base import Kernel, check_tensors, refuse_under_transforms
+from ..base import Kernel, batch_sizes_tensor, check_tensors, refuse_under_transforms
 from . import extension
 from .families import FAMILIES
 
@@ -15,16 +14,6 @@ DTYPES = (torch.float32, torch.float64)  # what the operators compute in
 # widened states and weights) and their large products in the layer's dtype (float32 accumulation)
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 ACCEPTED = DTYPES + HALF_DTYPES
-
-
-@memoized(maxsize=64)
-def _batch_sizes_tensor(batch_sizes: tuple) -> torch.Tensor:
-    """The step sizes as the operators take them (1-D int64 on the CPU), made once per layout: the
-    layers pass the same layout for every layer-direction and, when padded, for every call.  Never an
-    inference tensor (made on a call under torch.inference_mode(), it would be kept for later calls,
-    whose autograd saves it: they raised)."""
-    with torch.inference_mode(False):
-        return torch.tensor(batch_sizes, dtype=torch.int64)
 
 
 class OpsKernel(Kernel):
@@ -64,7 +53,7 @@ class OpsKernel(Kernel):
         w_ih, w_hh, b_ih, b_hh, w_hr = weights
         operator = getattr(torch.ops.rnnkit, family.name)
         projection = (w_hr,) if family.projectable else ()
-        results = operator(x, _batch_sizes_tensor(tuple(batch_sizes)), *state0, w_ih, w_hh, b_ih, b_hh, *projection,
+        results = operator(x, batch_sizes_tensor(tuple(batch_sizes)), *state0, w_ih, w_hh, b_ih, b_hh, *projection,
                            reverse)
         return results[0], tuple(results[1:1 + family.states])
 
