@@ -196,7 +196,7 @@ class Recurrent(nn.Module):
                         (training); in eval the expectation p*old + (1-p)*new is used
     ==================  ===============================================================
 
-    Shapes as torch.nn.RNN/LSTM: ``forward(input, hx=None, *, lengths=None)`` takes (L, N, H_in)
+    Shapes as torch.nn.RNN/LSTM: ``forward(input, hx=None, lengths=None)`` takes (L, N, H_in)
     (batch_first: (N, L, H_in)), unbatched (L, H_in), or a PackedSequence, and returns
     ``(output, h_n)`` (``h_n`` a tuple of stacked states for tuple-state cells), plus
     the states when ``return_states``.  With ``lengths`` a padded batch is run as its
@@ -283,7 +283,9 @@ class Recurrent(nn.Module):
         self._carry = None
 
     # ----- forward -----------------------------------------------------------------------
-    def forward(self, input, hx=None, *, lengths=None):
+    # lengths is not keyword-only: torch.onnx.export(..., dynamo=False) passes each omitted argument's
+    # default positionally, so a keyword-only one breaks an export of the module itself.
+    def forward(self, input, hx=None, lengths=None):
         if _export.compiling() and not self._traceable(input, lengths):  # a graph break, see rnnkit/export
             return _export.eager_call(self, input, hx, lengths=lengths)
         if _export.exporting():  # torch.export / torch.onnx.export: a scan per layer-direction, see rnnkit/export

@@ -12,7 +12,9 @@ export captures a graph, hands the call to ``captured_forward``:
   model takes any batch size and sequence length (see rnnkit.export.onnx).
   A PackedSequence cannot be captured (its batch sizes are data): a clear error.
 - **The TorchScript-based ONNX exporter** (``torch.onnx.export(..., dynamo=False)``): each layer
-  becomes ONNX's own RNN/LSTM/GRU node (rnnkit.export.onnx_nodes), as torch.nn's layers do there.
+  becomes ONNX's own RNN/LSTM/GRU node (rnnkit.export.onnx_nodes), as torch.nn's layers do there;
+  each layer-direction of rnnkit.Recurrent (any cell, a user's included) one ONNX ``Loop`` over the
+  cell's traced step (rnnkit.export.onnx_loop), dynamic in batch and time.
 - **torch.compile** (dynamo): the layers are not diverted here.  dynamo traces their Python, and
   ``kernels.select`` hands it each fused kernel of rnnkit's cells as one operator,
   ``rnnkit::fused_layer`` (kernels/opaque.py): no graph break, so ``fullgraph=True`` compiles, for
@@ -22,8 +24,8 @@ export captures a graph, hands the call to ``captured_forward``:
   torch 2.13 cannot lower the scan loop on the CPU, and numba code cannot be traced.)
 - **rnnkit.Recurrent under an export** (``captured_recurrent``): over rnnkit's own cells, padded
   input, one scan per layer-direction over each cell's equations (rnnkit.export.scan.scan_recurrent),
-  dynamic in batch and time; lengths, PackedSequence, a user's cell and the in-step options are
-  refused clearly.
+  dynamic in batch and time; lengths, PackedSequence, a user's cell (except under the TorchScript
+  exporter, above) and the in-step options are refused clearly.
 
 This module stays light: ``import rnnkit`` imports it, and nothing here imports torch.onnx,
 onnx or onnxruntime.
@@ -143,14 +145,23 @@ def int8_not_exportable(who: str) -> RuntimeError:
 
 def captured_recurrent(module, input, hx=None, lengths=None):
     """``module(input, hx)`` for an rnnkit.Recurrent while an export captures a graph: one scan per
-    layer-direction over its cells' equations (rnnkit.export.scan.scan_recurrent)."""
-    who = f"Recurrent({module.cell_name})"
-    if not torch.compiler.is_exporting():  # the TorchScript-based ONNX exporter: no ONNX node holds a scan
-        raise RuntimeError(f"{who}: rnnkit.Recurrent exports with torch.export or torch.onnx.export(..., "
-                           "dynamo=True), the default; the TorchScript exporter (dynamo=False) cannot hold its loop")
+    layer-direction over its cells' equations (rnnkit.export.scan.scan_recurrent), or, under the TorchScript
+    exporter, one ONNX Loop per layer-direction over its cells' traced step (rnnkit.export.onnx_loop)."""
     if lengths is not None:
-        raise RuntimeError(f"{who}: lengths cannot be exported (they are data, not shapes); export on full-length "
-                           "sequences and mask the padded steps outside the module")
+        raise RuntimeError(f"Recurrent({module.cell_name}): lengths cannot be exported (they are data, not shapes); "
+                           "export on full-length sequences and mask the padded steps outside the module")
+    if not torch.compiler.is_exporting():  # torch.onnx.export(..., dynamo=False)
+        from .onnx_loop import cell_direction, equations_direction
+        from .scan import captured_stack
+        from ..cells._base import equations_of
+
+        def direction(cell, inputs, state0, reverse):
+            eq = equations_of(cell)
+            if eq is None:
+                return cell_direction(cell, inputs, state0, reverse)
+            return equations_direction(eq, cell.cell_weights(), inputs, state0, reverse)
+
+        return captured_stack(module, input, hx, direction)
     from .scan import scan_recurrent
     return scan_recurrent(module, input, hx)
 

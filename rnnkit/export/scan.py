@@ -78,22 +78,36 @@ def scan_forward(layer, input: Tensor, hx=None):
 def scan_recurrent(module, input, hx=None):
     """``module(input, hx)`` for an ``rnnkit.Recurrent`` of rnnkit's own cells and a padded (or unbatched)
     tensor input: one scan per layer-direction over the cell's equations, the directions merged as
-    ``module.merge`` says.  What a scan cannot hold is refused with a clear error: a PackedSequence or
-    ``lengths`` (data, not shapes), a user's cell (no equations to scan), and the options that act
-    inside the step or across calls (return_states, zoneout, recurrent and input dropout in training,
-    stateful)."""
+    ``module.merge`` says.  What a scan cannot hold is refused with a clear error (``captured_stack``), and
+    a user's cell (no equations to scan)."""
+    from ..cells._base import CellBase
+
+    if not all(isinstance(cell, CellBase) for cell in module.cells):
+        raise RuntimeError(f"Recurrent({module.cell_name}): only rnnkit's own cells (rnnkit.cells, whose step is a "
+                           "CellEquations) export as a scan; a user's cell exports with torch.onnx.export(..., "
+                           "dynamo=False) (an ONNX Loop over its traced step) or runs eagerly")
+
+    def direction(cell, inputs, state0, reverse):
+        return scan_direction(cell.equations, cell.cell_weights(), inputs, state0, reverse=reverse)
+
+    return captured_stack(module, input, hx, direction)
+
+
+def captured_stack(module, input, hx, direction):
+    """``module(input, hx)`` for an ``rnnkit.Recurrent`` and a padded (or unbatched) tensor input, each
+    layer-direction run by ``direction(cell, inputs (T, B, I), state0, reverse) -> (outputs, final state)``
+    (a scan, or an ONNX Loop: rnnkit/export/onnx_loop.py), the directions merged as ``module.merge`` says.
+    What no captured graph can hold is refused with a clear error: a PackedSequence (its batch sizes are data,
+    not shapes), and the options that act inside the step or across calls (return_states, zoneout, recurrent
+    and input dropout in training, stateful)."""
     from torch.nn.utils.rnn import PackedSequence
 
-    from ..cells._base import CellBase
     from ..recurrent import MERGES, run_stack
 
     who = f"Recurrent({module.cell_name})"
     if isinstance(input, PackedSequence):
         raise RuntimeError(f"{who}: a PackedSequence cannot be exported (its batch sizes are data, not shapes); "
                            "export on a padded tensor (L, N, H_in)")
-    if not all(isinstance(cell, CellBase) for cell in module.cells):
-        raise RuntimeError(f"{who}: only rnnkit's own cells (rnnkit.cells, whose step is a CellEquations) export "
-                           "as a scan; a user's cell runs eagerly only")
     acting = [name for name, on in (("return_states", module.return_states), ("stateful", module.stateful),
                                     ("zoneout", module.zoneout > 0),
                                     ("recurrent_dropout", module.training and module.recurrent_dropout > 0),
@@ -108,8 +122,7 @@ def scan_recurrent(module, input, hx=None):
     directions = 2 if module.bidirectional else 1
 
     def layer_fn(k, d, inputs, _, state0):
-        cell = module.cells[k * directions + d]
-        return scan_direction(cell.equations, cell.cell_weights(), inputs, state0, reverse=d == 1)
+        return direction(module.cells[k * directions + d], inputs, state0, d == 1)
 
     x, final = run_stack(x, None, state, layer_fn, num_layers=module.num_layers, num_directions=directions,
                          dropout=module.dropout, training=module.training, merge=MERGES[module.merge])
@@ -120,4 +133,4 @@ def scan_recurrent(module, input, hx=None):
     return output, (final[0] if len(final) == 1 else final)
 
 
-__all__ = ["scan_direction", "scan_forward", "scan_recurrent"]
+__all__ = ["scan_direction", "scan_forward", "scan_recurrent", "captured_stack"]

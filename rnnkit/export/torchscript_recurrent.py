@@ -1,7 +1,7 @@
 """The TorchScript twin of ``Recurrent`` over rnnkit's own cells (issue 17), what ``torch.jit.script``
 compiles in its place (``Recurrent.__prepare_scriptable__``), as torchscript.py does for the layers.
 
-``Recurrent``'s forward is Python TorchScript cannot compile (keyword-only ``lengths``, the choice of
+``Recurrent``'s forward is Python TorchScript cannot compile (``lengths``, the choice of
 kernel, PackedSequence).  The twin
 
 - holds the cells' own ``nn.Parameter`` objects under the same names (``cells.0.weight_ih``...: the

@@ -30,8 +30,14 @@ TorchDispatchMode subclass unless it opts out of torch.compile's wrapper, as ``D
 ``named_parameters(recurse=False)``, ``named_buffers(recurse=False)`` and ``named_children()`` iterate.  A
 user cell's generated step checks on every call that none of them changed (generator/snapshot.py): the
 public iterators build generators and dedup sets, 4x the time of comparing the dicts themselves.
+
+``tracing_paused``: a context in which torch.jit's tracer records nothing, so that a step can be traced by
+itself while torch.onnx.export(..., dynamo=False) traces the model around it (export/onnx_loop.py: the
+tracer refuses to nest).  torch.jit's own tracer saves and restores the same state; there is no public way.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch._C import _functorch
@@ -71,5 +77,15 @@ def autograd_inside_operator():
     return torch._C._SetExcludeDispatchKeyGuard(torch._C.DispatchKey.AutogradFunctionality, False)
 
 
-__all__ = ["any_batched", "in_functorch_transform", "forward_ad_active", "autograd_inside_operator", "DispatchMode",
+@contextlib.contextmanager
+def tracing_paused():
+    outer = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        yield
+    finally:
+        torch._C._set_tracing_state(outer)
+
+
+__all__ = ["tracing_paused", "any_batched", "in_functorch_transform", "forward_ad_active", "autograd_inside_operator", "DispatchMode",
            "module_tables"]

@@ -113,3 +113,23 @@ def test_module_tables_are_what_the_public_iterators_read():
     assert internals.module_tables(module)[0]["scale"] == 0.5
     module[0].weight = torch.nn.Parameter(torch.zeros(3, 2))  # a new parameter: in the same dict
     assert internals.module_tables(module[0])[1]["weight"] is module[0].weight
+
+
+def test_tracing_paused_records_nothing_and_lets_a_trace_run_inside_a_trace():
+    seen = []
+
+    def inner(x):
+        return x * 3
+
+    def outer(x):
+        with internals.tracing_paused():
+            seen.append(torch.jit.is_tracing())
+            nested = torch.jit.trace(inner, torch.zeros(2))  # the tracer refuses to nest unless paused
+            torch.sin(x)  # not recorded
+        seen.append(torch.jit.is_tracing())
+        return nested(x) + 1
+
+    traced = torch.jit.trace(outer, torch.zeros(2), check_trace=False)
+    assert seen == [False, True]
+    assert "aten::sin" not in str(traced.graph)
+    torch.testing.assert_close(traced(torch.ones(2)), torch.full((2,), 4.0))

@@ -1,9 +1,13 @@
 """torch.export and ONNX of rnnkit.Recurrent over every rnnkit cell (issue 17): one scan per
-layer-direction over the cell's equations, dynamic in batch and time, the program's numbers within
-float32's rounding of the float64 computation, as eager's; what a scan cannot hold is refused clearly."""
+layer-direction over the cell's equations (torch.export, ONNX with dynamo=True), or one ONNX Loop over the
+cell's traced step (ONNX with dynamo=False, a user's cell too), dynamic in batch and time, the program's
+numbers within float32's rounding of the float64 computation, as eager's; what a captured graph cannot
+hold is refused clearly."""
 from __future__ import annotations
 
 import io
+
+import numpy as np
 
 import pytest
 import torch
@@ -71,6 +75,81 @@ def test_onnx_dynamo_export_runs_in_onnxruntime_at_other_shapes():
                            who="onnxruntime")
 
 
+class _UserLSTMCell(torch.nn.Module):
+    """A user's cell with two states, a LayerNorm and a weight used twice (tied)."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.linear = torch.nn.Linear(input_size + hidden_size, 2 * hidden_size)
+        self.norm = torch.nn.LayerNorm(hidden_size)
+        self.gate = torch.nn.Linear(hidden_size, hidden_size, bias=False)
+        self.again = torch.nn.Linear(hidden_size, hidden_size, bias=False)
+        self.again.weight = self.gate.weight
+
+    def forward(self, x, hx=None):
+        size = self.gate.out_features
+        h, c = (x.new_zeros(x.shape[0], size), x.new_zeros(x.shape[0], size)) if hx is None else hx
+        a, b = self.linear(torch.cat([x, h], -1)).chunk(2, -1)
+        c = torch.sigmoid(a + self.gate(c)) * c + torch.tanh(b)
+        return self.norm(torch.tanh(self.again(c))), c
+
+
+@pytest.mark.parametrize("name", list(CELLS) + ["user"])
+def test_torchscript_onnx_exporter_writes_a_loop(name):
+    """torch.onnx.export(..., dynamo=False) of Recurrent itself: one ONNX Loop per layer-direction over the
+    cell's traced step, not the example's length unrolled; onnxruntime at other batch sizes and lengths (and
+    with an initial state) within float32's rounding of the float64 computation."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(5)
+    cell = _UserLSTMCell if name == "user" else CELLS[name]
+    model = rnnkit.Recurrent(cell, 4, 5, num_layers=2, bidirectional=True, batch_first=True).eval()
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (torch.randn(2, 5, 4),), buffer, dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch", 1: "time"}})
+    graph = onnx.load_from_string(buffer.getvalue())
+    onnx.checker.check_model(graph)
+    assert [node.op_type for node in graph.graph.node].count("Loop") == 4
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    for batch, length in [(3, 9), (1, 1)]:
+        x = torch.randn(batch, length, 4, generator=torch.Generator().manual_seed(batch + length))
+        got = session.run(None, {"x": x.numpy()})
+        truth, sensitivities = float64_truth_of(lambda m, x: m(x), model, [x], grad=False)
+        assert_within_rounding([torch.from_numpy(g) for g in got], truth, sensitivities, torch.float32,
+                               who="onnxruntime")
+
+
+def test_torchscript_onnx_exporter_takes_initial_states_and_float64():
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(6)
+    model = rnnkit.Recurrent(rnnkit.cells.LayerNormLSTMCell, 4, 5, bidirectional=True, merge="sum").double().eval()
+
+    class Flat(torch.nn.Module):  # the exporter names flat inputs: (x, h0, c0)
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x, h0, c0):
+            out, (h, c) = self.model(x, (h0, c0))
+            return out, h, c
+
+    x, h0, c0 = torch.randn(6, 2, 4).double(), torch.randn(2, 2, 5).double(), torch.randn(2, 2, 5).double()
+    buffer = io.BytesIO()
+    torch.onnx.export(Flat().eval(), (x, h0, c0), buffer, dynamo=False, input_names=["x", "h0", "c0"],
+                      dynamic_axes={"x": {0: "time", 1: "batch"}, "h0": {1: "batch"}, "c0": {1: "batch"}})
+    onnx.checker.check_model(onnx.load_from_string(buffer.getvalue()))
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    x, h0, c0 = torch.randn(8, 3, 4).double(), torch.randn(2, 3, 5).double(), torch.randn(2, 3, 5).double()
+    got = session.run(None, {"x": x.numpy(), "h0": h0.numpy(), "c0": c0.numpy()})
+    with torch.no_grad():
+        out, (h, c) = model(x, (h0, c0))
+    for g, want in zip(got, (out, h, c)):  # float64 throughout (float32 would be off by ~1e-7): onnxruntime's
+        # own float64 ops (its layer norm's epsilon is a float32 attribute) differ from torch's by ~1e-10
+        assert g.dtype == np.float64
+        torch.testing.assert_close(torch.from_numpy(g), want, rtol=1e-8, atol=1e-9)
+
+
 class _UserCell(torch.nn.Module):
     def __init__(self, input_size, hidden_size):
         super().__init__()
@@ -86,9 +165,12 @@ class _UserCell(torch.nn.Module):
     ("lengths", "lengths cannot be exported"),
     ("user cell", "only rnnkit's own cells"),
     ("return_states", "return_states"),
-    ("torchscript onnx", "dynamo=True"),
 ])
-def test_what_a_scan_cannot_hold_is_refused(what, match):
+@pytest.mark.parametrize("exporter", ["torch.export", "onnx dynamo=False"])
+def test_what_a_scan_cannot_hold_is_refused(what, match, exporter):
+    if what == "user cell" and exporter != "torch.export":
+        pytest.skip("the TorchScript exporter runs a user's cell (test_torchscript_onnx_exporter_writes_a_loop)")
+    pytest.importorskip("onnx")
     cell = _UserCell if what == "user cell" else rnnkit.cells.GRUCell
     model = rnnkit.Recurrent(cell, 4, 5, return_states=what == "return_states").eval()
     x = torch.randn(6, 2, 4)
@@ -106,7 +188,7 @@ def test_what_a_scan_cannot_hold_is_refused(what, match):
             return self.model(x)[0]
 
     with pytest.raises(Exception, match=match):
-        if what == "torchscript onnx":
+        if exporter != "torch.export":
             torch.onnx.export(Call(), (x,), io.BytesIO(), dynamo=False)
         else:
             torch.export.export(Call(), (x,))
