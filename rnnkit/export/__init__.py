@@ -22,10 +22,9 @@ export captures a graph, hands the call to ``captured_forward``:
   runs eagerly (a graph break, not a loop unrolled into the graph), and so does a Recurrent call that
   needs it: a user's cell, lengths, a PackedSequence, an in-step option (``eager_call``).  (Inductor in
   torch 2.13 cannot lower the scan loop on the CPU, and numba code cannot be traced.)
-- **rnnkit.Recurrent under an export** (``captured_recurrent``): over rnnkit's own cells, padded
-  input, one scan per layer-direction over each cell's equations (rnnkit.export.scan.scan_recurrent),
-  dynamic in batch and time; lengths, PackedSequence, a user's cell (except under the TorchScript
-  exporter, above) and the in-step options are refused clearly.
+- **rnnkit.Recurrent under an export** (``captured_recurrent``): padded input, one scan per
+  layer-direction over each cell's equations, or a user's cell's forward (rnnkit.export.scan.scan_recurrent),
+  dynamic in batch and time; lengths, PackedSequence and the in-step options are refused clearly.
 
 This module stays light: ``import rnnkit`` imports it, and nothing here imports torch.onnx,
 onnx or onnxruntime.

@@ -3,7 +3,8 @@ torch.export, torch.onnx.export (as ONNX ``Scan``) and torch.compile keep dynami
 
 The scan's body is the cell's own ``CellEquations.recur``, the same function the reference
 backend loops over, so the numbers are the reference backend's (up to the rounding of the
-input projection done for all steps at once, as every backend does).  Padded input only: a
+input projection done for all steps at once, as every backend does); for a user's cell, the
+cell's own forward.  Padded input only: a
 PackedSequence's batch sizes are data, not shapes, and cannot be captured as a dynamic graph.
 """
 from __future__ import annotations
@@ -75,20 +76,30 @@ def scan_forward(layer, input: Tensor, hx=None):
     return output, layer._as_hx(state)
 
 
-def scan_recurrent(module, input, hx=None):
-    """``module(input, hx)`` for an ``rnnkit.Recurrent`` of rnnkit's own cells and a padded (or unbatched)
-    tensor input: one scan per layer-direction over the cell's equations, the directions merged as
-    ``module.merge`` says.  What a scan cannot hold is refused with a clear error (``captured_stack``), and
-    a user's cell (no equations to scan)."""
-    from ..cells._base import CellBase
+def scan_cell(cell, x: Tensor, state0: tuple, reverse: bool = False):
+    """One layer-direction of a user's cell (``cell(x_t, hx) -> h_t or (h_t, ...)``) over padded ``x`` (T, B, I):
+    the scan's body is the cell's own forward (its parameters, read inside, become the graph's inputs)."""
 
-    if not all(isinstance(cell, CellBase) for cell in module.cells):
-        raise RuntimeError(f"Recurrent({module.cell_name}): only rnnkit's own cells (rnnkit.cells, whose step is a "
-                           "CellEquations) export as a scan; a user's cell exports with torch.onnx.export(..., "
-                           "dynamo=False) (an ONNX Loop over its traced step) or runs eagerly")
+    def body(state, x_t):
+        result = cell(x_t, state if len(state) > 1 else state[0])
+        new = (result,) if isinstance(result, Tensor) else tuple(result)
+        return new, new[0].clone()  # the scan output may not alias the carried state
+
+    final, out = _scan()(body, tuple(state0), x, dim=0, reverse=reverse)
+    return out, tuple(final)
+
+
+def scan_recurrent(module, input, hx=None):
+    """``module(input, hx)`` for an ``rnnkit.Recurrent`` and a padded (or unbatched) tensor input: one scan per
+    layer-direction, over the cell's equations (rnnkit's cells) or its forward (a user's cell), the directions
+    merged as ``module.merge`` says.  What a scan cannot hold is refused with a clear error (``captured_stack``)."""
+    from ..cells._base import equations_of
 
     def direction(cell, inputs, state0, reverse):
-        return scan_direction(cell.equations, cell.cell_weights(), inputs, state0, reverse=reverse)
+        eq = equations_of(cell)
+        if eq is None:
+            return scan_cell(cell, inputs, state0, reverse=reverse)
+        return scan_direction(eq, cell.cell_weights(), inputs, state0, reverse=reverse)
 
     return captured_stack(module, input, hx, direction)
 
@@ -133,4 +144,4 @@ def captured_stack(module, input, hx, direction):
     return output, (final[0] if len(final) == 1 else final)
 
 
-__all__ = ["scan_direction", "scan_forward", "scan_recurrent", "captured_stack"]
+__all__ = ["scan_direction", "scan_cell", "scan_forward", "scan_recurrent", "captured_stack"]

@@ -195,15 +195,17 @@ def test_an_op_the_generator_lacks_falls_back_under_auto_and_raises_when_named()
 def test_tracing_exporting_and_autocast_run_a_users_cell_on_the_reference_loop():
     """The generated loop calls code by its address in this process, so a recorded graph must not hold it:
     under torch.jit.trace and autocast, backend="auto" runs the reference loop (plain torch
-    ops, which those record and cast), and backend="generated" says why it cannot run."""
+    ops, which those record and cast), torch.export a scan over the cell's forward, and
+    backend="generated" says why it cannot run."""
     cell = USER_CELLS["mgu"][0]
     model = rnnkit.Recurrent(cell, 3, 4).eval()
     x = torch.randn(5, 2, 3)
     traced = torch.jit.trace(model, (x,), check_trace=False)
     assert "generated" not in str(traced.graph)
     torch.testing.assert_close(traced(x)[0], model(x)[0])
-    with pytest.raises(RuntimeError, match="runs eagerly only"):  # export: refused for users' cells, as before
-        torch.export.export(model, (x,))
+    program = torch.export.export(model, (x,))  # a scan over the cell's own forward: no generated code in it
+    assert "generated" not in str(program.graph)
+    torch.testing.assert_close(program.module()(x)[0], model(x)[0])
     reference = rnnkit.Recurrent(cell, 3, 4, backend="reference").eval()
     reference.load_state_dict(model.state_dict())
     with torch.autocast("cpu", dtype=torch.bfloat16):

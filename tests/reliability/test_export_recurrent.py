@@ -52,6 +52,30 @@ def test_export_merges_directions_and_takes_initial_states(merge):
     assert_within_rounding([t.detach() for t in got], truth, sensitivities, torch.float32, who="export")
 
 
+def test_export_of_a_users_cell_is_dynamic_and_within_rounding():
+    """A user's cell (two states, a LayerNorm, a tied weight): one scan per layer-direction over its own
+    forward, its parameters the program's inputs; then ONNX (dynamo=True) in onnxruntime at other shapes."""
+    torch.manual_seed(7)
+    model = rnnkit.Recurrent(_UserLSTMCell, 4, 5, num_layers=2, bidirectional=True, batch_first=True).eval()
+    program = torch.export.export(model, (torch.randn(2, 5, 4),), dynamic_shapes=_dynamic())
+    x = torch.randn(3, 9, 4, generator=torch.Generator().manual_seed(8))
+    truth, sensitivities = float64_truth_of(lambda m, x: m(x), model, [x], grad=False)
+    got = torch.utils._pytree.tree_leaves(program.module()(x))
+    assert_within_rounding([t.detach() for t in got], truth, sensitivities, torch.float32, who="export")
+    pytest.importorskip("onnxscript")
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    torch.compiler.reset()  # (see test_onnx_dynamo_export_runs_in_onnxruntime_at_other_shapes)
+    onnx_program = torch.onnx.export(model, (torch.randn(2, 5, 4),), dynamo=True, input_names=["x"],
+                                     dynamic_shapes=_dynamic())
+    buffer = io.BytesIO()
+    onnx.save(onnx_program.model_proto, buffer)
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x.numpy()})
+    assert_within_rounding([torch.from_numpy(g) for g in got], truth, sensitivities, torch.float32,
+                           who="onnxruntime")
+
+
 def test_onnx_dynamo_export_runs_in_onnxruntime_at_other_shapes():
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
@@ -150,29 +174,15 @@ def test_torchscript_onnx_exporter_takes_initial_states_and_float64():
         torch.testing.assert_close(torch.from_numpy(g), want, rtol=1e-8, atol=1e-9)
 
 
-class _UserCell(torch.nn.Module):
-    def __init__(self, input_size, hidden_size):
-        super().__init__()
-        self.linear = torch.nn.Linear(input_size + hidden_size, hidden_size)
-
-    def forward(self, x, h=None):
-        h = x.new_zeros(x.shape[0], self.linear.out_features) if h is None else h
-        return torch.tanh(self.linear(torch.cat([x, h], -1)))
-
-
 @pytest.mark.parametrize("what,match", [
     ("packed", "PackedSequence cannot be exported"),
     ("lengths", "lengths cannot be exported"),
-    ("user cell", "only rnnkit's own cells"),
     ("return_states", "return_states"),
 ])
 @pytest.mark.parametrize("exporter", ["torch.export", "onnx dynamo=False"])
 def test_what_a_scan_cannot_hold_is_refused(what, match, exporter):
-    if what == "user cell" and exporter != "torch.export":
-        pytest.skip("the TorchScript exporter runs a user's cell (test_torchscript_onnx_exporter_writes_a_loop)")
     pytest.importorskip("onnx")
-    cell = _UserCell if what == "user cell" else rnnkit.cells.GRUCell
-    model = rnnkit.Recurrent(cell, 4, 5, return_states=what == "return_states").eval()
+    model = rnnkit.Recurrent(rnnkit.cells.GRUCell, 4, 5, return_states=what == "return_states").eval()
     x = torch.randn(6, 2, 4)
 
     class Call(torch.nn.Module):
