@@ -14,11 +14,11 @@ kernel, PackedSequence).  The twin
 - when called eagerly, runs the original ``Recurrent``.
 
 A saved scripted model runs in a process that has imported rnnkit (which registers the operator).
-Refused at scripting, with an error naming what to use instead: a user's cell (TorchScript cannot
-compile its step in general: torch.jit.trace and torch.export record it), and the options that act
-inside the step or across calls (``return_states``, ``stateful``, ``zoneout``, ``input_dropout``,
-``recurrent_dropout``).  The scripted forward takes ``(input, hx)``: padded or unbatched tensors (``lengths`` is refused
-with an error, and TorchScript's type check refuses a PackedSequence).
+A user's cell has its own twin (torchscript_user_cell.py).  Refused at scripting, with an error naming
+what to use instead: the options that act inside the step or across calls (``return_states``,
+``stateful``, ``zoneout``, ``input_dropout``, ``recurrent_dropout``).  The scripted forward takes
+``(input, hx)``: padded or unbatched tensors (``lengths`` is refused with an error, and TorchScript's
+type check refuses a PackedSequence).
 """
 from typing import Final, List, Optional, Tuple
 
@@ -67,8 +67,9 @@ def _cell_weight_names(recurrent, cell) -> List[Optional[str]]:
     return names
 
 
-class RecurrentTwin(_Twin):
-    """The scriptable body of ``Recurrent`` (see the module doc); subclasses give forward its state type."""
+class _RecurrentTwinBase(_Twin):
+    """What the twins of Recurrent share: its configuration, its eager call, the merge of directions and the
+    checks of the input and the initial states."""
 
     input_size: Final[int]
     hidden_size: Final[int]
@@ -79,14 +80,10 @@ class RecurrentTwin(_Twin):
     merge: Final[str]
     backend: Final[str]
     cell_name: Final[str]
-    _cell: Final[str]  # the cell's name in rnnkit.cells, which the operator's schema carries
     _arity: Final[int]
-    # Per layer-direction, its present weights (the very Parameter objects, in the cell's weights order)
-    # and which fields of the cell's weights they fill: TorchScript indexes lists, not names it builds.
-    _weights: List[List[Tensor]]
-    _present: List[List[bool]]
+    _state_shapes: List[List[int]]  # per state, its shape after (layers, batch)
 
-    def __init__(self, recurrent):
+    def __init__(self, recurrent, state_shapes: List[List[int]]):
         super().__init__(recurrent)
         for option in _IN_STEP_OPTIONS:
             if getattr(recurrent, option):
@@ -98,17 +95,7 @@ class RecurrentTwin(_Twin):
         self.bidirectional, self.batch_first, self.dropout = (recurrent.bidirectional, recurrent.batch_first,
                                                               recurrent.dropout)
         self.merge, self.backend, self.cell_name = recurrent.merge, recurrent.backend, recurrent.cell_name
-        holders, self._weights, self._present = [], [], []
-        for cell in recurrent.cells:
-            _equations(recurrent, cell)
-            names = _cell_weight_names(recurrent, cell)
-            holders.append(_Weights(cell, [n for n in names if n is not None]))
-            self._weights.append([getattr(holders[-1], n) for n in names if n is not None])
-            self._present.append([n is not None for n in names])
-        self.cells = nn.ModuleList(holders)
-        first = recurrent.cells[0]
-        self._cell = first.equations.name
-        self._arity = len(first.equations.state_names)
+        self._arity, self._state_shapes = len(state_shapes), state_shapes
 
     def extra_repr(self) -> str:
         return self._original[0].extra_repr()
@@ -135,31 +122,72 @@ class RecurrentTwin(_Twin):
             return (outs[0] + outs[1]) / 2
         if self.merge == "mul":
             return outs[0] * outs[1]
-        return torch.cat(outs, 1)  # (N, 2H)
+        return torch.cat(outs, -1)  # (..., 2H)
 
-    def _forward_states(self, input: Tensor, hx: Optional[List[Tensor]]) -> Tuple[Tensor, List[Tensor]]:
-        """(output, final states) of ``input`` and the initial states ``hx`` (a list, one per state)."""
+    def _time_major(self, input: Tensor, hx: Optional[List[Tensor]]) -> Tuple[Tensor, bool, List[Tensor]]:
+        """(input as (T, B, I), whether it had a batch axis, the initial states each (L*D, B, *)), checked as
+        Recurrent checks them."""
         input, is_batched = batched_input(input, self.batch_first, self.input_size)
         if self.batch_first:
             input = input.transpose(0, 1)  # (T, B, I)
         steps, batch = input.size(0), input.size(1)
         if steps == 0:
             raise RuntimeError("Recurrent: expected a sequence of at least one step, got 0 steps")
-        layers = len(self._weights)
+        layers = self.num_layers * (2 if self.bidirectional else 1)
         if hx is None:
-            state = [torch.zeros(layers, batch, self.hidden_size, dtype=input.dtype, device=input.device)
-                     for _ in range(self._arity)]  # each (L*D, B, H)
+            state = [torch.zeros([layers, batch] + shape, dtype=input.dtype, device=input.device)
+                     for shape in self._state_shapes]
         else:
             if len(hx) != self._arity:
                 raise RuntimeError(f"Recurrent: {self.cell_name} has {self._arity} state tensor(s), got {len(hx)}")
             state = hx if is_batched else [s.unsqueeze(1) for s in hx]
             for k in range(len(state)):
-                if state[k].shape != [layers, batch, self.hidden_size]:
-                    raise RuntimeError(f"Expected hx[{k}] size {(layers, batch, self.hidden_size)}, "
+                if state[k].shape != [layers, batch] + self._state_shapes[k]:
+                    raise RuntimeError(f"Expected hx[{k}] size {[layers, batch] + self._state_shapes[k]}, "
                                        f"got {list(state[k].shape)}")
                 if state[k].dtype != input.dtype:
                     raise RuntimeError(f"Recurrent: hx[{k}] dtype ({state[k].dtype}) does not match input dtype "
                                        f"({input.dtype})")
+        return input, is_batched, state
+
+    def _caller_layout(self, output: Tensor, final_states: List[Tensor], is_batched: bool
+                       ) -> Tuple[Tensor, List[Tensor]]:
+        """output (T, B, F) and the final states (L*D, B, *) in the caller's layout."""
+        if self.batch_first:
+            output = output.transpose(0, 1)  # (B, T, F)
+        if not is_batched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            final_states = [s.squeeze(1) for s in final_states]
+        return output, final_states
+
+
+class RecurrentTwin(_RecurrentTwinBase):
+    """The scriptable body of ``Recurrent`` over rnnkit's cells (see the module doc); subclasses give forward
+    its state type."""
+
+    _cell: Final[str]  # the cell's name in rnnkit.cells, which the operator's schema carries
+    # Per layer-direction, its present weights (the very Parameter objects, in the cell's weights order)
+    # and which fields of the cell's weights they fill: TorchScript indexes lists, not names it builds.
+    _weights: List[List[Tensor]]
+    _present: List[List[bool]]
+
+    def __init__(self, recurrent):
+        first = recurrent.cells[0]
+        super().__init__(recurrent, [[recurrent.hidden_size]] * len(first.equations.state_names))
+        holders, self._weights, self._present = [], [], []
+        for cell in recurrent.cells:
+            _equations(recurrent, cell)
+            names = _cell_weight_names(recurrent, cell)
+            holders.append(_Weights(cell, [n for n in names if n is not None]))
+            self._weights.append([getattr(holders[-1], n) for n in names if n is not None])
+            self._present.append([n is not None for n in names])
+        self.cells = nn.ModuleList(holders)
+        self._cell = first.equations.name
+
+    def _forward_states(self, input: Tensor, hx: Optional[List[Tensor]]) -> Tuple[Tensor, List[Tensor]]:
+        """(output, final states) of ``input`` and the initial states ``hx`` (a list, one per state)."""
+        input, is_batched, state = self._time_major(input, hx)
+        steps, batch = input.size(0), input.size(1)
         x = input.reshape(steps * batch, input.size(2))  # (T*B, I): the packed layout of a padded batch
         batch_sizes = [batch] * steps
         directions = 2 if self.bidirectional else 1
@@ -178,13 +206,7 @@ class RecurrentTwin(_Twin):
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, True)
         output = x.view(steps, batch, x.size(1))  # (T, B, F)
-        if self.batch_first:
-            output = output.transpose(0, 1)  # (B, T, F)
-        final_states = [torch.stack(f) for f in finals]  # each (L*D, B, H)
-        if not is_batched:
-            output = output.squeeze(0 if self.batch_first else 1)
-            final_states = [s.squeeze(1) for s in final_states]
-        return output, final_states
+        return self._caller_layout(output, [torch.stack(f) for f in finals], is_batched)  # states (L*D, B, H)
 
 
 class RecurrentTwin1(RecurrentTwin):
@@ -217,9 +239,12 @@ class RecurrentTwin2(RecurrentTwin):
         return output, (final[0], final[1])
 
 
-def scriptable_recurrent(recurrent) -> RecurrentTwin:
+def scriptable_recurrent(recurrent) -> nn.Module:
     """The twin torch.jit.script compiles in place of ``recurrent``; a clear error for what it cannot run."""
-    arity = len(_equations(recurrent, recurrent.cells[0]).state_names)  # a user's cell: refused first
+    if equations_of(recurrent.cells[0]) is None:  # a user's cell: torchscript_user_cell.py
+        from .torchscript_user_cell import scriptable_user_cell_recurrent
+        return scriptable_user_cell_recurrent(recurrent)
+    arity = len(_equations(recurrent, recurrent.cells[0]).state_names)
     if arity not in (1, 2):
         raise UnsupportedBackendError(f"Recurrent({recurrent.cell_name}): TorchScript twins take one or two states")
     return RecurrentTwin2(recurrent) if arity == 2 else RecurrentTwin1(recurrent)

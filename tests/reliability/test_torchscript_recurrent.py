@@ -1,9 +1,12 @@
 """torch.jit.script of models holding ``Recurrent`` over rnnkit's cells (rnnkit/export/torchscript_recurrent.py):
-the scripted twin computes the eager layer's outputs and gradients for every cell of rnnkit.cells, shares its
+the scripted twin computes the eager layer's outputs and gradients for every cell of rnnkit.cells (and a user's
+cell TorchScript compiles: rnnkit/export/torchscript_user_cell.py), shares its
 parameters, loads in a fresh process after `import rnnkit` and runs new shapes there; what it cannot run is
 refused clearly, and the model it was scripted from keeps its eager behaviour."""
+import io
 import subprocess
 import sys
+from typing import Optional, Tuple
 
 import pytest
 import torch
@@ -61,6 +64,72 @@ def test_the_scripted_recurrent_computes_the_eager_layers_numbers(name, config):
         assert [t.shape for t in got] == [t.shape for t in expected]
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(got_grads, expected_grads, rtol=1e-10, atol=1e-10)
+
+
+class ScriptableCIFGCell(nn.Module):
+    """A user's coupled input-forget gate LSTM cell written for TorchScript (its state argument annotated)."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.x2h = nn.Linear(input_size, 3 * hidden_size)
+        self.h2h = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        if hx is None:
+            zeros = x.new_zeros(x.size(0), self.hidden_size)
+            hx = (zeros, zeros)
+        h, c = hx
+        f, g, o = (self.x2h(x) + self.h2h(h)).chunk(3, 1)
+        f = torch.sigmoid(f)
+        c = f * c + (1 - f) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+USER_SCRIPTABLE = {"cifg (h, c)": (ScriptableCIFGCell, 2), "torch.nn.GRUCell (h)": (USER_CELLS["torch.nn.GRUCell"][0], 1),
+                   "mgu (h)": (USER_CELLS["mgu"][0], 1)}
+
+
+@pytest.mark.parametrize("config", list(CONFIGS) + ["dropout_in_training"])
+@pytest.mark.parametrize("name", list(USER_SCRIPTABLE))
+def test_a_users_scriptable_cell_scripts_with_the_eager_numbers(name, config):
+    """A user's cell TorchScript compiles: the twin loops over it in TorchScript (torchscript_user_cell.py), with
+    the eager layer's outputs and gradients (the eager layer runs the generated kernel), saved and loaded."""
+    cell, arity = USER_SCRIPTABLE[name]
+    torch.manual_seed(0)
+    options = dict(num_layers=3, dropout=0.5) if config == "dropout_in_training" else CONFIGS[config]
+    model = rnnkit.Recurrent(cell, I, H, **options).to(DTYPE)
+    model.train(config == "dropout_in_training")
+    scripted = torch.jit.script(model)
+    assert dict(scripted.named_parameters()).keys() == dict(model.named_parameters()).keys()
+    for batched, with_hx in ((True, False), (True, True), (False, True)):
+        x = torch.randn(T, B, I, dtype=DTYPE)
+        if model.batch_first:
+            x = x.transpose(0, 1).contiguous()
+        if not batched:
+            x = x[0] if model.batch_first else x[:, 0]
+        x.requires_grad_()
+        layers = model.num_layers * (2 if model.bidirectional else 1)
+        states = tuple(torch.randn((layers, B, H) if batched else (layers, H), dtype=DTYPE, requires_grad=True)
+                       for _ in range(arity))
+        hx = (states if arity == 2 else states[0]) if with_hx else None
+        torch.manual_seed(3)  # (the same dropout masks: both draw them in the same order)
+        expected, expected_grads = outputs_and_grads(model, x, hx, list(model.parameters()))
+        torch.manual_seed(3)
+        got, got_grads = outputs_and_grads(scripted, x, hx, list(scripted.parameters()))
+        assert [t.shape for t in got] == [t.shape for t in expected]
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(got_grads, expected_grads, rtol=1e-10, atol=1e-10)
+    buffer = io.BytesIO()
+    torch.jit.save(scripted, buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    x = torch.randn(T + 2, B + 1, I, dtype=DTYPE)
+    torch.manual_seed(3)
+    expected = flat(model(x))
+    torch.manual_seed(3)
+    torch.testing.assert_close(flat(loaded(x)), expected, rtol=1e-10, atol=1e-10)
 
 
 def test_the_scripted_recurrent_holds_the_cells_own_parameters():
@@ -121,8 +190,11 @@ def test_the_model_you_scripted_keeps_its_eager_recurrent():
 
 
 def test_what_the_scripted_recurrent_cannot_run_is_refused_clearly():
-    with pytest.raises(rnnkit.UnsupportedBackendError, match=r"rnnkit's own cells.*torch\.jit\.trace or torch\.export"):
-        torch.jit.script(rnnkit.Recurrent(USER_CELLS["mgu"][0], I, H))
+    # a user's cell TorchScript cannot compile (its (h, c) argument unannotated): TorchScript's reason, and what to do
+    with pytest.raises(rnnkit.UnsupportedBackendError, match=r"(?s)compiles the cell itself.*Annotate"):
+        torch.jit.script(rnnkit.Recurrent(USER_CELLS["cifg_lstm"][0], I, H))
+    with pytest.raises(rnnkit.UnsupportedBackendError, match="without zoneout"):
+        torch.jit.script(rnnkit.Recurrent(ScriptableCIFGCell, I, H, zoneout=0.1))
     for option, value in (("return_states", True), ("stateful", True), ("zoneout", 0.1), ("input_dropout", 0.1),
                           ("recurrent_dropout", 0.1)):
         with pytest.raises(rnnkit.UnsupportedBackendError, match=f"without {option}"):
