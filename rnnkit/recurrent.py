@@ -148,6 +148,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import export as _export  # noqa: E402
 from . import kernels  # noqa: E402
 from .kernels.generator.layer import for_cell as generated_step  # noqa: E402
+from .kernels.opaque_cell import compiled_runner  # noqa: E402
+from .kernels._torch_internals import constant_for_dynamo  # noqa: E402
 from .cells._base import CellBase, check_size_arg, equations_of  # noqa: E402
 from .errors import UnsupportedBackendError  # noqa: E402
 from .export.input_checks import batched_input  # noqa: E402
@@ -372,11 +374,11 @@ class Recurrent(nn.Module):
     # ----- pieces -----------------------------------------------------------------------
     def _traceable(self, input, lengths) -> bool:
         """Whether torch.compile's dynamo may trace this call, its layers each one operator
-        (rnnkit::fused_layer, kernels/opaque.py): rnnkit's own cells on padded input.  Lengths and a
-        PackedSequence (data-dependent packing), a user's cell, the options that act inside the step (they
-        run the reference loop, which tracing would unroll) and carried state run eagerly instead."""
+        (rnnkit::fused_layer, kernels/opaque.py, for rnnkit's own cells; rnnkit::cell_layer,
+        kernels/opaque_cell.py, for a user's cell) on padded input.  Lengths and a PackedSequence
+        (data-dependent packing), the options that act inside the step (they run the reference loop, which
+        tracing would unroll) and carried state run eagerly instead."""
         return (lengths is None and not isinstance(input, PackedSequence) and not self.stateful
-                and all(isinstance(cell, CellBase) for cell in self.cells)
                 and not (self.return_states or self.zoneout > 0
                          or (self.training and (self.recurrent_dropout > 0 or self.input_dropout > 0))))
 
@@ -406,6 +408,11 @@ class Recurrent(nn.Module):
         if isinstance(cell, CellBase):  # rnnkit's own cells: every state is (B, H); no call needed
             arity = len(cell.equations.state_names)
             return arity > 1, ((self.hidden_size,),) * arity
+        if _export.compiling():  # dynamo: probed eagerly, the structure a constant of the graph
+            return _probed_while_compiling(self, cell, input_size, data.dtype, data.device)
+        return self._cached_probe(cell, input_size, data)
+
+    def _cached_probe(self, cell, input_size, data):
         known = _PROBED.setdefault(cell, {})
         key = (data.dtype, None if data.is_cpu else data.device, input_size)  # (a device object costs us)
         if key not in known:
@@ -413,7 +420,9 @@ class Recurrent(nn.Module):
         return known[key]
 
     def _call_probe(self, cell, input_size, data):
-        with torch.no_grad():
+        # (the random number state restored after: a cell drawing random numbers, dropout in training, would
+        # otherwise draw on a layer's first call only, and one seed would give that call other numbers)
+        with torch.no_grad(), torch.random.fork_rng(devices=[] if data.is_cpu else [data.device]):
             x = data.new_zeros(1, input_size)
             try:
                 result = cell(x, None)
@@ -469,6 +478,9 @@ class Recurrent(nn.Module):
                                k.layer(eq, x, bs, s0, cell.cell_weights(), rev))
                 fresh = fresh and kernel.fresh_states
                 continue
+            if eq is None and not generic and _export.compiling():  # one rnnkit::cell_layer in the graph
+                runners.append(compiled_runner(cell, self.backend))
+                continue
             if eq is None and not generic and self.backend in ("auto", "fused", "generated"):
                 try:  # a user's cell: its kernel generated from its own step (kernels/generator/)
                     step, params = generated_step(cell, data, input_size)
@@ -520,6 +532,13 @@ class Recurrent(nn.Module):
 
 
 _PROBED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # user cell -> {(dtype, device, I): structure}
+
+
+@constant_for_dynamo  # (torch.compiler.assume_constant_result: _torch_internals.py)
+def _probed_while_compiling(recurrent, cell, input_size, dtype, device):
+    """``recurrent._probe`` run eagerly while dynamo traces (a guard on the probe cache's dict, traced, failed
+    when a new shape compiled again)."""
+    return recurrent._cached_probe(cell, input_size, torch.empty(0, dtype=dtype, device=device))
 
 
 def _dropout_mask(like: Tensor, p: float) -> Tensor:

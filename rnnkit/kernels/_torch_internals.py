@@ -31,6 +31,10 @@ TorchDispatchMode subclass unless it opts out of torch.compile's wrapper, as ``D
 user cell's generated step checks on every call that none of them changed (generator/snapshot.py): the
 public iterators build generators and dedup sets, 4x the time of comparing the dicts themselves.
 
+``constant_for_dynamo``: what ``torch.compiler.assume_constant_result`` does to a function (dynamo then
+calls it while it traces and records its result as a constant), without importing torch._dynamo, which that
+public function does (1.2-1.8 s, paid by ``import rnnkit`` where the decorated functions are defined).
+
 ``tracing_paused``: a context in which torch.jit's tracer records nothing, so that a step can be traced by
 itself while torch.onnx.export(..., dynamo=False) traces the model around it (export/onnx_loop.py: the
 tracer refuses to nest).  torch.jit's own tracer saves and restores the same state; there is no public way.
@@ -77,6 +81,11 @@ def autograd_inside_operator():
     return torch._C._SetExcludeDispatchKeyGuard(torch._C.DispatchKey.AutogradFunctionality, False)
 
 
+def constant_for_dynamo(fn):
+    fn._dynamo_marked_constant = True
+    return fn
+
+
 @contextlib.contextmanager
 def tracing_paused():
     outer = torch._C._get_tracing_state()
@@ -87,5 +96,5 @@ def tracing_paused():
         torch._C._set_tracing_state(outer)
 
 
-__all__ = ["tracing_paused", "any_batched", "in_functorch_transform", "forward_ad_active", "autograd_inside_operator", "DispatchMode",
+__all__ = ["constant_for_dynamo", "tracing_paused", "any_batched", "in_functorch_transform", "forward_ad_active", "autograd_inside_operator", "DispatchMode",
            "module_tables"]

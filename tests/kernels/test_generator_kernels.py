@@ -123,8 +123,43 @@ def test_an_inference_forward_equals_the_reference(name):
 def test_auto_picks_the_generated_kernel_for_a_users_cell():
     model = rnnkit.Recurrent(USER_CELLS["mgu"][0], 3, 4)
     model(torch.randn(4, 2, 3))
-    from rnnkit.kernels.generator.layer import _STEPS
-    assert all(cell in _STEPS for cell in model.cells)
+    from rnnkit.kernels.generator.layer import _STEPS, GeneratedStep
+    assert all(isinstance(step, GeneratedStep) for cell in model.cells for step in _STEPS[cell].values())
+
+
+class DropoutInputCell(torch.nn.Module):
+    """A user's cell drawing random numbers in training (the generator has no dropout: the reference loop)."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.linear = torch.nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, h=None):
+        h = x.new_zeros(x.size(0), self.linear.out_features) if h is None else h
+        return torch.tanh(self.linear(torch.cat([torch.nn.functional.dropout(x, 0.3, self.training), h], 1)))
+
+
+def test_a_cell_without_a_generated_kernel_is_traced_once_and_draws_only_its_own_random_numbers(monkeypatch):
+    """backend="auto" over a cell the generator refuses: the refusal is kept (tracing again cost ~1.5 ms a
+    call), and neither the attempt nor Recurrent's probe of the cell draws the caller's random numbers, so
+    one seed gives the first call the numbers of every later one, and of backend="reference"."""
+    from rnnkit.kernels.generator import layer
+    attempts = []
+    compile_step = layer._compile
+    monkeypatch.setattr(layer, "_compile", lambda *args: attempts.append(1) or compile_step(*args))
+    torch.manual_seed(0)
+    model = rnnkit.Recurrent(DropoutInputCell, 3, 4, num_layers=2)
+    reference = rnnkit.Recurrent(DropoutInputCell, 3, 4, num_layers=2, backend="reference")
+    reference.load_state_dict(model.state_dict())
+    x = torch.randn(5, 2, 3)
+    outputs = []
+    for module in (model, model, model, reference):
+        torch.manual_seed(1)
+        outputs.append(module(x)[0])
+    assert all(torch.equal(outputs[0], out) for out in outputs[1:])
+    assert len(attempts) == 2  # once per cell (two layers), not once per call
+    with pytest.raises(UnsupportedBackendError, match="bernoulli"):
+        rnnkit.Recurrent(DropoutInputCell, 3, 4, backend="generated")(x)
 
 
 @pytest.mark.parametrize("name", sorted(USER_CELLS))

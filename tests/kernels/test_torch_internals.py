@@ -133,3 +133,16 @@ def test_tracing_paused_records_nothing_and_lets_a_trace_run_inside_a_trace():
     assert seen == [False, True]
     assert "aten::sin" not in str(traced.graph)
     torch.testing.assert_close(traced(torch.ones(2)), torch.full((2,), 4.0))
+
+
+def test_constant_for_dynamo_marks_as_assume_constant_result_does():
+    def public(x):
+        return x
+
+    def ours(x):
+        return x
+
+    marked = torch.compiler.assume_constant_result(public)
+    internals.constant_for_dynamo(ours)
+    added = {k: v for k, v in vars(marked).items()}
+    assert added and added == vars(ours)

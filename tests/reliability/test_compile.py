@@ -2,8 +2,9 @@
 
 What happens: dynamo traces the layers' Python (checks, layers, directions) and records each fused
 kernel of rnnkit.LSTM/GRU/RNN, and of Recurrent over any of rnnkit's cells, as one operator (the C++
-operators, or rnnkit::fused_layer, rnnkit/kernels/opaque.py): no graph break, so fullgraph=True
-compiles.  The reference loop, a user's cell and Recurrent's in-step options run eagerly, a graph
+operators, or rnnkit::fused_layer, rnnkit/kernels/opaque.py), and each layer-direction of Recurrent over
+a user's cell as rnnkit::cell_layer (kernels/opaque_cell.py): no graph break, so fullgraph=True
+compiles.  The reference loop of the layers, lengths and Recurrent's in-step options run eagerly, a graph
 break (rnnkit.export.eager_call): their time loop would otherwise be unrolled into the graph.
 """
 from __future__ import annotations
@@ -150,12 +151,12 @@ class UserCell(torch.nn.Module):
 
 
 def test_fullgraph_reports_the_graph_breaks_that_remain():
-    """fullgraph=True promises no graph break: the reference loop, a user's cell, and Recurrent's
-    options that act inside the step are one (see the module doc), so it refuses them rather than run
-    them another way."""
+    """fullgraph=True promises no graph break: the reference loop of the layers and Recurrent's options
+    that act inside the step are one (see the module doc), so it refuses them rather than run them another
+    way."""
     torch.manual_seed(0)
     x = torch.randn(5, 2, 3)
-    for module in (rnnkit.GRU(3, 4, backend="reference"), rnnkit.Recurrent(UserCell, 3, 4),
+    for module in (rnnkit.GRU(3, 4, backend="reference"),
                    rnnkit.Recurrent(rnnkit.cells.LayerNormLSTMCell, 3, 4, return_states=True),
                    rnnkit.Recurrent(rnnkit.cells.GRUCell, 3, 4, zoneout=0.1)):
         with pytest.raises(Exception):
@@ -184,6 +185,44 @@ def test_fullgraph_compiles_recurrent_over_every_cell(cell):
         g = torch.autograd.grad(got.pow(2).sum() + sum(s.sum() for s in _states(got_h)), leaves)
         w = torch.autograd.grad(want.pow(2).sum() + sum(s.sum() for s in _states(want_h)), leaves)
         assert all(torch.equal(a, b) for a, b in zip(g, w))
+    torch._dynamo.reset()
+
+
+class DropoutCell(UserCell):
+    """A user's cell that draws random numbers in training (dropout on its input)."""
+
+    def forward(self, x, h):
+        return super().forward(torch.nn.functional.dropout(x, 0.3, self.training), h)
+
+
+@pytest.mark.parametrize("cell,backend", [(UserCell, "auto"), (UserCell, "reference"), (DropoutCell, "auto")])
+def test_fullgraph_compiles_recurrent_over_a_users_cell(cell, backend):
+    """A user's cell: each layer-direction one rnnkit::cell_layer (kernels/opaque_cell.py), no graph break;
+    outputs and every gradient equal eager bitwise at two shapes (the operator runs what eager runs: the
+    generated kernel, or the reference loop; a cell drawing random numbers draws the same ones again in the
+    backward's rerun), and a cell put in the model's place is traced again, not run as the old one."""
+    torch.manual_seed(0)
+    module = rnnkit.Recurrent(cell, 3, 4, num_layers=2, bidirectional=True, batch_first=True, backend=backend)
+    explained = torch._dynamo.explain(module)(torch.randn(2, 5, 3))
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    compiled = torch.compile(module, fullgraph=True, backend="inductor" if cell is DropoutCell else "eager")
+    for shape in [(2, 5, 3), (3, 7, 3)]:
+        x = torch.randn(*shape, requires_grad=True)
+        torch.manual_seed(1)
+        got, got_h = compiled(x)
+        torch.manual_seed(1)
+        want, want_h = module(x)
+        assert torch.equal(got, want) and torch.equal(got_h, want_h)
+        leaves = [x] + list(module.parameters())
+        g = torch.autograd.grad(got.pow(2).sum() + got_h.sum(), leaves)
+        w = torch.autograd.grad(want.pow(2).sum() + want_h.sum(), leaves)
+        assert all(torch.equal(a, b) for a, b in zip(g, w))
+    module.cells[0] = cell(3, 4)
+    x = torch.randn(2, 5, 3)
+    torch.manual_seed(2)
+    got = compiled(x)[0]
+    torch.manual_seed(2)
+    assert torch.equal(got, module(x)[0])
     torch._dynamo.reset()
 
 

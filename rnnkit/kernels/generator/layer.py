@@ -61,7 +61,7 @@ class GeneratedStep:
         return results[0], tuple(results[n:])
 
 
-_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # cell -> {(dtype, I, state): GeneratedStep}
+_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # cell -> {(dtype, I, state): GeneratedStep or why not}
 
 
 def check_call(x: Tensor, params: Sequence[Tensor], compiled_as_operator: bool = False) -> None:
@@ -104,19 +104,28 @@ def for_cell(cell: nn.Module, x: Tensor, input_size: int) -> tuple[GeneratedStep
         if now.has_buffers:
             raise UnsupportedBackendError("the cell holds buffers, which a generated kernel would freeze at their "
                                           "values of its first call; use backend='auto' or 'reference'")
-        known[key] = _compile(cell, x.dtype, input_size)
-    return known[key], now.parameters
+        try:
+            known[key] = _compile(cell, x.dtype, input_size)
+        except UnsupportedBackendError as e:  # kept: tracing again at every call cost ~1.5 ms a call
+            known[key] = str(e)
+    step = known[key]
+    if isinstance(step, str):  # the reason this cell, as it is, has no generated kernel
+        raise UnsupportedBackendError(step)
+    return step, now.parameters
 
 
 def _compile(cell: nn.Module, dtype: torch.dtype, input_size: int) -> GeneratedStep:
-    try:
-        plan, params = trace_cell(cell, dtype, input_size)
-    except UnsupportedBackendError:
-        raise
-    except Exception as e:  # a step record cannot trace (data-dependent Python control flow, say)
-        raise UnsupportedBackendError(f"the cell's step could not be traced for a generated kernel: {e}") from e
-    with torch.no_grad():
-        probe = as_tuple(cell(torch.zeros(2, input_size, dtype=dtype), None))
+    # Tracing runs the cell: a cell that draws random numbers (dropout in training) must not draw the
+    # caller's, or one seed would give the calls that generate (or fail to) other numbers than the rest.
+    with torch.random.fork_rng(devices=[]):
+        try:
+            plan, params = trace_cell(cell, dtype, input_size)
+        except UnsupportedBackendError:
+            raise
+        except Exception as e:  # a step record cannot trace (data-dependent Python control flow, say)
+            raise UnsupportedBackendError(f"the cell's step could not be traced for a generated kernel: {e}") from e
+        with torch.no_grad():
+            probe = as_tuple(cell(torch.zeros(2, input_size, dtype=dtype), None))
     if any(s.dim() != 2 for s in probe):
         raise UnsupportedBackendError("generated kernels need each state to be (batch, features)")
     return build_step(plan, params, input_size, [s.shape[1] for s in probe], dtype)
