@@ -17,10 +17,11 @@ export captures a graph, hands the call to ``captured_forward``:
   cell's traced step (rnnkit.export.onnx_loop), dynamic in batch and time.
 - **torch.compile** (dynamo): the layers are not diverted here.  dynamo traces their Python, and
   ``kernels.select`` hands it each fused kernel of rnnkit's cells as one operator,
-  ``rnnkit::fused_layer`` (kernels/opaque.py): no graph break, so ``fullgraph=True`` compiles, for
-  the layers and for rnnkit.Recurrent over rnnkit's own cells on padded input.  The reference loop
-  runs eagerly (a graph break, not a loop unrolled into the graph), and so does a Recurrent call that
-  needs it: a user's cell, lengths, a PackedSequence, an in-step option (``eager_call``).  (Inductor in
+  ``rnnkit::fused_layer`` (kernels/opaque.py), and each layer-direction of a user's cell as
+  ``rnnkit::cell_layer`` (kernels/opaque_cell.py): no graph break, so ``fullgraph=True`` compiles, for
+  the layers and for rnnkit.Recurrent on padded input.  The layers' reference loop runs eagerly (a
+  graph break, not a loop unrolled into the graph), and so does a Recurrent call that needs it:
+  lengths, a PackedSequence, an in-step option (``eager_call``).  (Inductor in
   torch 2.13 cannot lower the scan loop on the CPU, and numba code cannot be traced.)
 - **rnnkit.Recurrent under an export** (``captured_recurrent``): padded input, one scan per
   layer-direction over each cell's equations, or a user's cell's forward (rnnkit.export.scan.scan_recurrent),

@@ -13,8 +13,8 @@ clear error (inductor refuses it for every model); eagerly it works (kernels/dif
 
 Covers every cell of rnnkit.cells (the operator names its cell; the cell's ``weights_type`` rebuilds
 its weights from the list the schema carries): rnnkit.RNN/LSTM/GRU and ``Recurrent`` over rnnkit's
-cells.  A user's cell, and the options of ``Recurrent`` that act inside the step, run eagerly: a
-graph break (rnnkit.export.eager_call).
+cells.  A user's cell is rnnkit::cell_layer (opaque_cell.py); the options of ``Recurrent`` that act
+inside the step run eagerly: a graph break (rnnkit.export.eager_call).
 """
 from __future__ import annotations
 

@@ -68,6 +68,9 @@ def user_cell_layer(cell: nn.Module, backend: str, x: Tensor, batch_sizes, state
                                               "backend='auto' or 'reference'") from e
         else:
             return step.run(x, batch_sizes, tuple(state0), params, reverse)
+    elif backend != "reference":
+        raise UnsupportedBackendError(f"backend {backend!r} cannot run {type(cell).__name__} (a user cell runs on a "
+                                      "generated kernel or the reference loop); use backend='auto' or 'reference'")
     named = list(cell.named_parameters())
     own = len(named) == len(params) and all(p is q for (_, p), q in zip(named, params))
     given = {name: p for (name, _), p in zip(named, params)}

@@ -37,20 +37,17 @@ def outputs_and_grads(module, x, hx, params):
     return tensors, list(torch.autograd.grad(loss, leaves))
 
 
-def initial_states(model, batched=True):
+def initial_states(model, batched=True, arity=None):
     layers = model.num_layers * (2 if model.bidirectional else 1)
-    arity = len(model.cells[0].equations.state_names)
+    arity = arity or len(model.cells[0].equations.state_names)
     shape = (layers, B, H) if batched else (layers, H)
     states = tuple(torch.randn(shape, dtype=DTYPE, requires_grad=True) for _ in range(arity))
     return states if arity == 2 else states[0]
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
-@pytest.mark.parametrize("name", sorted(rnnkit.cells.CELLS))
-def test_the_scripted_recurrent_computes_the_eager_layers_numbers(name, config):
-    torch.manual_seed(0)
-    model = rnnkit.Recurrent(rnnkit.cells.CELLS[name], I, H, **CONFIGS[config]).to(DTYPE)
-    scripted = torch.jit.script(model)
+def assert_scripted_equals_eager(model, scripted, arity=None):
+    """Outputs and gradients equal at batched input with and without hx, and unbatched input with hx (each
+    call from one seed, for dropout)."""
     for batched, with_hx in ((True, False), (True, True), (False, True)):
         x = torch.randn(T, B, I, dtype=DTYPE)
         if model.batch_first:
@@ -58,12 +55,22 @@ def test_the_scripted_recurrent_computes_the_eager_layers_numbers(name, config):
         if not batched:
             x = x[0] if model.batch_first else x[:, 0]
         x.requires_grad_()
-        hx = initial_states(model, batched) if with_hx else None
+        hx = initial_states(model, batched, arity) if with_hx else None
+        torch.manual_seed(3)
         expected, expected_grads = outputs_and_grads(model, x, hx, list(model.parameters()))
+        torch.manual_seed(3)
         got, got_grads = outputs_and_grads(scripted, x, hx, list(scripted.parameters()))
         assert [t.shape for t in got] == [t.shape for t in expected]
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(got_grads, expected_grads, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("name", sorted(rnnkit.cells.CELLS))
+def test_the_scripted_recurrent_computes_the_eager_layers_numbers(name, config):
+    torch.manual_seed(0)
+    model = rnnkit.Recurrent(rnnkit.cells.CELLS[name], I, H, **CONFIGS[config]).to(DTYPE)
+    assert_scripted_equals_eager(model, torch.jit.script(model))
 
 
 class ScriptableCIFGCell(nn.Module):
@@ -103,24 +110,7 @@ def test_a_users_scriptable_cell_scripts_with_the_eager_numbers(name, config):
     model.train(config == "dropout_in_training")
     scripted = torch.jit.script(model)
     assert dict(scripted.named_parameters()).keys() == dict(model.named_parameters()).keys()
-    for batched, with_hx in ((True, False), (True, True), (False, True)):
-        x = torch.randn(T, B, I, dtype=DTYPE)
-        if model.batch_first:
-            x = x.transpose(0, 1).contiguous()
-        if not batched:
-            x = x[0] if model.batch_first else x[:, 0]
-        x.requires_grad_()
-        layers = model.num_layers * (2 if model.bidirectional else 1)
-        states = tuple(torch.randn((layers, B, H) if batched else (layers, H), dtype=DTYPE, requires_grad=True)
-                       for _ in range(arity))
-        hx = (states if arity == 2 else states[0]) if with_hx else None
-        torch.manual_seed(3)  # (the same dropout masks: both draw them in the same order)
-        expected, expected_grads = outputs_and_grads(model, x, hx, list(model.parameters()))
-        torch.manual_seed(3)
-        got, got_grads = outputs_and_grads(scripted, x, hx, list(scripted.parameters()))
-        assert [t.shape for t in got] == [t.shape for t in expected]
-        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
-        torch.testing.assert_close(got_grads, expected_grads, rtol=1e-10, atol=1e-10)
+    assert_scripted_equals_eager(model, scripted, arity)  # (dropout: both draw their masks in one order)
     buffer = io.BytesIO()
     torch.jit.save(scripted, buffer)
     buffer.seek(0)
