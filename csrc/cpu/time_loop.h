@@ -92,6 +92,15 @@ inline const at::Tensor& packable_w_hh(const LayerArgs& a) {
              : a.w_hh;
 }
 
+// Whether a half-precision layer's large products (the hoisted W_ih x; the backward's per-block dx, dW_ih,
+// dW_hh) run in its dtype: bfloat16 where the CPU has bfloat16 dot products (float32 accumulation, about
+// 2.3x float32's speed there).  Elsewhere they run in float32 on widened operands: ATen's bfloat16 matrix
+// products without those instructions took about 60x float32's time (AVX2 EPYC, Zen 3: an LSTM's
+// forward+backward at (T, B, I, H) = (100, 32, 256, 256) in bfloat16, 1.9 s, in float32 30 ms).
+inline bool narrow_products(const LayerArgs& a) {
+  return a.input.scalar_type() == at::kBFloat16 && has_bf16_dot_product();
+}
+
 template <typename Cell, typename scalar_t>
 ForwardResult forward_loop(const LayerArgs& a) {
   constexpr int64_t G = Cell::kGates;
@@ -104,8 +113,9 @@ ForwardResult forward_loop(const LayerArgs& a) {
 
   const at::Tensor bias = hoisted_bias<Cell>(a);
   at::Tensor gx;
-  if (half_input) {  // the hoisted product in the input's dtype (float32 accumulation inside), widened
-    gx = at::mm(a.input, a.w_ih.t()).to(options.dtype());
+  if (half_input) {  // the hoisted product in the input's dtype (float32 accumulation inside), or in float32
+    gx = narrow_products(a) ? at::mm(a.input, a.w_ih.t()).to(options.dtype())
+                            : at::mm(a.input.to(options.dtype()), a.w_ih.to(options.dtype()).t());
     if (bias.defined()) gx.add_(bias);
   } else if (few_rows_product(N, G * H, a.input.size(1))) {  // a one-step call of a few rows (few_rows_product.h)
     gx = at::empty({N, G * H}, options);
@@ -325,13 +335,17 @@ BackwardResult backward_loop(const LayerArgs& a, const at::Tensor& grad_output_i
 
   // total = a b at the first block (no zeros written and read back), total += a b after it; the same
   // for the bias gradients' sums over the rows.
-  // With a half-precision input the block's large products run in its dtype (its products accumulate in
-  // float32; about 2.3x float32's speed where the CPU has bfloat16 dot products), the totals in float32.
+  // With a half-precision input the block's large products run in its dtype where narrow_products (its
+  // products accumulate in float32), else in float32 on widened operands; the totals in float32.
   bool first_block = true;
-  const auto in_input_dtype = [&](const at::Tensor& t) { return half_input ? t.to(a.input.scalar_type()) : t; };
+  const at::ScalarType product_type = narrow_products(a) ? a.input.scalar_type() : options.dtype().toScalarType();
+  const auto in_product_dtype = [&](const at::Tensor& t) {
+    return t.scalar_type() == product_type ? t : t.to(product_type);
+  };
+  const at::Tensor w_ih_for_products = in_product_dtype(a.w_ih);  // (widened once, not per block)
   const auto add_product = [&](at::Tensor& total, const at::Tensor& lhs, const at::Tensor& rhs) {
     if (half_input) {
-      at::Tensor product = at::mm(in_input_dtype(lhs), in_input_dtype(rhs));
+      at::Tensor product = at::mm(in_product_dtype(lhs), in_product_dtype(rhs));
       if (first_block) {
         total = product.to(options.dtype());
       } else {
@@ -416,20 +430,24 @@ BackwardResult backward_loop(const LayerArgs& a, const at::Tensor& grad_output_i
     const at::Tensor block_grad_a = grad_a.narrow(0, 0, rows);
     // dX (and dA) as the products read them: narrowed to a half-precision input's dtype once per block
     // (the bias gradients sum the loop's own values)
-    const at::Tensor product_grad_x = in_input_dtype(block_grad_x);
+    const at::Tensor product_grad_x = in_product_dtype(block_grad_x);
     if (need_input_grad && !half_input && few_rows_product(rows, G * H, I)) {
       few_rows_times(grad_x_data, G * H, rows, a.w_ih.const_data_ptr<scalar_t>(), G * H, I,
                      result.grad_input.mutable_data_ptr<scalar_t>() + first_row * I, I, false);
     } else if (need_input_grad) {
       at::Tensor block_grad_input = result.grad_input.narrow(0, first_row, rows);
-      at::mm_out(block_grad_input, product_grad_x, a.w_ih);
+      if (product_type == block_grad_input.scalar_type()) {
+        at::mm_out(block_grad_input, product_grad_x, w_ih_for_products);
+      } else {  // float32 products for a half-precision input's gradient (narrow_products)
+        block_grad_input.copy_(at::mm(product_grad_x, w_ih_for_products));
+      }
     }
     if (!need_weight_grads) continue;
     add_product(result.grad_w_ih, product_grad_x.t(), a.input.narrow(0, first_row, rows));
     add_row_sum(result.grad_b_ih, block_grad_x);
     at::Tensor block_states = states.narrow(0, 0, rows);
     previous_states<scalar_t>(layout, block, output, a.h0, block_states);
-    add_product(result.grad_w_hh, (Cell::kSameProductGrads ? product_grad_x : in_input_dtype(block_grad_a)).t(),
+    add_product(result.grad_w_hh, (Cell::kSameProductGrads ? product_grad_x : in_product_dtype(block_grad_a)).t(),
                 block_states);
     if (!Cell::kSameProductGrads) add_row_sum(result.grad_b_hh, block_grad_a);
     if constexpr (Cell::kProjectable) {
