@@ -209,8 +209,9 @@ class RecurrentTwin(_RecurrentTwinBase):
         return self._caller_layout(output, [torch.stack(f) for f in finals], is_batched)  # states (L*D, B, H)
 
 
-class RecurrentTwin1(RecurrentTwin):
-    """For cells with one state (h): ``(output, h_n)``."""
+class OneStateForward:
+    """``forward`` of a twin whose cell has one state (h): ``(output, h_n)``; the twin gives
+    ``_forward_states(input, [h0] or None) -> (output, [h_n])``."""
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None,
                 lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
@@ -224,8 +225,8 @@ class RecurrentTwin1(RecurrentTwin):
         return output, final[0]
 
 
-class RecurrentTwin2(RecurrentTwin):
-    """For cells with two states (h, c): ``(output, (h_n, c_n))``."""
+class TwoStateForward:
+    """``forward`` of a twin whose cell has two states (h, c): ``(output, (h_n, c_n))``."""
 
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None,
                 lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
@@ -239,6 +240,14 @@ class RecurrentTwin2(RecurrentTwin):
         return output, (final[0], final[1])
 
 
+class RecurrentTwin1(OneStateForward, RecurrentTwin):
+    """For rnnkit's cells with one state (h)."""
+
+
+class RecurrentTwin2(TwoStateForward, RecurrentTwin):
+    """For rnnkit's cells with two states (h, c)."""
+
+
 def scriptable_recurrent(recurrent) -> nn.Module:
     """The twin torch.jit.script compiles in place of ``recurrent``; a clear error for what it cannot run."""
     if equations_of(recurrent.cells[0]) is None:  # a user's cell: torchscript_user_cell.py
@@ -250,4 +259,5 @@ def scriptable_recurrent(recurrent) -> nn.Module:
     return RecurrentTwin2(recurrent) if arity == 2 else RecurrentTwin1(recurrent)
 
 
-__all__ = ["RecurrentTwin", "RecurrentTwin1", "RecurrentTwin2", "scriptable_recurrent"]
+__all__ = ["RecurrentTwin", "RecurrentTwin1", "RecurrentTwin2", "OneStateForward", "TwoStateForward",
+           "scriptable_recurrent"]

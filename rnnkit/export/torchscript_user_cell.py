@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UnsupportedBackendError
-from .torchscript_recurrent import _RecurrentTwinBase
+from .torchscript_recurrent import OneStateForward, TwoStateForward, _RecurrentTwinBase
 
 
 class _UserCellTwin(_RecurrentTwinBase):
@@ -37,18 +37,11 @@ class _UserCellTwin(_RecurrentTwinBase):
         self.cells = recurrent.cells  # the very modules: the same state_dict keys and parameters
 
 
-class UserCellTwin1(_UserCellTwin):
+class UserCellTwin1(OneStateForward, _UserCellTwin):
     """For a cell with one state, ``cell(x_t, h) -> h``: ``(output, h_n)``."""
 
-    def forward(self, input: Tensor, hx: Optional[Tensor] = None,
-                lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        if not torch.jit.is_scripting():
-            return self._eager_call(input, hx, lengths)
-        self._check_no_lengths(lengths)
-        state: Optional[List[Tensor]] = None
-        if hx is not None:
-            state = [hx]
-        x, is_batched, states = self._time_major(input, state)
+    def _forward_states(self, input: Tensor, hx: Optional[List[Tensor]]) -> Tuple[Tensor, List[Tensor]]:
+        x, is_batched, states = self._time_major(input, hx)
         directions = 2 if self.bidirectional else 1
         finals: List[Tensor] = []
         outs: List[Tensor] = []
@@ -70,22 +63,14 @@ class UserCellTwin1(_UserCellTwin):
                 outs = []
                 if self.dropout > 0 and self.training and index < len(self.cells) - 1:
                     x = F.dropout(x, self.dropout, True)
-        output, final = self._caller_layout(x, [torch.stack(finals)], is_batched)
-        return output, final[0]
+        return self._caller_layout(x, [torch.stack(finals)], is_batched)
 
 
-class UserCellTwin2(_UserCellTwin):
+class UserCellTwin2(TwoStateForward, _UserCellTwin):
     """For a cell with two states, ``cell(x_t, (h, c)) -> (h, c)``: ``(output, (h_n, c_n))``."""
 
-    def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None,
-                lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
-        if not torch.jit.is_scripting():
-            return self._eager_call(input, hx, lengths)
-        self._check_no_lengths(lengths)
-        state: Optional[List[Tensor]] = None
-        if hx is not None:
-            state = [hx[0], hx[1]]
-        x, is_batched, states = self._time_major(input, state)
+    def _forward_states(self, input: Tensor, hx: Optional[List[Tensor]]) -> Tuple[Tensor, List[Tensor]]:
+        x, is_batched, states = self._time_major(input, hx)
         directions = 2 if self.bidirectional else 1
         finals_h: List[Tensor] = []
         finals_c: List[Tensor] = []
@@ -109,8 +94,7 @@ class UserCellTwin2(_UserCellTwin):
                 outs = []
                 if self.dropout > 0 and self.training and index < len(self.cells) - 1:
                     x = F.dropout(x, self.dropout, True)
-        output, final = self._caller_layout(x, [torch.stack(finals_h), torch.stack(finals_c)], is_batched)
-        return output, (final[0], final[1])
+        return self._caller_layout(x, [torch.stack(finals_h), torch.stack(finals_c)], is_batched)
 
 
 def scriptable_user_cell_recurrent(recurrent) -> nn.Module:
