@@ -17,7 +17,7 @@ weights from the caches between their calls).
 Error: the logits' relative error against the float model, ||q - f|| / ||f||, and the largest
 absolute difference, over the same inputs, for both quantized models.
 
-Run: ``python benchmarks/quantized_lm.py [--batch 1 20] [--repeats 60] [--threads N]``.
+Run: ``python benchmarks/quantized_lm.py [--batch 1 20] [--repeats 60] [--threads N] [--product P]``.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from torch import nn
 
 import rnnkit
 from rnnkit.quantization import quantize_dynamic
+from rnnkit.quantization.layer_base import PRODUCTS
 
 NTOKEN, NINP, NHID, NLAYERS, BPTT = 33278, 512, 256, 5, 25
 
@@ -115,14 +116,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 20])
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--product", default="auto", choices=PRODUCTS,
+                        help="the int8 layers' recurrent_product (rnnkit/quantization/layer_base.py: PRODUCTS)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     ours_float, ours_int8, torch_int8 = build_models()
+    for module in ours_int8.modules():
+        if hasattr(module, "recurrent_product"):
+            module.recurrent_product = args.product
     models = {"float": ours_float, "rnnkit int8": ours_int8, "torch int8": torch_int8}
     print(f"CPU: {cpu_description()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, quantized engine "
-          f"{torch.backends.quantized.engine}; bptt {BPTT}, {args.repeats} interleaved calls per model")
+          f"{torch.backends.quantized.engine}; rnnkit's products {args.product!r}; bptt {BPTT}, {args.repeats} "
+          "interleaved calls per model")
     print(f"{'batch':>5} | {'float ms':>8} | {'rnnkit int8 ms':>14} | {'torch int8 ms':>13} | "
           f"{'torch/rnnkit':>12} | {'rnnkit rel. err':>15} | {'torch rel. err':>14} | {'rnnkit max':>10} | "
           f"{'torch max':>9}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..layers import GRU
-from .layer_base import DynamicQuantizedRNNBase, npy, step_layout
+from .layer_base import DynamicQuantizedRNNBase, npy, row_plan, step_layout
 
 
 class DynamicQuantizedGRU(DynamicQuantizedRNNBase):
@@ -39,12 +39,13 @@ class DynamicQuantizedGRU(DynamicQuantizedRNNBase):
         return folded
 
     def _layer(self, idx, suffix, x, batch_sizes, state0, reverse):
-        from .gru_loop import gru_int8_forward, gru_vnni_forward  # numba: imported on first use
+        from ..kernels.cpu.split import run_rows  # numba: imported on first use
+        from .gru_loop import gru_int8_forward, gru_vnni_forward
 
         offsets, bsz = step_layout(tuple(batch_sizes))
         H = self.hidden_size
-        vnni = self._uses_vnni()
-        G = self._input_projection(idx, suffix, x, vnni)  # (N, 3H)
+        on_fbgemm, vnni = self._products()
+        G = self._input_projection(idx, suffix, x, on_fbgemm)  # (N, 3H)
         h = state0[0].contiguous().clone()  # (B, H): h_0 in, h_n out
         out = x.new_empty(x.shape[0], H)  # (N, H)
         A = x.new_empty(h.shape[0], 3 * H)  # one step's recurrent side
@@ -59,8 +60,8 @@ class DynamicQuantizedGRU(DynamicQuantizedRNNBase):
                              npy(hq), npy(sx), npy(acc), reverse, self.bias)
             return out, (h,)
         hh = self._int8(f"weight_hh{suffix}")
-        gru_int8_forward(offsets, bsz, npy(G), npy(hh.values), npy(hh.scale), npy(b_hn), npy(A), npy(_UNUSED),
-                         npy(h), npy(out), reverse, self.bias)
+        run_rows(gru_int8_forward, row_plan(batch_sizes, offsets, bsz), npy(G), npy(hh.values), npy(hh.scale),
+                 npy(b_hn), npy(A), npy(_UNUSED), npy(h), npy(out), reverse, self.bias)
         return out, (h,)
 
 

@@ -30,7 +30,10 @@ from .int8_vnni import vnni_product
 
 
 @njit
-def gru_int8_forward(offsets, bsz, G, w_hh, s_hh, b_hn, A, unused, h, out, reverse, has_bias):
+def gru_int8_forward(offsets, bsz, lo, hi, G, w_hh, s_hh, b_hn, A, unused, h, out, reverse, has_bias):
+    """The loop over the batch rows lo..hi (laid out by offsets, bsz: kernels/cpu/split.py), so that
+    threads can each run it on their own rows (split.run_rows)."""
+    h, A = h[lo:hi], A[lo:hi]  # (views: the chunk's rows of the state and the scratch)
     T = bsz.shape[0]
     H = h.shape[1]
     for s in range(T):

@@ -118,10 +118,11 @@ def _int8_gemm_tile(a, a0, w, scale, out, o0, b, k, j_begin, n):
 
 
 @njit
-def int8_matmul_nt(a, w, scale, out):
-    """out += a @ (scale * w)^T for all rows of a (N, k): the hoisted input projection where fbgemm is
-    not used (see layer_base.PRODUCTS)."""
-    int8_gemm_nt(a, 0, w, scale, out, 0, a.shape[0], a.shape[1], w.shape[0])
+def int8_matmul_rows(offsets, bsz, lo, hi, a, w, scale, out):
+    """out += a @ (scale * w)^T for the rows of a (N, k) that the one-step layout (offsets, bsz) holds:
+    the hoisted input projection where fbgemm is not used (see layer_base.PRODUCTS), its rows split
+    across threads by kernels/cpu/split.run_rows (every row is a product of its own)."""
+    int8_gemm_nt(a, offsets[0], w, scale, out, offsets[0], bsz[0], a.shape[1], w.shape[0])
 
 
-__all__ = ["int8_gemm_nt", "int8_matmul_nt"]
+__all__ = ["int8_gemm_nt", "int8_matmul_rows"]

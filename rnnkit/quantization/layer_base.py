@@ -25,6 +25,7 @@ or state that requires grad while grad mode is on, is refused (there is no backw
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .. import export as _export
 from ..recurrent import packed_batch_sizes, run_stack
-from .cpu_features import has_vnni
+from .cpu_features import fbgemm_reduce_range, has_vnni
 from .int8_weight import Int8Weight
 
 # The products, chosen together ("recurrent_product", an attribute of each layer):
@@ -41,13 +42,17 @@ from .int8_weight import Int8Weight
 #   per call, over 8 bits: VNNI sums u8 x s8 pairs straight into int32, so fbgemm needs none of the
 #   7-bit reduce_range that torch's own modules use against the int16 saturation of its AVX2
 #   kernels), the recurrent product int8 x int8 (int8_vnni.py);
-# - "float_x_int8": both products int8 weights times float activations (int8_gemm.py), for CPUs
-#   without avx512_vnni, where fbgemm would need reduce_range and its error would be torch's;
-# - "auto": "vnni" where the CPU has avx512_vnni, else "float_x_int8".
+# - "fbgemm_input": the input projection on fbgemm with x over 7 bits (reduce_range, as torch's own
+#   input projection), the recurrent product int8 weights times float h (int8_gemm.py): for CPUs
+#   without avx512_vnni, where the input projection of all steps is the largest product and fbgemm's
+#   AVX2 kernels run it 2.6-4x faster than int8_gemm.py's (measured on the AVX2 EPYC, Zen 3, (N, 512)
+#   @ (512, 1024)^T, 2 threads, N = 25 to 500), while h, rounded at every step, stays in float;
+# - "float_x_int8": both products int8 weights times float activations (int8_gemm.py): the least error;
+# - "auto": "vnni" where the CPU has avx512_vnni, else "fbgemm_input".
 # Measured on 2-layer models (I = 12, H = 24, T = 15, B = 4, six seeds): output error against float
 # 0.52-0.61 of torch's quantize_dynamic's with "vnni", 0.26-0.39 with "float_x_int8"; with fbgemm at
-# 7 bits (reduce_range) it was 0.91-1.10 of torch's.
-PRODUCTS = ("auto", "vnni", "float_x_int8")
+# 7 bits (reduce_range) for both products it was 0.91-1.10 of torch's.
+PRODUCTS = ("auto", "vnni", "fbgemm_input", "float_x_int8")
 
 
 @lru_cache(maxsize=64)
@@ -62,6 +67,27 @@ def step_layout(batch_sizes: tuple) -> tuple:
     return offsets, bsz
 
 
+class RowPlan(NamedTuple):
+    """What ``kernels/cpu/split.run_rows`` runs a loop over rows lo..hi by: the packed layout, and
+    ``chunks``, the batch rows split across threads (each runs the whole loop on its own rows: the
+    rows of a recurrence never mix), or None."""
+
+    offsets: np.ndarray
+    bsz: np.ndarray
+    chunks: Optional[tuple]
+    parts: int
+
+
+def row_plan(batch_sizes, offsets: np.ndarray, bsz: np.ndarray) -> RowPlan:
+    """The loop's rows split across torch's threads where the batch is large enough (at batch 20 the
+    tutorial LM's int8 LSTM ran one thread's loop while torch's fbgemm LSTM ran each step's product on
+    two; split.thread_parts says when it pays)."""
+    from ..kernels.cpu import row_split
+
+    chunks = row_split(tuple(batch_sizes), int(bsz[0]) if len(bsz) else 0, torch.float32)
+    return RowPlan(offsets, bsz, chunks, 1 if chunks is None else len(chunks[0]) - 1)
+
+
 def npy(t: Tensor) -> np.ndarray:
     """A numpy view sharing ``t``'s memory (contiguous, on the CPU), for the jitted loops.  (Not
     kernels/cpu/common's: importing that imports numba, which ``import rnnkit`` must not.)"""
@@ -71,9 +97,10 @@ def npy(t: Tensor) -> np.ndarray:
 class DynamicQuantizedRNNBase(nn.Module):
     """The shared body of DynamicQuantizedLSTM and DynamicQuantizedGRU (see the module docstring).
 
-    ``recurrent_product`` (an attribute, default "auto") picks the in-loop product: "vnni" (int8 x int8
-    with h quantized per row at each step; CPUs with avx512_vnni), "float_x_int8" (int8 weights times
-    float h: every x86 CPU), "auto" (VNNI where the CPU has it).
+    ``recurrent_product`` (an attribute, default "auto") picks the products (see PRODUCTS): "vnni" (int8 x
+    int8 with h quantized per row at each step; CPUs with avx512_vnni), "fbgemm_input" (the input
+    projection on fbgemm, x over 7 bits; int8 weights times float h in the loop), "float_x_int8" (int8
+    weights times float x and h: every x86 CPU), "auto" ("vnni" where the CPU has it, else "fbgemm_input").
 
     Subclasses set ``_float_class`` (the rnnkit layer they replace), ``_num_gates``,
     ``_state_names`` and implement ``_layer`` (one layer-direction) and ``_fold_input_bias``.
@@ -174,15 +201,17 @@ class DynamicQuantizedRNNBase(nn.Module):
             laid_out = self._packed_cache[key] = self._int8(f"{stem}{suffix}").vnni_layout()
         return laid_out
 
-    def _uses_vnni(self) -> bool:
-        """Which recurrent product runs (``recurrent_product``): "auto" takes VNNI where the CPU has it."""
+    def _products(self) -> tuple[bool, bool]:
+        """(the input projection on fbgemm, the recurrent product on VNNI) for ``recurrent_product``."""
         choice = self.recurrent_product
         if choice not in PRODUCTS:
             raise ValueError(f"{type(self).__name__}.recurrent_product should be one of {PRODUCTS}, got {choice!r}")
         if choice == "vnni" and not has_vnni():
             raise RuntimeError("recurrent_product='vnni' needs a CPU with avx512_vnni; this one has none "
-                               "(use 'auto' or 'float_x_int8')")
-        return choice == "vnni" or (choice == "auto" and has_vnni())
+                               "(use 'auto', 'fbgemm_input' or 'float_x_int8')")
+        if choice == "auto":
+            choice = "vnni" if has_vnni() else "float_x_int8"
+        return choice != "float_x_int8", choice == "vnni"
 
     def _fold_input_bias(self, suffix: str):
         """The bias added to the hoisted input projection (None without bias)."""
@@ -274,19 +303,22 @@ class DynamicQuantizedRNNBase(nn.Module):
         """One layer-direction over packed x (N, I): (outputs (N, P), final state)."""
         raise NotImplementedError
 
-    def _input_projection(self, idx: int, suffix: str, x: Tensor, vnni: bool) -> Tensor:
+    def _input_projection(self, idx: int, suffix: str, x: Tensor, on_fbgemm: bool) -> Tensor:
         """All steps' input projections at once, with the folded bias: (N, G*H) float32, writable."""
         rows = self._num_gates * self.hidden_size
         if x.shape[0] == 0:
             return x.new_zeros(0, rows)
-        if vnni:
-            return torch.ops.quantized.linear_dynamic(x, self._packed_input_weight(idx, suffix), False)
-        from .int8_gemm import int8_matmul_nt
+        if on_fbgemm:  # (x over 7 bits where the CPU lacks VNNI: fbgemm_reduce_range)
+            return torch.ops.quantized.linear_dynamic(x, self._packed_input_weight(idx, suffix), fbgemm_reduce_range())
+        from ..kernels.cpu.split import run_rows  # numba: imported on first use
+        from .int8_gemm import int8_matmul_rows
 
         bias = self._fold_input_bias(suffix)
         G = bias.expand(x.shape[0], rows).contiguous() if bias is not None else x.new_zeros(x.shape[0], rows)
         w = self._int8(f"weight_ih{suffix}")
-        int8_matmul_nt(npy(x), npy(w.values), npy(w.scale), npy(G))
+        all_rows = (x.shape[0],)  # one "step" of N rows: the rows split across threads as a batch's
+        run_rows(int8_matmul_rows, row_plan(all_rows, *step_layout(all_rows)), npy(x), npy(w.values), npy(w.scale),
+                 npy(G))
         return G
 
     # ----- checks -------------------------------------------------------------------------
@@ -346,4 +378,4 @@ def _check_qconfig(mod, name: str) -> None:
                          f"leave rnnkit.{name} out of the set given to quantize_dynamic, or use dtype=torch.qint8")
 
 
-__all__ = ["DynamicQuantizedRNNBase", "step_layout", "npy", "PRODUCTS"]
+__all__ = ["DynamicQuantizedRNNBase", "step_layout", "row_plan", "RowPlan", "npy", "PRODUCTS"]

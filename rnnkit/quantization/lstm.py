@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..layers import LSTM
-from .layer_base import DynamicQuantizedRNNBase, npy, step_layout
+from .layer_base import DynamicQuantizedRNNBase, npy, row_plan, step_layout
 
 
 class DynamicQuantizedLSTM(DynamicQuantizedRNNBase):
@@ -46,11 +46,12 @@ class DynamicQuantizedLSTM(DynamicQuantizedRNNBase):
         return getattr(self, f"bias_ih{suffix}") + getattr(self, f"bias_hh{suffix}")
 
     def _layer(self, idx, suffix, x, batch_sizes, state0, reverse):
-        from .lstm_loop import lstm_int8_forward, lstm_vnni_forward  # numba: imported on first use
+        from ..kernels.cpu.split import run_rows  # numba: imported on first use
+        from .lstm_loop import lstm_int8_forward, lstm_vnni_forward
 
         offsets, bsz = step_layout(tuple(batch_sizes))
-        vnni = self._uses_vnni()
-        G = self._input_projection(idx, suffix, x, vnni)  # (N, 4H)
+        on_fbgemm, vnni = self._products()
+        G = self._input_projection(idx, suffix, x, on_fbgemm)  # (N, 4H)
         h = state0[0].contiguous().clone()  # (B, P): h_0 in, h_n out
         c = state0[1].contiguous().clone()  # (B, H)
         out = x.new_empty(x.shape[0], h.shape[1])  # (N, P)
@@ -70,8 +71,8 @@ class DynamicQuantizedLSTM(DynamicQuantizedRNNBase):
             return out, (h, c)
         hh = self._int8(f"weight_hh{suffix}")
         hr = self._int8(f"weight_hr{suffix}") if proj else hh  # a stand-in the loop does not read
-        lstm_int8_forward(offsets, bsz, npy(G), npy(hh.values), npy(hh.scale), npy(hr.values), npy(hr.scale),
-                          npy(h), npy(c), npy(m), npy(_UNUSED), npy(out), reverse, proj)
+        run_rows(lstm_int8_forward, row_plan(batch_sizes, offsets, bsz), npy(G), npy(hh.values), npy(hh.scale),
+                 npy(hr.values), npy(hr.scale), npy(h), npy(c), npy(m), npy(_UNUSED), npy(out), reverse, proj)
         return out, (h, c)
 
 

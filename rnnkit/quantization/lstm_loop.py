@@ -31,7 +31,10 @@ from .int8_vnni import vnni_product
 
 
 @njit
-def lstm_int8_forward(offsets, bsz, G, w_hh, s_hh, w_hr, s_hr, h, c, m, unused, out, reverse, proj):
+def lstm_int8_forward(offsets, bsz, lo, hi, G, w_hh, s_hh, w_hr, s_hr, h, c, m, unused, out, reverse, proj):
+    """The loop over the batch rows lo..hi (laid out by offsets, bsz: kernels/cpu/split.py), so that
+    threads can each run it on their own rows (split.run_rows)."""
+    h, c, m = h[lo:hi], c[lo:hi], m[lo:hi]  # (views: the chunk's rows of the states and the scratch)
     T = bsz.shape[0]
     H = c.shape[1]
     P = h.shape[1]

@@ -4,8 +4,8 @@ import torch
 import rnnkit
 from rnnkit.quantization.cpu_features import has_vnni
 
-# the recurrent products to test: the VNNI one only where the CPU has it
-PRODUCTS = ["float_x_int8"] + (["vnni"] if has_vnni() else [])
+# the products to test: the VNNI one only where the CPU has it
+PRODUCTS = ["float_x_int8", "fbgemm_input"] + (["vnni"] if has_vnni() else [])
 
 
 def set_product(model, product):

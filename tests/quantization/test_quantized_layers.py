@@ -128,3 +128,38 @@ def test_a_quantized_model_refuses_export_clearly():
         model(tokens)  # the Linear's packed weight exists: export must still reach the clear error
     with pytest.raises(RuntimeError, match="cannot be exported"):
         torch.export.export(model, (tokens,))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_rows_split_across_threads_give_one_threads_numbers(family, product):
+    # The int8 loops and the input projection (where it is rnnkit's) run each thread's share of the batch
+    # rows (kernels/cpu/split.py): every row's arithmetic is the same, so the results are bitwise one
+    # thread's, packed sequences of different lengths included.
+    import numba
+
+    from rnnkit.quantization.layer_base import row_plan, step_layout
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here: nothing to split")
+    f = float_layer(family, num_layers=2, bidirectional=True)
+    q = set_product(quantize_dynamic(f), product)
+    torch.manual_seed(4)
+    x = torch.randn(9, 16, 6)
+    packed = pack_padded_sequence(x, [9, 9, 8, 8, 7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 1], enforce_sorted=True)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            steps = tuple(packed.batch_sizes.tolist())
+            assert row_plan(steps, *step_layout(steps)).parts == n  # two threads: the rows split in two
+            with torch.inference_mode():
+                results.append((q(x), q(packed)))
+    finally:
+        torch.set_num_threads(threads)
+    (padded_1, packed_1), (padded_2, packed_2) = results
+    assert torch.equal(padded_1[0], padded_2[0]) and torch.equal(packed_1[0].data, packed_2[0].data)
+    for a, b in zip(padded_1[1] if isinstance(padded_1[1], tuple) else (padded_1[1],),
+                    padded_2[1] if isinstance(padded_2[1], tuple) else (padded_2[1],)):
+        assert torch.equal(a, b)
+    close(packed_2[0].data, f(packed)[0].data)
