@@ -149,7 +149,7 @@ from . import export as _export  # noqa: E402
 from . import kernels  # noqa: E402
 from .kernels.generator.layer import for_cell as generated_step  # noqa: E402
 from .kernels.opaque_cell import compiled_runner  # noqa: E402
-from .kernels._torch_internals import constant_for_dynamo  # noqa: E402
+from .kernels._torch_internals import constant_for_dynamo, has_hooks  # noqa: E402
 from .cells._base import CellBase, check_size_arg, equations_of  # noqa: E402
 from .errors import UnsupportedBackendError  # noqa: E402
 from .export.input_checks import batched_input  # noqa: E402
@@ -215,6 +215,9 @@ class Recurrent(nn.Module):
     kernel generated from its own step (rnnkit/kernels/generator/: traced, compiled to C++ once per
     machine, forward and backward); where its step uses an op the generator does not handle,
     ``backend="auto"`` runs the reference loop and ``"fused"``/``"generated"`` raise saying which op.
+    A cell with forward or backward hooks (on it or on a module inside it, registered whenever) runs the
+    reference loop, which calls it at every step as the loop above does, so its hooks run there
+    (``"fused"``/``"generated"`` raise).
     """
 
     def __init__(self, cell, input_size: int, hidden_size: int, num_layers: int = 1, *,
@@ -471,6 +474,15 @@ class Recurrent(nn.Module):
         generic = self.return_states or self.zoneout > 0 or (self.training and self.recurrent_dropout > 0)
         runners, fresh = [], True
         for cell, input_size in zip(self.cells, self._cell_input_sizes):
+            if has_hooks(cell):  # the loop that calls the cell at every step, so that its hooks run there
+                if self.backend not in ("auto", "reference"):
+                    raise UnsupportedBackendError(
+                        f"backend {self.backend!r} cannot run {self.cell_name}: the cell (or a module inside it) "
+                        "has hooks, which run at each call of a module, and a fused or generated kernel does not "
+                        "call the cell; use backend='auto' or 'reference' (the loop that calls it at every step)")
+                runners.append(self._generic_runner(cell, None))
+                fresh = False
+                continue
             eq = equations_of(cell)
             if eq is not None and not generic:
                 kernel = kernels.select(self.backend, eq, data, cell.cell_weights())

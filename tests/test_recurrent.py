@@ -260,3 +260,42 @@ def test_gradients_flow_to_every_cell_parameter_and_gradcheck():
         out, (h, c) = torch.func.functional_call(layer, dict(zip(names, params)), (x,), {"lengths": [3, 2]})
         return out, h, c
     assert torch.autograd.gradcheck(f, (x, *layer.parameters()))
+
+
+HOOKED_CELLS = {"a user's cell": "cifg", "an rnnkit cell": "layernorm_lstm"}
+
+
+@pytest.mark.parametrize("which", HOOKED_CELLS)
+def test_hooks_on_a_cell_run_at_every_step_whenever_they_are_registered(which):
+    # Recurrent calls its cell at every step (the documented equivalent loop), so a cell's hooks run there,
+    # those registered after the layer's first call included: a hooked cell runs the loop that calls it
+    # (a fused or generated kernel never does; one traced before the hook came would run without it)
+    from rnnkit.bench.user_cells import CIFGLSTMCell
+
+    cell_class = CIFGLSTMCell if which == "a user's cell" else rnnkit.cells.LayerNormLSTMCell
+    hooked_name = "cells.0.x2h" if which == "a user's cell" else "cells.0"  # a Linear inside it, or the cell
+    torch.manual_seed(0)
+    layer = Recurrent(cell_class, 6, 8)  # backend "auto": a fast kernel while no hook is there
+    reference = Recurrent(cell_class, 6, 8, backend="reference")
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(5, 3, 6)
+    before = layer(x)[0]
+    torch.testing.assert_close(before, reference(x)[0], rtol=1e-5, atol=1e-5)
+    calls = []
+
+    def doubled(module, args, output):  # changes the result, and counts the calls
+        calls.append(module)
+        return output * 2 if isinstance(output, torch.Tensor) else tuple(o * 2 for o in output)
+
+    handle = layer.get_submodule(hooked_name).register_forward_hook(doubled)
+    reference.get_submodule(hooked_name).register_forward_hook(doubled)
+    hooked = layer(x)[0]
+    assert len(calls) == 5  # once per step
+    assert not torch.allclose(hooked, before)
+    torch.testing.assert_close(hooked, reference(x)[0], rtol=1e-5, atol=1e-5)
+    layer.backend = "fused"
+    with pytest.raises(rnnkit.UnsupportedBackendError, match="hooks"):
+        layer(x)
+    layer.backend = "auto"
+    handle.remove()  # the fast kernel again, as before the hook
+    torch.testing.assert_close(layer(x)[0], before, rtol=0, atol=0)

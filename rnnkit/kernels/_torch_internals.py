@@ -31,6 +31,12 @@ TorchDispatchMode subclass unless it opts out of torch.compile's wrapper, as ``D
 user cell's generated step checks on every call that none of them changed (generator/snapshot.py): the
 public iterators build generators and dedup sets, 4x the time of comparing the dicts themselves.
 
+``has_hooks``: whether a module or one inside it has forward or backward hooks of its own, read from the
+dicts nn.Module keeps them in (``register_forward_hook`` and its kin add to them; the handles remove).
+torch has no public way to list a module's hooks.  Recurrent calls a cell at every step (its documented
+equivalent loop), so a hooked cell runs the loop that does (see Recurrent._runners): a fused or generated
+kernel never calls the cell, and one traced from a hooked cell would run the hook once, while tracing.
+
 ``constant_for_dynamo``: what ``torch.compiler.assume_constant_result`` does to a function (dynamo then
 calls it while it traces and records its result as a constant), without importing torch._dynamo, which that
 public function does (1.2-1.8 s, paid by ``import rnnkit`` where the decorated functions are defined).
@@ -77,6 +83,21 @@ def module_tables(module: torch.nn.Module) -> tuple:
     return module.__dict__, module._parameters, module._buffers, module._modules
 
 
+_HOOK_TABLES = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
+
+
+def has_hooks(module: torch.nn.Module) -> bool:
+    """Whether ``module`` or a module inside it has forward (pre-)hooks or backward (pre-)hooks."""
+    stack = [module]
+    while stack:  # (an explicit walk: modules() builds a generator and a set, several times the cost)
+        m = stack.pop()
+        tables = m.__dict__
+        if any(tables.get(name) for name in _HOOK_TABLES):
+            return True
+        stack.extend(child for child in m._modules.values() if child is not None)
+    return False
+
+
 def autograd_inside_operator():
     return torch._C._SetExcludeDispatchKeyGuard(torch._C.DispatchKey.AutogradFunctionality, False)
 
@@ -97,4 +118,4 @@ def tracing_paused():
 
 
 __all__ = ["constant_for_dynamo", "tracing_paused", "any_batched", "in_functorch_transform", "forward_ad_active", "autograd_inside_operator", "DispatchMode",
-           "module_tables"]
+           "module_tables", "has_hooks"]

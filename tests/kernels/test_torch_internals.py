@@ -146,3 +146,18 @@ def test_constant_for_dynamo_marks_as_assume_constant_result_does():
     internals.constant_for_dynamo(ours)
     added = {k: v for k, v in vars(marked).items()}
     assert added and added == vars(ours)
+
+
+def test_has_hooks_sees_every_kind_of_module_hook_inside_a_module_until_removed():
+    outer = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Sequential(torch.nn.Tanh()))
+    inner = outer[1][0]
+    assert not internals.has_hooks(outer)
+    for register in (lambda m: m.register_forward_hook(lambda *a: None),
+                     lambda m: m.register_forward_hook(lambda *a, **k: None, with_kwargs=True),
+                     lambda m: m.register_forward_pre_hook(lambda *a: None),
+                     lambda m: m.register_full_backward_hook(lambda *a: None),
+                     lambda m: m.register_full_backward_pre_hook(lambda *a: None)):
+        handle = register(inner)
+        assert internals.has_hooks(outer) and internals.has_hooks(inner) and not internals.has_hooks(outer[0])
+        handle.remove()
+        assert not internals.has_hooks(outer)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import UnsupportedBackendError
-from .._torch_internals import forward_ad_active, in_functorch_transform
+from .._torch_internals import forward_ad_active, has_hooks, in_functorch_transform
 from ..ops import extension
 from ..differentiable import recomputed_grads
 from .build import step_addresses
@@ -104,6 +104,9 @@ def for_cell(cell: nn.Module, x: Tensor, input_size: int) -> tuple[GeneratedStep
         if now.has_buffers:
             raise UnsupportedBackendError("the cell holds buffers, which a generated kernel would freeze at their "
                                           "values of its first call; use backend='auto' or 'reference'")
+        if has_hooks(cell):  # (not kept: the hooks may go.  Recurrent runs a hooked cell on its loop first)
+            raise UnsupportedBackendError("the cell (or a module inside it) has hooks: a step traced from it would "
+                                          "run them once, while tracing, not at every step")
         try:
             known[key] = _compile(cell, x.dtype, input_size)
         except UnsupportedBackendError as e:  # kept: tracing again at every call cost ~1.5 ms a call
