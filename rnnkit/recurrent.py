@@ -215,9 +215,9 @@ class Recurrent(nn.Module):
     kernel generated from its own step (rnnkit/kernels/generator/: traced, compiled to C++ once per
     machine, forward and backward); where its step uses an op the generator does not handle,
     ``backend="auto"`` runs the reference loop and ``"fused"``/``"generated"`` raise saying which op.
-    A cell with forward or backward hooks (on it or on a module inside it, registered whenever) runs the
-    reference loop, which calls it at every step as the loop above does, so its hooks run there
-    (``"fused"``/``"generated"`` raise).
+    A cell with forward or backward hooks (on it or on a module inside it, registered whenever; global module
+    hooks too) runs the reference loop, which calls it at every step as the loop above does, so the hooks run
+    there (``"fused"``/``"generated"`` raise).
     """
 
     def __init__(self, cell, input_size: int, hidden_size: int, num_layers: int = 1, *,
@@ -478,8 +478,9 @@ class Recurrent(nn.Module):
                 if self.backend not in ("auto", "reference"):
                     raise UnsupportedBackendError(
                         f"backend {self.backend!r} cannot run {self.cell_name}: the cell (or a module inside it) "
-                        "has hooks, which run at each call of a module, and a fused or generated kernel does not "
-                        "call the cell; use backend='auto' or 'reference' (the loop that calls it at every step)")
+                        "has hooks, or global module hooks are registered: hooks run at each call of a module, and "
+                        "a fused or generated kernel does not call the cell; use backend='auto' or 'reference' (the "
+                        "loop that calls it at every step)")
                 runners.append(self._generic_runner(cell, None))
                 fresh = False
                 continue

@@ -31,8 +31,9 @@ TorchDispatchMode subclass unless it opts out of torch.compile's wrapper, as ``D
 user cell's generated step checks on every call that none of them changed (generator/snapshot.py): the
 public iterators build generators and dedup sets, 4x the time of comparing the dicts themselves.
 
-``has_hooks``: whether a module or one inside it has forward or backward hooks of its own, read from the
-dicts nn.Module keeps them in (``register_forward_hook`` and its kin add to them; the handles remove).
+``has_hooks``: whether a module or one inside it has forward or backward hooks, its own or the global ones,
+read from the dicts nn.Module keeps them in (``register_forward_hook``, ``register_module_forward_hook`` and
+their kin add to them; the handles remove).
 torch has no public way to list a module's hooks.  Recurrent calls a cell at every step (its documented
 equivalent loop), so a hooked cell runs the loop that does (see Recurrent._runners): a fused or generated
 kernel never calls the cell, and one traced from a hooked cell would run the hook once, while tracing.
@@ -87,7 +88,12 @@ _HOOK_TABLES = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "
 
 
 def has_hooks(module: torch.nn.Module) -> bool:
-    """Whether ``module`` or a module inside it has forward (pre-)hooks or backward (pre-)hooks."""
+    """Whether ``module`` or a module inside it has forward (pre-)hooks or backward (pre-)hooks, its own or
+    the global ones every module runs (``torch.nn.modules.module.register_module_forward_hook`` and kin)."""
+    from torch.nn.modules import module as module_py
+
+    if any(getattr(module_py, "_global" + name, None) for name in _HOOK_TABLES):
+        return True
     stack = [module]
     while stack:  # (an explicit walk: modules() builds a generator and a set, several times the cost)
         m = stack.pop()

@@ -161,3 +161,11 @@ def test_has_hooks_sees_every_kind_of_module_hook_inside_a_module_until_removed(
         assert internals.has_hooks(outer) and internals.has_hooks(inner) and not internals.has_hooks(outer[0])
         handle.remove()
         assert not internals.has_hooks(outer)
+    from torch.nn.modules import module as module_py  # the global hooks, which every module runs
+
+    for register in (module_py.register_module_forward_hook, module_py.register_module_forward_pre_hook,
+                     module_py.register_module_full_backward_hook, module_py.register_module_full_backward_pre_hook):
+        handle = register(lambda *a: None)
+        assert internals.has_hooks(outer[0])
+        handle.remove()
+        assert not internals.has_hooks(outer)

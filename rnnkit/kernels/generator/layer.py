@@ -105,8 +105,9 @@ def for_cell(cell: nn.Module, x: Tensor, input_size: int) -> tuple[GeneratedStep
             raise UnsupportedBackendError("the cell holds buffers, which a generated kernel would freeze at their "
                                           "values of its first call; use backend='auto' or 'reference'")
         if has_hooks(cell):  # (not kept: the hooks may go.  Recurrent runs a hooked cell on its loop first)
-            raise UnsupportedBackendError("the cell (or a module inside it) has hooks: a step traced from it would "
-                                          "run them once, while tracing, not at every step")
+            raise UnsupportedBackendError("the cell (or a module inside it) has hooks, or global module hooks are "
+                                          "registered: a step traced from it would run them once, while tracing, "
+                                          "not at every step")
         try:
             known[key] = _compile(cell, x.dtype, input_size)
         except UnsupportedBackendError as e:  # kept: tracing again at every call cost ~1.5 ms a call
