@@ -42,13 +42,14 @@ from .int8_weight import Int8Weight
 #   per call, over 8 bits: VNNI sums u8 x s8 pairs straight into int32, so fbgemm needs none of the
 #   7-bit reduce_range that torch's own modules use against the int16 saturation of its AVX2
 #   kernels), the recurrent product int8 x int8 (int8_vnni.py);
-# - "fbgemm_input": the input projection on fbgemm with x over 7 bits (reduce_range, as torch's own
-#   input projection), the recurrent product int8 weights times float h (int8_gemm.py): for CPUs
-#   without avx512_vnni, where the input projection of all steps is the largest product and fbgemm's
-#   AVX2 kernels run it 2.6-4x faster than int8_gemm.py's (measured on the AVX2 EPYC, Zen 3, (N, 512)
-#   @ (512, 1024)^T, 2 threads, N = 25 to 500), while h, rounded at every step, stays in float;
+# - "fbgemm_input" (opt-in, for speed on CPUs without avx512_vnni): the input projection on fbgemm with x
+#   over 7 bits (reduce_range, as torch's own input projection), the recurrent product int8 weights
+#   times float h (int8_gemm.py).  The input projection of all steps is the largest product, and
+#   fbgemm's AVX2 kernels run it 2.6-4x faster than int8_gemm.py's (AVX2 EPYC, Zen 3, (N, 512) @
+#   (512, 1024)^T, 2 threads, N = 25 to 500); h, rounded at every step, stays in float.  Its error is
+#   about torch's (0.91-1.09 of it on the models below), which is why it is not the default;
 # - "float_x_int8": both products int8 weights times float activations (int8_gemm.py): the least error;
-# - "auto": "vnni" where the CPU has avx512_vnni, else "fbgemm_input".
+# - "auto": "vnni" where the CPU has avx512_vnni, else "float_x_int8".
 # Measured on 2-layer models (I = 12, H = 24, T = 15, B = 4, six seeds): output error against float
 # 0.52-0.61 of torch's quantize_dynamic's with "vnni", 0.26-0.39 with "float_x_int8"; with fbgemm at
 # 7 bits (reduce_range) for both products it was 0.91-1.10 of torch's.
@@ -100,7 +101,7 @@ class DynamicQuantizedRNNBase(nn.Module):
     ``recurrent_product`` (an attribute, default "auto") picks the products (see PRODUCTS): "vnni" (int8 x
     int8 with h quantized per row at each step; CPUs with avx512_vnni), "fbgemm_input" (the input
     projection on fbgemm, x over 7 bits; int8 weights times float h in the loop), "float_x_int8" (int8
-    weights times float x and h: every x86 CPU), "auto" ("vnni" where the CPU has it, else "fbgemm_input").
+    weights times float x and h: every x86 CPU), "auto" ("vnni" where the CPU has it, else "float_x_int8").
 
     Subclasses set ``_float_class`` (the rnnkit layer they replace), ``_num_gates``,
     ``_state_names`` and implement ``_layer`` (one layer-direction) and ``_fold_input_bias``.
