@@ -96,3 +96,61 @@ class InPlaceStateCell(nn.Module):
 def test_a_step_that_changes_its_state_in_place_is_refused():
     with pytest.raises(UnsupportedBackendError, match="in place"):
         trace_cell(InPlaceStateCell(3, 4))
+
+
+class GatesInPlaceCell(nn.Module):
+    """A GRU-like cell changing its gates in place, in one of three ways (``how``)."""
+
+    how = "view"
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.x2h = nn.Linear(input_size, 2 * hidden_size)
+        self.h2h = nn.Linear(hidden_size, 2 * hidden_size, bias=False)
+
+    def forward(self, x, h):
+        H = self.hidden_size
+        h = x.new_zeros(x.size(0), H) if h is None else h
+        g = self.x2h(x) + self.h2h(h)
+        if self.how == "view":  # a view changed, its base read after: g's first half is the sigmoid's
+            g[:, :H].sigmoid_()
+            z, n = g.chunk(2, 1)
+        elif self.how == "base":  # the base changed, views taken before read after: they see the change
+            z, n = g[:, :H], g[:, H:]
+            g.mul_(0.5)
+            z = z.sigmoid()
+        else:  # "own": in place on values nothing else shares (rewritten out of place, as before)
+            z, n = g.chunk(2, 1)
+            z = z.sigmoid()
+            n = n * 0.5
+            n.add_(0.1)
+        out = z * h
+        out += (1 - z) * torch.tanh(n)
+        return out
+
+
+@pytest.mark.parametrize("how", ["view", "base", "own"])
+def test_in_place_changes_that_other_values_see_are_refused_and_the_rest_generate(how):
+    # A change in place through shared memory (a view, or a tensor with views) would be read by the
+    # other values as it was before (the recording rewrites in-place ops out of place): refused, so
+    # backend="auto" runs the reference loop; in place on values nothing shares is rewritten and runs
+    # generated.  Either way the layer equals the reference loop, outputs and gradients.
+    cell = type("Cell", (GatesInPlaceCell,), {"how": how})
+    if how == "own":
+        trace_cell(cell(3, 4))
+    else:
+        with pytest.raises(UnsupportedBackendError, match="in place .* shares"):
+            trace_cell(cell(3, 4))
+        with pytest.raises(UnsupportedBackendError, match="in place"):
+            rnnkit.Recurrent(cell, 3, 4, backend="generated")(torch.randn(5, 2, 3))
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(cell, 3, 4).double()
+    reference = rnnkit.Recurrent(cell, 3, 4, backend="reference").double()
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    ours, theirs = layer(x)[0], reference(x)[0]
+    torch.testing.assert_close(ours, theirs)
+    for a, b in zip(torch.autograd.grad(ours.sum(), [x, *layer.parameters()]),
+                    torch.autograd.grad(theirs.sum(), [x, *reference.parameters()])):
+        torch.testing.assert_close(a, b)

@@ -126,23 +126,68 @@ made are recorded out of place; in-place changes of its inputs are refused."""
 def _out_of_place(graph: fx.Graph) -> None:
     """A step's in-place ops on its own intermediates (torch.nn.GRUCell's decomposition: add_, sigmoid_,
     mul_ on the pieces of its products) rewritten out of place, the later uses of the value they changed
-    reading their result.  In-place changes of the step's inputs are refused."""
+    reading their result.  In-place changes of the step's inputs are refused, and so are those that other
+    values see through shared memory: a change of a view (``g[:, :H].sigmoid_()``) or of a value that has
+    views, where the base or another view is read after it.  Out of place, those readers would see the
+    value from before the change (functionalizing the views is not done here: the reference loop runs
+    such a step)."""
     order = {n: i for i, n in enumerate(graph.nodes)}
+    root = _alias_roots(graph)
+    in_place = {n for n in graph.nodes if _writes_first_argument(n)}
     for node in list(graph.nodes):
-        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
-            continue
-        schema = node.target._schema
-        if not (schema.arguments and schema.arguments[0].alias_info is not None
-                and schema.arguments[0].alias_info.is_write):
+        if node not in in_place:
             continue
         changed = node.args[0]
         if changed.op == "placeholder":
             raise UnsupportedBackendError(f"the step changes its input {changed.name} in place ({node.target})")
+        sharing = [n for n in graph.nodes if root[n] is root[changed] and n is not changed and n not in in_place]
+        if any(order[user] > order[node] for n in sharing for user in n.users):
+            raise UnsupportedBackendError(
+                f"the step changes in place ({node.target}) a value whose memory another value it reads later "
+                "shares (a view, or the tensor a view was taken of): a generated kernel would give that reader "
+                "the value from before the change; write the step out of place, or use backend='auto' or "
+                "'reference'")
         packet = getattr(aten, node.target._schema.name.split("::")[1].rstrip("_"))
         node.target = getattr(packet, node.target._overloadname)
         for user in list(changed.users):
             if user is not node and order[user] > order[node]:
                 user.replace_input_with(changed, node)
+
+
+def _writes_first_argument(node: fx.Node) -> bool:
+    if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+        return False
+    arguments = node.target._schema.arguments
+    return bool(arguments and arguments[0].alias_info is not None and arguments[0].alias_info.is_write)
+
+
+def _alias_roots(graph: fx.Graph) -> dict:
+    """node -> the node whose memory it is: itself, or, for a view (an op whose schema says its result
+    aliases an argument: slice, select, view, transpose, the pieces of split and chunk) and for an in-place
+    op's result, its argument's root.  (unsafe_split, whose pieces the schema does not alias, keeps them
+    apart, as torch.nn.GRUCell's decomposition relies on.)"""
+    root: dict = {}
+    for node in graph.nodes:
+        root[node] = node
+        if node.op != "call_function":
+            continue
+        if node.target is operator.getitem:
+            source = node.args[0]
+            if isinstance(source, fx.Node) and root.get(source) is not source:
+                root[node] = root[source]  # a piece of an aliasing list (split's)
+            continue
+        if not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        schema = node.target._schema
+        returned = {alias for ret in schema.returns if ret.alias_info is not None for alias in ret.alias_info.before_set}
+        for argument, value in zip(schema.arguments, node.args):
+            # (a list result's pieces carry their alias set inside the list's type: split's "Tensor(a -> *)
+            # self" says the pieces may alias it)
+            if (isinstance(value, fx.Node) and argument.alias_info is not None
+                    and (returned & set(argument.alias_info.before_set) or "*" in argument.alias_info.after_set)):
+                root[node] = root[value]
+                break
+    return root
 
 
 __all__ = ["record"]
