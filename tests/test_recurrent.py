@@ -5,6 +5,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
+import rnnkit.bench.user_cells
 from rnnkit.recurrent import Recurrent
 
 from helpers import TOL, hand_loop
@@ -262,18 +263,14 @@ def test_gradients_flow_to_every_cell_parameter_and_gradcheck():
     assert torch.autograd.gradcheck(f, (x, *layer.parameters()))
 
 
-HOOKED_CELLS = {"a user's cell": "cifg", "an rnnkit cell": "layernorm_lstm"}
-
-
-@pytest.mark.parametrize("which", HOOKED_CELLS)
-def test_hooks_on_a_cell_run_at_every_step_whenever_they_are_registered(which):
+@pytest.mark.parametrize("cell_class,hooked_name", [
+    (rnnkit.bench.user_cells.CIFGLSTMCell, "cells.0.x2h"),  # a user's cell: a Linear inside it
+    (rnnkit.cells.LayerNormLSTMCell, "cells.0"),  # an rnnkit cell: the cell itself
+], ids=["a user's cell", "an rnnkit cell"])
+def test_hooks_on_a_cell_run_at_every_step_whenever_they_are_registered(cell_class, hooked_name):
     # Recurrent calls its cell at every step (the documented equivalent loop), so a cell's hooks run there,
     # those registered after the layer's first call included: a hooked cell runs the loop that calls it
     # (a fused or generated kernel never does; one traced before the hook came would run without it)
-    from rnnkit.bench.user_cells import CIFGLSTMCell
-
-    cell_class = CIFGLSTMCell if which == "a user's cell" else rnnkit.cells.LayerNormLSTMCell
-    hooked_name = "cells.0.x2h" if which == "a user's cell" else "cells.0"  # a Linear inside it, or the cell
     torch.manual_seed(0)
     layer = Recurrent(cell_class, 6, 8)  # backend "auto": a fast kernel while no hook is there
     reference = Recurrent(cell_class, 6, 8, backend="reference")

@@ -76,7 +76,10 @@ class RowPlan(NamedTuple):
     offsets: np.ndarray
     bsz: np.ndarray
     chunks: Optional[tuple]
-    parts: int
+
+    @property
+    def parts(self) -> int:
+        return 1 if self.chunks is None else len(self.chunks[0]) - 1
 
 
 def row_plan(batch_sizes, offsets: np.ndarray, bsz: np.ndarray) -> RowPlan:
@@ -85,8 +88,7 @@ def row_plan(batch_sizes, offsets: np.ndarray, bsz: np.ndarray) -> RowPlan:
     two; split.thread_parts says when it pays)."""
     from ..kernels.cpu import row_split
 
-    chunks = row_split(tuple(batch_sizes), int(bsz[0]) if len(bsz) else 0, torch.float32)
-    return RowPlan(offsets, bsz, chunks, 1 if chunks is None else len(chunks[0]) - 1)
+    return RowPlan(offsets, bsz, row_split(tuple(batch_sizes), int(bsz[0]) if len(bsz) else 0, torch.float32))
 
 
 def npy(t: Tensor) -> np.ndarray:

@@ -134,14 +134,19 @@ def _out_of_place(graph: fx.Graph) -> None:
     order = {n: i for i, n in enumerate(graph.nodes)}
     root = _alias_roots(graph)
     in_place = {n for n in graph.nodes if _writes_first_argument(n)}
+    sharing_memory: dict = {}  # root -> the values (not in-place results) whose memory it is
+    for n in graph.nodes:
+        if n not in in_place:
+            sharing_memory.setdefault(root[n], []).append(n)
     for node in list(graph.nodes):
         if node not in in_place:
             continue
         changed = node.args[0]
         if changed.op == "placeholder":
             raise UnsupportedBackendError(f"the step changes its input {changed.name} in place ({node.target})")
-        sharing = [n for n in graph.nodes if root[n] is root[changed] and n is not changed and n not in in_place]
-        if any(order[user] > order[node] for n in sharing for user in n.users):
+        # (views taken after the change read its result: the rewrite points them at it)
+        others = [n for n in sharing_memory[root[changed]] if n is not changed and order[n] < order[node]]
+        if any(order[user] > order[node] for n in others for user in n.users):
             raise UnsupportedBackendError(
                 f"the step changes in place ({node.target}) a value whose memory another value it reads later "
                 "shares (a view, or the tensor a view was taken of): a generated kernel would give that reader "
