@@ -185,39 +185,6 @@ int64_t generated_plan(int64_t forward_step, int64_t backward_step, c10::IntArra
   return registry().add(key, std::move(plan));
 }
 
-// A call's products on weights packed once for all its steps (recurrent_product.h: MKL packs its right
-// operand at every at::mm, and forks its threads for each small product), or at::mm for one step.
-template <typename scalar_t>
-struct PackedProducts {
-  std::vector<std::optional<PackedMatrix<scalar_t>>> packed;
-
-  // transposed: for the backward's grad_left += grad_out weight^T
-  PackedProducts(const std::vector<Product>& products, int64_t steps, bool transposed) {
-    for (const Product& p : products) {
-      packed.emplace_back();
-      if (worth_packing(steps)) packed.back().emplace(PackedMatrix<scalar_t>::of(transposed ? p.weight.t() : p.weight));
-    }
-  }
-
-  // rows [to, to + n) of `result` (= or +=) rows [from, from + n) of `left` times the weight (transposed)
-  void multiply(size_t p, const Product& product, const Tensor& left, int64_t from, Tensor& result, int64_t to,
-                int64_t n, bool accumulate, bool transposed) const {
-    if (packed[p]) {
-      packed[p]->multiply(left.const_data_ptr<scalar_t>() + from * left.size(1), left.size(1), n,
-                          result.mutable_data_ptr<scalar_t>() + to * result.size(1), result.size(1), nullptr,
-                          accumulate);
-      return;
-    }
-    Tensor rows = result.narrow(0, to, n);
-    const Tensor weight = transposed ? product.weight.t() : product.weight;
-    if (accumulate) {
-      rows.addmm_(left.narrow(0, from, n), weight);
-    } else {
-      at::mm_out(rows, left.narrow(0, from, n), weight);
-    }
-  }
-};
-
 // The products, by stage, from the schema's parallel lists.
 std::vector<Product> products_of(c10::IntArrayRef left, c10::IntArrayRef out, c10::IntArrayRef stage,
                                  at::TensorList weights, int64_t slots, int64_t stages) {
@@ -270,14 +237,68 @@ class RowAddresses {
   // Pointers to each tensor's row where the step's rows [lo, ...) are (its first row o0, packed).
   c10::SmallVector<void*, 32> at(int64_t o0, int64_t lo) const {
     c10::SmallVector<void*, 32> pointers(base_.size());
-    for (size_t s = 0; s < base_.size(); ++s) pointers[s] = base_[s] + (all_rows_[s] ? o0 + lo : lo) * row_bytes_[s];
+    for (size_t s = 0; s < base_.size(); ++s) pointers[s] = row(s, o0, lo);
     return pointers;
   }
+
+  // Tensor s's row where the step's rows [lo, ...) are.
+  char* row(size_t s, int64_t o0, int64_t lo) const { return base_[s] + (all_rows_[s] ? o0 + lo : lo) * row_bytes_[s]; }
+  int64_t row_bytes(size_t s) const { return row_bytes_[s]; }
 
  private:
   std::vector<char*> base_;
   std::vector<int64_t> row_bytes_;
   std::vector<bool> all_rows_;
+};
+
+// A call's products on weights packed once for all its steps (recurrent_product.h: MKL packs its right
+// operand at every at::mm, and forks its threads for each small product), or at::mm for one step.
+template <typename scalar_t>
+struct PackedProducts {
+  std::vector<std::optional<PackedMatrix<scalar_t>>> packed;
+
+  // transposed: for the backward's grad_left += grad_out weight^T
+  PackedProducts(const std::vector<Product>& products, int64_t steps, bool transposed) {
+    for (const Product& p : products) {
+      packed.emplace_back();
+      if (worth_packing(steps)) packed.back().emplace(PackedMatrix<scalar_t>::of(transposed ? p.weight.t() : p.weight));
+    }
+  }
+
+  // n rows of `result` (= or +=) n rows of `left` times the weight (transposed): the rows where the step's
+  // rows [lo, ...) are in each (RowAddresses: read once per call; a tensor's accessors at every step and
+  // product cost a small step as much as its math)
+  // (`left`, `result`: a tensor of each table, the left operand's and the result's; the forward's are the
+  // product's left and out slots, the backward's the gradients of its out and left slots)
+  void multiply(size_t p, const Product& product, const RowAddresses& left_rows, const std::vector<Tensor>& left_tensors,
+                int64_t left, const RowAddresses& result_rows, const std::vector<Tensor>& result_tensors,
+                int64_t result, int64_t rows, int64_t o0, int64_t lo, int64_t n, bool accumulate,
+                bool transposed) const {
+    if (packed[p]) {
+      packed[p]->multiply(reinterpret_cast<const scalar_t*>(left_rows.row(left, o0, lo)),
+                          left_rows.row_bytes(left) / static_cast<int64_t>(sizeof(scalar_t)), n,
+                          reinterpret_cast<scalar_t*>(result_rows.row(result, o0, lo)),
+                          result_rows.row_bytes(result) / static_cast<int64_t>(sizeof(scalar_t)), nullptr,
+                          accumulate);
+      return;
+    }
+    const Tensor& left_tensor = left_tensors[left];
+    Tensor result_tensor = result_tensors[result];
+    multiply_tensors(product, left_tensor, first_row(left_tensor, rows, o0, lo), result_tensor,
+                     first_row(result_tensor, rows, o0, lo), n, accumulate, transposed);
+  }
+
+  // (unpacked: one step's products, at::mm)
+  static void multiply_tensors(const Product& product, const Tensor& left, int64_t from, Tensor& result, int64_t to,
+                               int64_t n, bool accumulate, bool transposed) {
+    Tensor rows = result.narrow(0, to, n);
+    const Tensor weight = transposed ? product.weight.t() : product.weight;
+    if (accumulate) {
+      rows.addmm_(left.narrow(0, from, n), weight);
+    } else {
+      at::mm_out(rows, left.narrow(0, from, n), weight);
+    }
+  }
 };
 
 std::vector<const void*> constant_pointers(at::TensorList constants) {
@@ -295,25 +316,18 @@ int64_t total_width(at::TensorList tensors) {
   return total;
 }
 
-// Rows [lo, lo + n) of step t's previous-state slots: the previous step's history rows, or state0's.
-void fill_previous_states(const PackedLayout& layout, int64_t t, int64_t lo, int64_t n, at::TensorList slots,
-                          c10::IntArrayRef previous, c10::IntArrayRef history, at::TensorList state0) {
+// Rows [lo, lo + n) of step t's previous-state slots: the previous step's history rows, or state0's
+// (`slot_rows`: the slots', `state_rows`: state0's).
+void fill_previous_states(const PackedLayout& layout, int64_t t, int64_t lo, int64_t n, const RowAddresses& slot_rows,
+                          const RowAddresses& state_rows, c10::IntArrayRef previous, c10::IntArrayRef history) {
   const int64_t continued = std::clamp<int64_t>(layout.rows_with_previous_step(t) - lo, 0, n);
   for (size_t s = 0; s < previous.size(); ++s) {
-    const Tensor& into = slots[previous[s]];
-    const int64_t bytes = into.size(1) * into.element_size();
-    char* to = static_cast<char*>(into.data_ptr()) +
-               first_row(into, slots[history[s]].size(0), layout.offset(t), lo) * bytes;
+    const int64_t bytes = slot_rows.row_bytes(previous[s]);
+    char* to = slot_rows.row(previous[s], layout.offset(t), lo);
     if (continued > 0) {
-      const char* from = static_cast<const char*>(slots[history[s]].const_data_ptr()) +
-                         (layout.offset(layout.previous_time(t)) + lo) * bytes;
-      std::memcpy(to, from, continued * bytes);
+      std::memcpy(to, slot_rows.row(history[s], layout.offset(layout.previous_time(t)), lo), continued * bytes);
     }
-    if (n > continued) {
-      std::memcpy(to + continued * bytes,
-                  static_cast<const char*>(state0[s].const_data_ptr()) + (lo + continued) * bytes,
-                  (n - continued) * bytes);
-    }
+    if (n > continued) std::memcpy(to + continued * bytes, state_rows.row(s, 0, lo + continued), (n - continued) * bytes);
   }
 }
 
@@ -396,7 +410,7 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>> generated_forward(
   const auto prologue = static_cast<int32_t>(stages);  // its number; it runs with stage 0 (which has no products)
   const std::vector<const void*> constant_data = constant_pointers(constant_tensors);
   const int64_t width = total_width(slots);
-  const RowAddresses slot_rows(slots, N);
+  const RowAddresses slot_rows(slots, N), state_rows(states, N);
 
   AT_DISPATCH_FLOATING_TYPES(slots[0].scalar_type(), "rnnkit::generated_forward", [&] {
     const PackedProducts<scalar_t> packed(products, layout.steps(), false);
@@ -405,14 +419,12 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>> generated_forward(
       for (int64_t s = 0; s < layout.steps(); ++s) {
         const int64_t t = layout.forward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t);
         if (n == 0) continue;
-        fill_previous_states(layout, t, lo, n, slots, previous, history, states);
+        fill_previous_states(layout, t, lo, n, slot_rows, state_rows, previous, history);
         for (int64_t k = 0; k < stages; ++k) {
           for (size_t p = 0; p < products.size(); ++p) {
             if (products[p].stage != k) continue;
-            const Tensor& left = slots[products[p].left];
-            Tensor out = slots[products[p].out];
-            packed.multiply(p, products[p], left, first_row(left, N, o0, lo), out, first_row(out, N, o0, lo), n,
-                            false, false);
+            packed.multiply(p, products[p], slot_rows, slots, products[p].left, slot_rows, slots, products[p].out, N,
+                            o0, lo, n, false, false);
           }
           for_rows(n, width, [&](int64_t begin, int64_t end) {
             const c10::SmallVector<void*, 32> pointers = slot_rows.at(o0, lo + begin);
@@ -531,7 +543,8 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> genera
   const auto prologue = static_cast<int32_t>(stages);  // its backward runs after stage 0's
   const std::vector<const void*> constant_data = constant_pointers(constant_tensors);
   const int64_t width = total_width(slots) + total_width(grads);
-  const RowAddresses slot_rows(slots, N), grad_rows(grads, N);
+  // (carried: one row per sequence, B rows; at T = 1, B = N and its rows are "all rows", at 0 + lo all the same)
+  const RowAddresses slot_rows(slots, N), grad_rows(grads, N), carried_rows(carried, N);
 
   AT_DISPATCH_FLOATING_TYPES(slots[0].scalar_type(), "rnnkit::generated_backward", [&] {
     const PackedProducts<scalar_t> packed(products, layout.steps(), true);
@@ -539,12 +552,10 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> genera
       for (int64_t s = 0; s < layout.steps(); ++s) {
         const int64_t t = layout.backward_time(s), n = rows_in_chunk(layout, t, lo, hi), o0 = layout.offset(t);
         if (n == 0) continue;
-        const int64_t r0 = o0 + lo;  // the chunk's first row of this step (every slot has N rows here, not every
-                                     // gradient buffer: first_row)
         for (size_t i = 0; i < history.size(); ++i) {  // the history rows' gradient: from the outputs, and carried
           const int64_t w = slot_widths[history[i]];
-          scalar_t* to = grads[history[i]].mutable_data_ptr<scalar_t>() + r0 * w;
-          const scalar_t* from = carried[i].const_data_ptr<scalar_t>() + lo * w;
+          scalar_t* to = reinterpret_cast<scalar_t*>(grad_rows.row(history[i], o0, lo));
+          const scalar_t* from = reinterpret_cast<const scalar_t*>(carried_rows.row(i, 0, lo));
           for (int64_t e = 0; e < n * w; ++e) to[e] += from[e];
         }
         for (int64_t k = stages - 1; k >= 0; --k) {
@@ -558,16 +569,12 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> genera
           });
           for (size_t p = 0; p < products.size(); ++p) {
             if (products[p].stage != k) continue;
-            Tensor grad_left = grads[products[p].left];
-            packed.multiply(p, products[p], grads[products[p].out], r0, grad_left, first_row(grad_left, N, o0, lo), n,
-                            true, true);
+            packed.multiply(p, products[p], grad_rows, grads, products[p].out, grad_rows, grads, products[p].left, N, o0,
+                            lo, n, true, true);
           }
         }
         for (size_t i = 0; i < previous.size(); ++i) {
-          const int64_t w = slot_widths[previous[i]];
-          std::memcpy(carried[i].mutable_data_ptr<scalar_t>() + lo * w,
-                      grads[previous[i]].const_data_ptr<scalar_t>() + first_row(grads[previous[i]], N, o0, lo) * w,
-                      sizeof(scalar_t) * n * w);
+          std::memcpy(carried_rows.row(i, 0, lo), grad_rows.row(previous[i], o0, lo), n * carried_rows.row_bytes(i));
         }
       }
     });

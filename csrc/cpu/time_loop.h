@@ -46,9 +46,15 @@ constexpr int64_t kMinParallelElements = 16384;
 
 // body(begin, end) over rows [0, rows), split across torch's threads when the step is large enough.
 // Rows are independent, so the split changes no result.
+// A step too small to split calls body directly: at::parallel_for's own set-up (its thread-local guards)
+// cost a one-row step about as much as its math.
 template <typename F>
 inline void for_rows(int64_t rows, int64_t elements_per_row, const F& body) {
   const int64_t grain = std::max<int64_t>(1, kMinParallelElements / std::max<int64_t>(elements_per_row, 1));
+  if (rows <= grain) {
+    if (rows > 0) body(0, rows);
+    return;
+  }
   at::parallel_for(0, rows, grain, body);
 }
 
