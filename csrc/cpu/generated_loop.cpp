@@ -265,11 +265,11 @@ struct PackedProducts {
     }
   }
 
-  // n rows of `result` (= or +=) n rows of `left` times the weight (transposed): the rows where the step's
-  // rows [lo, ...) are in each (RowAddresses: read once per call; a tensor's accessors at every step and
-  // product cost a small step as much as its math)
-  // (`left`, `result`: a tensor of each table, the left operand's and the result's; the forward's are the
-  // product's left and out slots, the backward's the gradients of its out and left slots)
+  // n rows of tensor `result` (= or +=) n rows of tensor `left` times the weight (transposed), the rows
+  // where the step's rows [lo, ...) are in each.  `left` and `result` index their tables (the forward: the
+  // slots, the product's left and out; the backward: the gradients, the product's out and left), whose
+  // addresses are read once per call: a tensor's accessors at every step and product cost a one-row
+  // step as much as its math.
   void multiply(size_t p, const Product& product, const RowAddresses& left_rows, const std::vector<Tensor>& left_tensors,
                 int64_t left, const RowAddresses& result_rows, const std::vector<Tensor>& result_tensors,
                 int64_t result, int64_t rows, int64_t o0, int64_t lo, int64_t n, bool accumulate,
