@@ -202,7 +202,12 @@ class GeneratedKernel(Kernel):
     # time): layernorm_lstm 0.76-0.99, layernorm_gru 0.76-0.85, indrnn_relu 0.91-1.01, indrnn_tanh
     # 0.93-1.08, min_gru 0.89-1.09, min_lstm 0.22-0.65, peephole_lstm 0.37-0.91, gru_reset_before 0.50-1.05:
     # within the 10% everywhere (an earlier run of the same code but for min_lstm's log: the same ranges
-    # within 0.04, layernorm_lstm's highest 1.03).
+    # within 0.04, layernorm_lstm's highest 1.03).  On the AVX-512 EPYC Zen 4 (session 12,
+    # generated-vs-hand-avx512.json, the numba kernels' last tree with this session's generator and loop):
+    # layernorm_lstm 0.72-1.03, layernorm_gru 0.59-0.86, peephole_lstm 0.29-0.87, gru_reset_before
+    # 0.48-0.95, min_lstm 0.13-0.62, min_gru 0.97-1.06, indrnn 0.91-1.05 but the forward at (200,16,64,64),
+    # 1.11-1.26 over four runs (a 0.4 ms call, mostly its hoisted product and fixed costs; forward+backward
+    # there 0.90-1.10).
     auto_cells = frozenset({"min_lstm", "min_gru", "peephole_lstm", "gru_reset_before", "layernorm_lstm",
                             "layernorm_gru", "indrnn_relu", "indrnn_tanh"})
 
