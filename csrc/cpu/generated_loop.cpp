@@ -266,37 +266,29 @@ struct PackedProducts {
   }
 
   // n rows of tensor `result` (= or +=) n rows of tensor `left` times the weight (transposed), the rows
-  // where the step's rows [lo, ...) are in each.  `left` and `result` index their tables (the forward: the
+  // where the step's rows [lo, ...) are in each.  `left` and `result` index one table (the forward: the
   // slots, the product's left and out; the backward: the gradients, the product's out and left), whose
   // addresses are read once per call: a tensor's accessors at every step and product cost a one-row
   // step as much as its math.
-  void multiply(size_t p, const Product& product, const RowAddresses& left_rows, const std::vector<Tensor>& left_tensors,
-                int64_t left, const RowAddresses& result_rows, const std::vector<Tensor>& result_tensors,
-                int64_t result, int64_t rows, int64_t o0, int64_t lo, int64_t n, bool accumulate,
+  void multiply(size_t p, const Product& product, const RowAddresses& rows_of, const std::vector<Tensor>& tensors,
+                int64_t left, int64_t result, int64_t rows, int64_t o0, int64_t lo, int64_t n, bool accumulate,
                 bool transposed) const {
     if (packed[p]) {
-      packed[p]->multiply(reinterpret_cast<const scalar_t*>(left_rows.row(left, o0, lo)),
-                          left_rows.row_bytes(left) / static_cast<int64_t>(sizeof(scalar_t)), n,
-                          reinterpret_cast<scalar_t*>(result_rows.row(result, o0, lo)),
-                          result_rows.row_bytes(result) / static_cast<int64_t>(sizeof(scalar_t)), nullptr,
+      const auto elements = [&](int64_t t) { return rows_of.row_bytes(t) / static_cast<int64_t>(sizeof(scalar_t)); };
+      packed[p]->multiply(reinterpret_cast<const scalar_t*>(rows_of.row(left, o0, lo)), elements(left), n,
+                          reinterpret_cast<scalar_t*>(rows_of.row(result, o0, lo)), elements(result), nullptr,
                           accumulate);
       return;
     }
-    const Tensor& left_tensor = left_tensors[left];
-    Tensor result_tensor = result_tensors[result];
-    multiply_tensors(product, left_tensor, first_row(left_tensor, rows, o0, lo), result_tensor,
-                     first_row(result_tensor, rows, o0, lo), n, accumulate, transposed);
-  }
-
-  // (unpacked: one step's products, at::mm)
-  static void multiply_tensors(const Product& product, const Tensor& left, int64_t from, Tensor& result, int64_t to,
-                               int64_t n, bool accumulate, bool transposed) {
-    Tensor rows = result.narrow(0, to, n);
+    // unpacked (one step): at::mm on views
+    const Tensor& left_tensor = tensors[left];
+    Tensor result_rows = tensors[result].narrow(0, first_row(tensors[result], rows, o0, lo), n);
+    const Tensor left_rows = left_tensor.narrow(0, first_row(left_tensor, rows, o0, lo), n);
     const Tensor weight = transposed ? product.weight.t() : product.weight;
     if (accumulate) {
-      rows.addmm_(left.narrow(0, from, n), weight);
+      result_rows.addmm_(left_rows, weight);
     } else {
-      at::mm_out(rows, left.narrow(0, from, n), weight);
+      at::mm_out(result_rows, left_rows, weight);
     }
   }
 };
@@ -423,8 +415,8 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>> generated_forward(
         for (int64_t k = 0; k < stages; ++k) {
           for (size_t p = 0; p < products.size(); ++p) {
             if (products[p].stage != k) continue;
-            packed.multiply(p, products[p], slot_rows, slots, products[p].left, slot_rows, slots, products[p].out, N,
-                            o0, lo, n, false, false);
+            packed.multiply(p, products[p], slot_rows, slots, products[p].left, products[p].out, N, o0, lo, n, false,
+                            false);
           }
           for_rows(n, width, [&](int64_t begin, int64_t end) {
             const c10::SmallVector<void*, 32> pointers = slot_rows.at(o0, lo + begin);
@@ -569,8 +561,8 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>> genera
           });
           for (size_t p = 0; p < products.size(); ++p) {
             if (products[p].stage != k) continue;
-            packed.multiply(p, products[p], grad_rows, grads, products[p].out, grad_rows, grads, products[p].left, N, o0,
-                            lo, n, true, true);
+            packed.multiply(p, products[p], grad_rows, grads, products[p].out, products[p].left, N, o0, lo, n, true,
+                            true);
           }
         }
         for (size_t i = 0; i < previous.size(); ++i) {
